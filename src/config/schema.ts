@@ -1,0 +1,127 @@
+/**
+ * The one configuration schema. Every option has its default here; config.example.yaml
+ * documents the same options (a test keeps the two in step).
+ */
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+const host = z.string().min(1);
+
+/** How a connection is protected: none, STARTTLS upgrade (RFC 3501 §6.2.1, RFC 3207), or TLS from the first byte. */
+export const tlsMode = z.enum(['none', 'starttls', 'implicit']);
+
+const listener = z.strictObject({
+  host: host.default('127.0.0.1'),
+  port,
+  tls: tlsMode.default('starttls'),
+  /**
+   * Offer LOGIN / AUTHENTICATE PLAIN before TLS. Plaintext credentials are only ever
+   * allowed on loopback addresses (RFC 3501 §6.2.3 LOGINDISABLED otherwise), whatever this says.
+   */
+  allowPlaintextAuth: z.boolean().default(false),
+});
+
+const upstreamTls = z.strictObject({
+  /** PEM file(s) of CAs to trust for the upstream; system CAs when omitted. */
+  ca: z.string().optional(),
+  /** Verify the upstream certificate. Only turn off for a loopback upstream under test. */
+  rejectUnauthorized: z.boolean().default(true),
+  /** SNI name and name checked in the certificate; defaults to upstream host. */
+  servername: z.string().optional(),
+});
+
+const upstream = (defaultPort: number) =>
+  z.strictObject({
+    host: host.default('127.0.0.1'),
+    port: port.default(defaultPort),
+    tls: tlsMode.default('none'),
+    tlsOptions: upstreamTls.prefault({}),
+    connectTimeoutMs: z.number().int().positive().default(10_000),
+  });
+
+const imapLimits = z.strictObject({
+  /** Longest command line (bytes before CRLF, per literal-separated segment). */
+  maxLineLength: z.number().int().min(1024).default(65_536),
+  /** Largest single literal a client may send (APPEND message size). */
+  maxLiteralSize: z.number().int().min(1024).default(100 * 1024 * 1024),
+  /** Largest literal the gateway buffers for a command it parses itself (LOGIN, AUTHENTICATE, ...). */
+  maxBufferedLiteral: z.number().int().min(1024).default(64 * 1024),
+  /** Concurrent client sessions on all IMAP listeners together. */
+  maxSessions: z.number().int().positive().default(10_000),
+  /** Malformed commands in a row before the session is closed with BYE. */
+  maxBadCommands: z.number().int().positive().default(20),
+});
+
+const imapTimeouts = z.strictObject({
+  /** Before authentication; RFC 3501 §5.4 leaves it to the server, Dovecot uses about a minute. */
+  preAuthSeconds: z.number().int().positive().default(60),
+  /** Authenticated but idle; RFC 3501 §5.4 says at least 30 minutes. */
+  idleSeconds: z.number().int().min(1800).default(1800),
+});
+
+const master = z.strictObject({
+  user: z.string().min(1),
+  password: z.string().min(1),
+});
+
+export const configSchema = z.strictObject({
+  /** The name clients use to reach the gateway; URLAUTH URLs must carry it. */
+  hostname: z.string().min(1).default('localhost'),
+  /** Keys, spool and the generated certificate live here. */
+  dataDir: z.string().min(1).default('./data'),
+  tls: z
+    .strictObject({
+      /** PEM certificate chain; with key. Omitted: a self-signed one is generated into dataDir. */
+      cert: z.string().optional(),
+      key: z.string().optional(),
+    })
+    .prefault({})
+    .refine((t) => (t.cert === undefined) === (t.key === undefined), {
+      message: 'cert and key must be given together',
+    }),
+  imap: z
+    .strictObject({
+      listen: z.array(listener).min(1).default([
+        { host: '127.0.0.1', port: 1143, tls: 'starttls', allowPlaintextAuth: false },
+        { host: '127.0.0.1', port: 1993, tls: 'implicit', allowPlaintextAuth: false },
+      ]),
+      upstream: upstream(143).prefault({}),
+      master: master.optional(),
+      limits: imapLimits.prefault({}),
+      timeouts: imapTimeouts.prefault({}),
+      /** Re-probe the upstream's capabilities this often (they are also re-read when a connection shows them changed). */
+      capabilityRefreshSeconds: z.number().int().positive().default(300),
+    })
+    .prefault({}),
+  submission: z
+    .strictObject({
+      listen: z.array(listener).default([]),
+      upstream: upstream(25).prefault({}),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      /** Set enabled: false to serve no metrics or health endpoint. */
+      enabled: z.boolean().default(true),
+      host: host.default('127.0.0.1'),
+      port: port.default(9464),
+    })
+    .prefault({}),
+  store: z
+    .strictObject({
+      kind: z.enum(['sqlite']).default('sqlite'),
+      /** SQLite file; relative paths are under dataDir. */
+      path: z.string().default('gateway.sqlite'),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type ListenerConfig = z.infer<typeof listener>;
+export type UpstreamConfig = Config['imap']['upstream'];
+export type TlsMode = z.infer<typeof tlsMode>;

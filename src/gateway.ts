@@ -1,0 +1,67 @@
+/**
+ * Wiring of one gateway process: TLS material, the upstream capability probe, the IMAP
+ * listeners and the metrics endpoint. main.ts adds the command line and signals; tests
+ * start it in-process through the same function.
+ */
+import type { Config } from './config/schema.js';
+import type { Logger } from './log/logger.js';
+import { TlsContextHolder } from './tls/certificates.js';
+import { CapabilityCache } from './imap/capability-cache.js';
+import { startImapServer, type ImapServer } from './imap/server.js';
+import { startMetricsServer } from './metrics/server.js';
+import { tlsReloads } from './metrics/metrics.js';
+
+export interface Gateway {
+  imap: ImapServer;
+  metricsPort: number | undefined;
+  reload(): void;
+  stop(): Promise<void>;
+}
+
+export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
+  const tlsHolder = new TlsContextHolder({
+    cert: config.tls.cert,
+    key: config.tls.key,
+    dataDir: config.dataDir,
+    hostname: config.hostname,
+  });
+  const capabilityCache = new CapabilityCache(config.imap.upstream, log);
+  // Not fatal: the upstream may come up after the gateway; sessions re-learn the list.
+  await capabilityCache.probe();
+  capabilityCache.start(config.imap.capabilityRefreshSeconds);
+  const imap = await startImapServer(config, tlsHolder, capabilityCache, log);
+  const metrics = config.metrics.enabled
+    ? await startMetricsServer({
+        host: config.metrics.host,
+        port: config.metrics.port,
+        health: () => ({
+          ok: true,
+          detail: { imapSessions: imap.sessions.size, upstreamProbed: capabilityCache.hasProbed() },
+        }),
+      })
+    : undefined;
+  log.info(
+    { imap: imap.addresses, metrics: metrics ? { host: config.metrics.host, port: metrics.port } : null },
+    'lemonade-gateway ready',
+  );
+  return {
+    imap,
+    metricsPort: metrics?.port,
+    reload() {
+      try {
+        tlsHolder.reload();
+        tlsReloads.inc({ result: 'ok' });
+        log.info('TLS certificate reloaded');
+      } catch (err) {
+        tlsReloads.inc({ result: 'error' });
+        log.error({ err: (err as Error).message }, 'TLS reload failed; keeping the old certificate');
+      }
+    },
+    async stop() {
+      capabilityCache.stop();
+      await imap.close();
+      for (const s of imap.sessions) s.bye('Server shutting down');
+      await metrics?.close();
+    },
+  };
+}

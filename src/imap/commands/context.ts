@@ -1,0 +1,45 @@
+/**
+ * The small interface the per-command handlers see of a session, so each intercepted
+ * command lives in its own file without reaching into the session's internals.
+ */
+import type { Config, ListenerConfig } from '../../config/schema.js';
+import type { Logger } from '../../log/logger.js';
+import type { ParsedLine } from '../protocol/parser.js';
+import type { SessionState } from './registry.js';
+import type { UpstreamConnection } from '../upstream.js';
+
+export interface Credentials {
+  /** Authentication identity (RFC 4616 authcid). */
+  user: string;
+  password: string;
+  /** Authorization identity when it differs from user (RFC 4616 authzid). */
+  authzid?: string;
+  mechanism: 'login' | 'plain';
+}
+
+export interface CommandContext {
+  readonly config: Config;
+  readonly listener: ListenerConfig;
+  readonly log: Logger;
+  readonly state: SessionState;
+  readonly tlsActive: boolean;
+  /** Plain-text credentials may be accepted on this connection (RFC 3501 §6.2.3). */
+  readonly plaintextAllowed: boolean;
+  /** The capability list to show the client now. */
+  capabilities(): string[];
+  /** Writes an untagged response line (text without "* " and CRLF). */
+  untagged(text: string): void;
+  /** Writes the tagged completion; the session counts it in metrics. */
+  tagged(tag: string, status: 'OK' | 'NO' | 'BAD', text: string, code?: string): void;
+  /** Asks the client for one more line (AUTHENTICATE, RFC 3501 §6.2.2) and resolves with it. */
+  continuation(text: string): Promise<string>;
+  /** Opens the upstream connection and logs in; resolves when the session is authenticated. */
+  login(tag: string, creds: Credentials): Promise<void>;
+  /** Negotiates TLS after the tagged OK (RFC 3501 §6.2.1). */
+  startTls(tag: string): Promise<void>;
+  /** Sends BYE-less close after a LOGOUT handled locally. */
+  logout(tag: string): void;
+  readonly upstream: UpstreamConnection | undefined;
+}
+
+export type CommandHandler = (ctx: CommandContext, line: ParsedLine) => Promise<void> | void;

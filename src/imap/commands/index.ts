@@ -1,0 +1,23 @@
+/** The commands the gateway answers itself; everything else after login is relayed. */
+import type { CommandHandler } from './context.js';
+import { capability } from './capability.js';
+import { noop } from './noop.js';
+import { logout } from './logout.js';
+import { id } from './id.js';
+import { starttls } from './starttls.js';
+import { login } from './login.js';
+import { authenticate } from './authenticate.js';
+
+/** Handled locally before authentication (there is no upstream session yet). */
+export const preAuthHandlers = new Map<string, CommandHandler>([
+  ['CAPABILITY', capability],
+  ['NOOP', noop],
+  ['LOGOUT', logout],
+  ['ID', id],
+  ['STARTTLS', starttls],
+  ['LOGIN', login],
+  ['AUTHENTICATE', authenticate],
+]);
+
+/** Intercepted after authentication; all other valid commands go upstream. */
+export const postAuthHandlers = new Map<string, CommandHandler>([['CAPABILITY', capability]]);

@@ -1,0 +1,752 @@
+/**
+ * One client IMAP session: the state machine of RFC 3501 §3 on the client side, and the
+ * relay between the client and its own upstream connection once authenticated.
+ *
+ * Commands the gateway answers itself are collected whole (with a small bound on their
+ * literals) and handed to a handler in commands/. Every other command is streamed to the
+ * upstream as it arrives, with its tag replaced, so a 50 MB APPEND never sits in memory;
+ * the upstream's responses stream back the same way. Responses the gateway makes itself
+ * are queued while an upstream response is half-written, so the two never interleave.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import type { Config, ListenerConfig } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import type { TlsContextHolder } from '../tls/certificates.js';
+import { ImapLexer, type LexEvent } from './protocol/lexer.js';
+import { parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
+import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
+import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
+import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
+import type { CommandContext, Credentials } from './commands/context.js';
+import { UpstreamConnection, type CommandPart, type TaggedResult } from './upstream.js';
+import { UpstreamUnavailable } from '../upstream/connect.js';
+import type { CapabilityCache } from './capability-cache.js';
+import {
+  bytesTotal,
+  commandDuration,
+  commandLabel,
+  imapAuthTotal,
+  imapCommandsTotal,
+  malformedCommands,
+  sessionsOpen,
+  sessionsTotal,
+} from '../metrics/metrics.js';
+import { isLoopbackAddress } from './net-util.js';
+
+/** Failed logins are answered only after this delay, to slow down password guessing. */
+const AUTH_FAILURE_DELAY_MS = 1000;
+
+export interface SessionDeps {
+  config: Config;
+  listener: ListenerConfig;
+  tls: TlsContextHolder;
+  capabilityCache: CapabilityCache;
+  log: Logger;
+  onClose(session: ImapSession): void;
+}
+
+type Mode =
+  /** Streaming the command to the upstream. */
+  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean }
+  /** Collecting the whole command for a local handler. */
+  | { kind: 'collect'; tag: string; name: string; segments: Buffer[]; literals: Buffer[]; chunks: Buffer[]; size: number }
+  /** Dropping the rest of a command that was already answered. */
+  | { kind: 'discard' }
+  /** The client's answer to a continuation request (AUTHENTICATE). */
+  | { kind: 'continuation'; segments: Buffer[] };
+
+interface InFlight {
+  clientTag: string;
+  command: string;
+  started: bigint;
+  idle: boolean;
+  logout: boolean;
+}
+
+/** Tag and command name at the start of a command line (RFC 3501 §9 "tag SP command"). */
+export function commandHead(first: Buffer): { tag: string; name: string; rest: number } | undefined {
+  const text = first.subarray(0, Math.min(first.length, 512)).toString('latin1');
+  // tag = 1*<any ASTRING-CHAR except "+">; command names are atoms of letters.
+  const m = /^([^\s(){%*"\\+\]\x00-\x1f\x7f]+) ([A-Za-z]+)(?: ([A-Za-z]+))?/.exec(text);
+  if (!m) return undefined;
+  const tag = m[1]!;
+  let name = m[2]!.toUpperCase();
+  if (name === 'UID' && m[3] !== undefined) name = `UID ${m[3].toUpperCase()}`;
+  return { tag, name, rest: tag.length };
+}
+
+/** The best guess at a tag for answering a line that did not parse (RFC 3501 §7.1: "*" if none). */
+export function guessTag(text: Buffer): string {
+  const m = /^([^\s(){%*"\\+\]\x00-\x1f\x7f]+)[ \r\n]/.exec(text.subarray(0, 256).toString('latin1'));
+  return m ? m[1]! : '*';
+}
+
+export class ImapSession implements CommandContext {
+  readonly id = randomBytes(6).toString('hex');
+  readonly log: Logger;
+  readonly config: Config;
+  readonly listener: ListenerConfig;
+  state: SessionState = 'not-authenticated';
+  tlsActive: boolean;
+  upstream: UpstreamConnection | undefined;
+  private client: net.Socket;
+  private readonly lexer: ImapLexer;
+  private queue: LexEvent[] = [];
+  private mode: Mode | undefined;
+  /** Reasons the client's input is not being processed; the socket is paused while any holds. */
+  private readonly holds = new Set<string>();
+  private readonly inflight = new Map<string, InFlight>();
+  private nextUpTag = 1;
+  /** Upstream tag of an IDLE whose "+" has been relayed: the next client line is DONE. */
+  private idleActive: string | undefined;
+  /** Resolves when the upstream answers "+" to a synchronizing literal we sent it. */
+  private upstreamContinuation: ((ok: boolean) => void) | undefined;
+  private continuationWaiter: ((line: string) => void) | undefined;
+  /** An upstream response is half-written to the client; local output must wait. */
+  private relayMidResponse = false;
+  private relayTagged: { upTag: string; status: string } | undefined;
+  private localQueue: Buffer[] = [];
+  private badInARow = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private user: string | undefined;
+
+  constructor(
+    socket: net.Socket,
+    private readonly deps: SessionDeps,
+  ) {
+    this.config = deps.config;
+    this.listener = deps.listener;
+    this.tlsActive = socket instanceof tls.TLSSocket;
+    this.client = socket;
+    this.log = deps.log.child({ session: this.id, remote: socket.remoteAddress });
+    const limits = deps.config.imap.limits;
+    this.lexer = new ImapLexer({ maxLineLength: limits.maxLineLength, maxLiteralSize: limits.maxLiteralSize });
+    sessionsOpen.inc({ protocol: 'imap' });
+    sessionsTotal.inc({ protocol: 'imap', listener_tls: deps.listener.tls });
+    this.attachClient(socket);
+    this.armTimer();
+    this.writeLocal(`* OK [CAPABILITY ${this.capabilities().join(' ')}] lemonade-gateway ready\r\n`);
+    this.log.debug('session open');
+  }
+
+  // ---- CommandContext -------------------------------------------------------------
+
+  get plaintextAllowed(): boolean {
+    return this.tlsActive || (this.listener.allowPlaintextAuth && isLoopbackAddress(this.client.remoteAddress));
+  }
+
+  capabilities(): string[] {
+    const preAuth = this.state === 'not-authenticated';
+    const upstreamCaps = preAuth || !this.upstream ? this.deps.capabilityCache.preAuth() : this.upstream.capabilities;
+    return advertisedCapabilities(upstreamCaps, {
+      preAuth,
+      tlsActive: this.tlsActive,
+      starttlsOffered: this.listener.tls === 'starttls',
+      plaintextAllowed: this.plaintextAllowed,
+    });
+  }
+
+  untagged(text: string): void {
+    this.writeLocal(`* ${text}\r\n`);
+  }
+
+  tagged(tag: string, status: 'OK' | 'NO' | 'BAD', text: string, code?: string): void {
+    this.writeLocal(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
+    if (status === 'BAD') this.countBad();
+    else this.badInARow = 0;
+  }
+
+  continuation(text: string): Promise<string> {
+    return new Promise((resolve) => {
+      this.mode = { kind: 'continuation', segments: [] };
+      this.continuationWaiter = resolve;
+      this.writeLocal(`+ ${text}\r\n`);
+      this.release('handler');
+    });
+  }
+
+  async login(tag: string, creds: Credentials): Promise<void> {
+    let upstream: UpstreamConnection;
+    try {
+      upstream = await UpstreamConnection.open(this.config.imap.upstream);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'upstream unavailable at login');
+      // RFC 5530 UNAVAILABLE: a temporary failure, try again later.
+      return this.tagged(tag, 'NO', 'Upstream server unavailable, try again later', 'UNAVAILABLE');
+    }
+    if (this.closed) return upstream.destroy();
+    this.deps.capabilityCache.observe(upstream.capabilities);
+    let result: TaggedResult;
+    try {
+      result = await loginUpstream(upstream, creds);
+    } catch (err) {
+      upstream.destroy();
+      this.log.warn({ err: (err as Error).message }, 'upstream failed during login');
+      return this.tagged(tag, 'NO', 'Upstream server unavailable, try again later', 'UNAVAILABLE');
+    }
+    imapAuthTotal.inc({ mechanism: creds.mechanism, result: result.status === 'OK' ? 'ok' : 'no' });
+    if (result.status !== 'OK') {
+      upstream.end();
+      this.log.info({ user: creds.user }, 'login failed');
+      await new Promise((r) => setTimeout(r, AUTH_FAILURE_DELAY_MS));
+      const code = result.code?.split(' ')[0]?.toUpperCase() ?? 'AUTHENTICATIONFAILED';
+      return this.tagged(tag, 'NO', 'Authentication failed', code === 'CAPABILITY' ? 'AUTHENTICATIONFAILED' : code);
+    }
+    if (result.code?.toUpperCase().startsWith('CAPABILITY ') !== true) {
+      try {
+        await upstream.refreshCapabilities();
+      } catch {
+        upstream.destroy();
+        return this.tagged(tag, 'NO', 'Upstream server unavailable, try again later', 'UNAVAILABLE');
+      }
+    }
+    if (this.closed) return upstream.end();
+    this.upstream = upstream;
+    this.state = 'authenticated';
+    this.user = creds.authzid ?? creds.user;
+    this.log.info({ user: this.user, mechanism: creds.mechanism }, 'logged in');
+    upstream.startRelay({ onEvent: (ev) => this.onUpstreamEvent(ev), onClose: (err) => this.onUpstreamClose(err) });
+    this.armTimer();
+    this.tagged(tag, 'OK', 'Logged in', `CAPABILITY ${this.capabilities().join(' ')}`);
+  }
+
+  async startTls(tag: string): Promise<void> {
+    this.tagged(tag, 'OK', 'Begin TLS negotiation now');
+    // RFC 3501 §6.2.1 / RFC 2595 §3.1: anything the client pipelined after STARTTLS is
+    // plaintext injected before TLS and must be dropped (CVE-2011-0411 style).
+    this.queue = [];
+    this.lexer.reset();
+    const plain = this.client;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    plain.removeAllListeners('error');
+    plain.removeAllListeners('drain');
+    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context(), ...this.deps.tls.serverOptions() });
+    this.client = secure;
+    this.tlsActive = true;
+    this.attachClient(secure);
+    await new Promise<void>((resolve) => {
+      secure.once('secure', resolve);
+      secure.once('close', resolve);
+    });
+  }
+
+  logout(tag: string): void {
+    this.state = 'logout';
+    this.untagged('BYE Logging out');
+    this.tagged(tag, 'OK', 'Logout completed');
+    this.closeClient();
+  }
+
+  // ---- client side ----------------------------------------------------------------
+
+  private attachClient(socket: net.Socket): void {
+    socket.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
+    socket.on('close', () => this.onClientClose());
+  }
+
+  private onClientData(chunk: Buffer): void {
+    bytesTotal.inc({ protocol: 'imap', direction: 'client_in' }, chunk.length);
+    this.armTimer();
+    for (const ev of this.lexer.push(chunk)) this.queue.push(ev);
+    this.pump();
+  }
+
+  private hold(reason: string): void {
+    this.holds.add(reason);
+    this.client.pause();
+  }
+
+  private release(reason: string): void {
+    this.holds.delete(reason);
+    if (this.holds.size === 0 && !this.closed) {
+      this.client.resume();
+      this.pump();
+    }
+  }
+
+  private pump(): void {
+    while (this.holds.size === 0 && !this.closed) {
+      const ev = this.queue.shift();
+      if (ev === undefined) return;
+      this.handleClientEvent(ev);
+    }
+  }
+
+  private handleClientEvent(ev: LexEvent): void {
+    const mode = this.mode;
+    if (mode === undefined) return this.startCommand(ev);
+    switch (mode.kind) {
+      case 'relay':
+        return this.relayClientEvent(mode, ev);
+      case 'collect':
+        return this.collectClientEvent(mode, ev);
+      case 'discard':
+        if (ev.type === 'literal-start' && ev.sync) this.lexer.abortLiteral();
+        if (ev.type === 'end' || (ev.type === 'literal-start' && ev.sync)) this.mode = undefined;
+        return;
+      case 'continuation':
+        if (ev.type === 'text') mode.segments.push(ev.data);
+        else if (ev.type === 'error' || ev.type === 'literal-start') {
+          // A SASL response is one line of base64: anything else cancels it.
+          if (ev.type === 'literal-start' && ev.sync) this.lexer.abortLiteral();
+          this.mode = ev.type === 'literal-start' && !ev.sync ? { kind: 'discard' } : undefined;
+          this.finishContinuation('*');
+        } else if (ev.type === 'end') {
+          this.mode = undefined;
+          this.finishContinuation(Buffer.concat(mode.segments).toString('utf8').replace(/\r?\n$/, ''));
+        }
+        return;
+    }
+  }
+
+  private finishContinuation(line: string): void {
+    const waiter = this.continuationWaiter;
+    this.continuationWaiter = undefined;
+    this.hold('handler');
+    waiter?.(line);
+  }
+
+  private startCommand(ev: LexEvent): void {
+    if (ev.type === 'error') return this.malformed(ev);
+    if (ev.type !== 'text') return; // stray literal events after an aborted command
+    if (this.idleActive !== undefined) return this.relayDone(ev.data);
+    const head = commandHead(ev.data);
+    if (head === undefined) {
+      malformedCommands.inc({ reason: 'syntax' });
+      this.tagged(guessTag(ev.data), 'BAD', 'Syntax error: expected tag and command');
+      return this.discardRest(ev);
+    }
+    const spec = commandSpec(head.name);
+    if (spec === undefined) {
+      malformedCommands.inc({ reason: 'syntax' });
+      this.tagged(head.tag, 'BAD', `Unknown command ${head.name.slice(0, 32)}`);
+      return this.discardRest(ev);
+    }
+    if (!validInState(spec, this.state)) {
+      malformedCommands.inc({ reason: 'state' });
+      this.tagged(head.tag, 'BAD', `${head.name} is not valid in this state`);
+      return this.discardRest(ev);
+    }
+    const authenticated = this.state !== 'not-authenticated';
+    const handler = authenticated ? postAuthHandlers.get(head.name) : preAuthHandlers.get(head.name);
+    if (handler === undefined && authenticated && this.upstream && !upstreamSupports(spec, this.upstream.capabilities)) {
+      this.tagged(head.tag, 'BAD', `Unknown command ${head.name}`);
+      return this.discardRest(ev);
+    }
+    if (handler !== undefined || !authenticated) {
+      this.mode = { kind: 'collect', tag: head.tag, name: head.name, segments: [], literals: [], chunks: [], size: 0 };
+      return this.handleClientEvent(ev);
+    }
+    const upTag = `C${this.nextUpTag++}`;
+    this.inflight.set(upTag, {
+      clientTag: head.tag,
+      command: head.name,
+      started: process.hrtime.bigint(),
+      idle: head.name === 'IDLE',
+      logout: head.name === 'LOGOUT',
+    });
+    if (head.name === 'LOGOUT') this.state = 'logout';
+    this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false };
+    this.relayClientEvent(this.mode, { type: 'text', data: Buffer.concat([Buffer.from(upTag), ev.data.subarray(head.rest)]) });
+  }
+
+  /** Answered already: drop the rest of the command, including a literal the client will not send. */
+  private discardRest(first: LexEvent): void {
+    this.mode = { kind: 'discard' };
+    void first;
+  }
+
+  private malformed(ev: Extract<LexEvent, { type: 'error' }>): void {
+    const tag = guessTag(ev.text);
+    if (ev.code === 'line-too-long') {
+      malformedCommands.inc({ reason: 'line_too_long' });
+      this.tagged(tag, 'BAD', 'Command line too long', 'TOOBIG');
+    } else if (ev.code === 'literal-too-large') {
+      malformedCommands.inc({ reason: 'literal_too_large' });
+      this.tagged(tag, 'BAD', 'Literal too large', 'TOOBIG');
+      // RFC 7888 §4: a too-large non-synchronizing literal is already on its way; we cannot find the next command.
+      if (ev.sync === false) return this.bye('Literal too large');
+    } else {
+      malformedCommands.inc({ reason: 'syntax' });
+      this.tagged(tag, 'BAD', 'Malformed literal');
+    }
+  }
+
+  private countBad(): void {
+    if (++this.badInARow >= this.config.imap.limits.maxBadCommands) this.bye('Too many invalid commands');
+  }
+
+  // ---- relayed commands -----------------------------------------------------------
+
+  private relayClientEvent(mode: Extract<Mode, { kind: 'relay' }>, ev: LexEvent): void {
+    const upstream = this.upstream;
+    if (!upstream) return;
+    switch (ev.type) {
+      case 'text':
+        this.flushPendingText(mode);
+        mode.pendingText = ev.data;
+        return;
+      case 'literal-start': {
+        // RFC 7888: announce it to the upstream in the form it understands.
+        const text = mode.pendingText ?? Buffer.alloc(0);
+        mode.pendingText = undefined;
+        const upstreamNonSync = upstream.has('LITERAL+');
+        const announced = rewriteLiteralAnnouncement(text, ev.size, ev.binary, upstreamNonSync);
+        this.writeUpstream(announced);
+        mode.sentAny = true;
+        if (upstreamNonSync) {
+          if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
+          return;
+        }
+        // The upstream wants to say "+" first; the client's data waits in the socket.
+        this.hold('upstream-continuation');
+        this.upstreamContinuation = (ok) => {
+          this.upstreamContinuation = undefined;
+          if (ok) {
+            if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
+          } else {
+            // The upstream refused the command before the literal (its tagged reply is on its way).
+            if (ev.sync) this.lexer.abortLiteral();
+            this.mode = ev.sync ? undefined : { kind: 'discard' };
+          }
+          this.release('upstream-continuation');
+        };
+        return;
+      }
+      case 'literal-data':
+        this.writeUpstream(ev.data);
+        return;
+      case 'literal-end':
+        return;
+      case 'end':
+        this.flushPendingText(mode);
+        this.mode = undefined;
+        return;
+      case 'error':
+        if (!mode.sentAny) {
+          // Nothing reached the upstream yet: answer like any malformed command.
+          this.inflight.delete(mode.upTag);
+          this.mode = undefined;
+          return this.malformed({ ...ev, text: Buffer.from(`${mode.clientTag} `) });
+        }
+        // Half a command is upstream and cannot be recalled: end the session cleanly.
+        malformedCommands.inc({ reason: ev.code === 'line-too-long' ? 'line_too_long' : 'literal_too_large' });
+        this.tagged(mode.clientTag, 'BAD', 'Command too large', 'TOOBIG');
+        return this.bye('Command too large');
+    }
+  }
+
+  private flushPendingText(mode: Extract<Mode, { kind: 'relay' }>): void {
+    if (mode.pendingText === undefined) return;
+    this.writeUpstream(mode.pendingText);
+    mode.pendingText = undefined;
+    mode.sentAny = true;
+  }
+
+  /** RFC 2177: the client ends IDLE with a DONE line that carries no tag. */
+  private relayDone(line: Buffer): void {
+    this.idleActive = undefined;
+    this.mode = { kind: 'discard' };
+    this.writeUpstream(line);
+    this.mode = undefined;
+  }
+
+  private writeUpstream(data: Buffer): void {
+    const upstream = this.upstream;
+    if (!upstream || upstream.isClosed()) return;
+    if (!upstream.write(data)) {
+      this.hold('upstream-backpressure');
+      upstream.onceDrain(() => this.release('upstream-backpressure'));
+    }
+  }
+
+  // ---- collected (local) commands -------------------------------------------------
+
+  private collectClientEvent(mode: Extract<Mode, { kind: 'collect' }>, ev: LexEvent): void {
+    switch (ev.type) {
+      case 'text':
+        mode.segments.push(ev.data);
+        return;
+      case 'literal-start':
+        mode.chunks = [];
+        if (mode.size + ev.size > this.config.imap.limits.maxBufferedLiteral) {
+          malformedCommands.inc({ reason: 'literal_too_large' });
+          this.tagged(mode.tag, 'BAD', 'Literal too large for this command', 'TOOBIG');
+          if (ev.sync) {
+            this.lexer.abortLiteral();
+            this.mode = undefined;
+          } else {
+            this.mode = { kind: 'discard' };
+          }
+          return;
+        }
+        mode.size += ev.size;
+        if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
+        return;
+      case 'literal-data':
+        mode.chunks.push(ev.data);
+        return;
+      case 'literal-end':
+        mode.literals.push(Buffer.concat(mode.chunks));
+        mode.chunks = [];
+        return;
+      case 'error':
+        this.mode = undefined;
+        return this.malformed({ ...ev, text: Buffer.from(`${mode.tag} `) });
+      case 'end':
+        this.mode = undefined;
+        return this.runHandler(mode);
+    }
+  }
+
+  private runHandler(mode: Extract<Mode, { kind: 'collect' }>): void {
+    let line: ParsedLine;
+    try {
+      line = parseSegments(mode.segments, mode.literals);
+    } catch (err) {
+      malformedCommands.inc({ reason: 'syntax' });
+      return this.tagged(mode.tag, 'BAD', `Syntax error: ${(err as Error).message.slice(0, 100)}`);
+    }
+    const handler =
+      this.state === 'not-authenticated' ? preAuthHandlers.get(mode.name) : postAuthHandlers.get(mode.name);
+    if (handler === undefined) {
+      return this.tagged(mode.tag, 'BAD', `${mode.name} is not valid in this state`);
+    }
+    const started = process.hrtime.bigint();
+    this.hold('handler');
+    const label = commandLabel(mode.name);
+    Promise.resolve()
+      .then(() => handler(this, { ...line, tag: mode.tag }))
+      .catch((err: unknown) => {
+        this.log.error({ err: (err as Error).message, command: mode.name }, 'command handler failed');
+        this.tagged(mode.tag, 'NO', 'Internal error', 'SERVERBUG');
+      })
+      .finally(() => {
+        commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - started) / 1e9);
+        imapCommandsTotal.inc({ command: label, result: 'ok' });
+        this.release('handler');
+      });
+  }
+
+  // ---- upstream side --------------------------------------------------------------
+
+  private onUpstreamEvent(ev: LexEvent): void {
+    if (this.closed) return;
+    switch (ev.type) {
+      case 'text':
+        if (!this.relayMidResponse) return this.startUpstreamResponse(ev.data);
+        return this.writeClient(ev.data);
+      case 'literal-data':
+        return this.writeClient(ev.data);
+      case 'literal-start':
+      case 'literal-end':
+        return;
+      case 'end':
+        return this.endUpstreamResponse();
+      case 'error':
+        this.log.warn({ code: ev.code }, 'upstream sent an unparseable response');
+        this.upstream?.destroy();
+        return;
+    }
+  }
+
+  private startUpstreamResponse(first: Buffer): void {
+    this.relayMidResponse = true;
+    const head = parseResponseHead(first);
+    if (head.tag === '+') {
+      this.relayMidResponse = false; // a continuation is one line; handled at its end
+      return this.onUpstreamContinuation(first);
+    }
+    let out = first;
+    if (head.tag === '*') {
+      if (head.kind === 'CAPABILITY') {
+        this.upstream!.capabilities = parseCapabilityList(first.toString('latin1').replace(/^\* CAPABILITY /i, ''));
+        out = Buffer.from(`* CAPABILITY ${this.capabilities().join(' ')}\r\n`);
+      } else if (head.kind === 'BYE') {
+        this.log.info('upstream said BYE');
+      }
+    } else {
+      const entry = this.inflight.get(head.tag);
+      if (entry === undefined) {
+        // Not a tag we sent: never show it to the client.
+        this.log.warn({ tag: head.tag.slice(0, 40) }, 'upstream answered an unknown tag');
+        this.relaySkip = true;
+        return;
+      }
+      this.relayTagged = { upTag: head.tag, status: head.kind };
+      out = Buffer.concat([Buffer.from(entry.clientTag), first.subarray(head.tag.length)]);
+    }
+    if (head.code?.name.toUpperCase() === 'CAPABILITY') out = this.rewriteCapabilityCode(out, head.tag, first);
+    this.writeClient(out);
+  }
+
+  private relaySkip = false;
+
+  private rewriteCapabilityCode(out: Buffer, upTag: string, first: Buffer): Buffer {
+    const head = parseResponseHead(first);
+    const code = head.code!;
+    this.upstream!.capabilities = parseCapabilityList(code.raw.replace(/^CAPABILITY\s*/i, ''));
+    const shift = out.length - first.length; // the tag was replaced
+    void upTag;
+    return Buffer.concat([
+      out.subarray(0, code.start + shift),
+      Buffer.from(`[CAPABILITY ${this.capabilities().join(' ')}]`),
+      out.subarray(code.end + shift),
+    ]);
+  }
+
+  private onUpstreamContinuation(first: Buffer): void {
+    if (this.upstreamContinuation) return this.upstreamContinuation(true);
+    for (const [upTag, entry] of this.inflight) {
+      if (entry.idle && this.idleActive === undefined) {
+        this.idleActive = upTag;
+        break;
+      }
+    }
+    this.writeClient(first);
+  }
+
+  private endUpstreamResponse(): void {
+    this.relayMidResponse = false;
+    if (this.relaySkip) {
+      this.relaySkip = false;
+      return this.flushLocal();
+    }
+    const tagged = this.relayTagged;
+    this.relayTagged = undefined;
+    if (tagged) this.completeInFlight(tagged.upTag, tagged.status);
+    this.flushLocal();
+  }
+
+  private completeInFlight(upTag: string, status: string): void {
+    const entry = this.inflight.get(upTag);
+    if (!entry) return;
+    this.inflight.delete(upTag);
+    if (this.idleActive === upTag) this.idleActive = undefined;
+    const label = commandLabel(entry.command);
+    const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : 'bad';
+    imapCommandsTotal.inc({ command: label, result });
+    commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - entry.started) / 1e9);
+    // The upstream refused a command whose literal it never asked for.
+    if (this.upstreamContinuation && status !== 'OK') this.upstreamContinuation(false);
+    if (entry.command === 'SELECT' || entry.command === 'EXAMINE') {
+      this.state = status === 'OK' ? 'selected' : 'authenticated';
+    } else if ((entry.command === 'CLOSE' || entry.command === 'UNSELECT') && status === 'OK') {
+      this.state = 'authenticated';
+    }
+    if (entry.logout) this.closeClient();
+  }
+
+  private onUpstreamClose(err?: Error): void {
+    if (this.closed) return;
+    if (this.state !== 'logout') {
+      this.log.warn({ err: err?.message }, 'upstream connection lost');
+      if (this.relayMidResponse) this.writeClient(Buffer.from('\r\n'));
+      this.relayMidResponse = false;
+      this.bye('Upstream server connection lost');
+    } else {
+      this.closeClient();
+    }
+  }
+
+  // ---- output ---------------------------------------------------------------------
+
+  private writeClient(data: Buffer): void {
+    if (this.closed || this.client.destroyed) return;
+    bytesTotal.inc({ protocol: 'imap', direction: 'client_out' }, data.length);
+    if (!this.client.write(data) && this.upstream) {
+      const upstream = this.upstream;
+      upstream.pause();
+      this.client.once('drain', () => upstream.resume());
+    }
+  }
+
+  /** Gateway-made output waits while an upstream response is half-written. */
+  private writeLocal(text: string): void {
+    const data = Buffer.from(text, 'utf8');
+    if (this.relayMidResponse) this.localQueue.push(data);
+    else this.writeClient(data);
+  }
+
+  private flushLocal(): void {
+    const queued = this.localQueue;
+    this.localQueue = [];
+    for (const data of queued) this.writeClient(data);
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------
+
+  private armTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    const t = this.config.imap.timeouts;
+    // RFC 3501 §5.4: autologout; at least 30 minutes once authenticated.
+    const seconds = this.state === 'not-authenticated' ? t.preAuthSeconds : t.idleSeconds;
+    this.timer = setTimeout(() => this.bye('Autologout; idle for too long'), seconds * 1000);
+    this.timer.unref();
+  }
+
+  /** Untagged BYE (RFC 3501 §7.1.5) and close. */
+  bye(text: string): void {
+    if (this.closed) return;
+    this.relayMidResponse = false;
+    this.flushLocal();
+    this.writeClient(Buffer.from(`* BYE ${text}\r\n`));
+    this.closeClient();
+  }
+
+  private closeClient(): void {
+    if (this.closed) return;
+    this.flushLocal();
+    this.client.end();
+    const socket = this.client;
+    setTimeout(() => socket.destroy(), 2000).unref();
+    this.teardown();
+  }
+
+  private onClientClose(): void {
+    this.teardown();
+  }
+
+  private teardown(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.upstream?.end();
+    this.upstreamContinuation?.(false);
+    sessionsOpen.dec({ protocol: 'imap' });
+    this.log.debug({ user: this.user }, 'session closed');
+    this.deps.onClose(this);
+  }
+}
+
+/** "{n}\r\n" at the end of a segment, rewritten for the upstream (RFC 7888 §3, RFC 3516 §4.1). */
+export function rewriteLiteralAnnouncement(text: Buffer, size: number, binary: boolean, nonSync: boolean): Buffer {
+  let end = text.length;
+  if (text[end - 1] === 0x0a) end--;
+  if (text[end - 1] === 0x0d) end--;
+  const open = text.lastIndexOf(0x7b /* { */, end);
+  let start = open;
+  if (binary && start > 0 && text[start - 1] === 0x7e /* ~ */) start--;
+  return Buffer.concat([text.subarray(0, start), Buffer.from(`${binary ? '~' : ''}{${size}${nonSync ? '+' : ''}}\r\n`)]);
+}
+
+/** Logs the client's credentials in upstream: SASL PLAIN when offered (needed for an authzid), else LOGIN. */
+export async function loginUpstream(upstream: UpstreamConnection, creds: Credentials): Promise<TaggedResult> {
+  if (upstream.has('AUTH=PLAIN')) {
+    const ir = Buffer.from(`${creds.authzid ?? ''}\0${creds.user}\0${creds.password}`, 'utf8').toString('base64');
+    if (upstream.has('SASL-IR')) return upstream.command([`AUTHENTICATE PLAIN ${ir}`]);
+    return upstream.command(['AUTHENTICATE PLAIN'], ir);
+  }
+  if (creds.authzid !== undefined || upstream.has('LOGINDISABLED')) {
+    return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [] };
+  }
+  const parts: CommandPart[] = ['LOGIN ', { literal: Buffer.from(creds.user, 'utf8') }, ' ', { literal: Buffer.from(creds.password, 'utf8') }];
+  return upstream.command(parts);
+}
+
+export { UpstreamUnavailable };

@@ -1,0 +1,400 @@
+/**
+ * The session's own connection to the upstream IMAP server.
+ *
+ * Two modes. Before the client is authenticated the gateway talks to the upstream itself
+ * ("internal" mode: greeting, optional STARTTLS, LOGIN / AUTHENTICATE, CAPABILITY), reading
+ * whole responses. After login the connection is handed to the session's relay, which
+ * receives the raw lexer events and forwards them to the client as they arrive, so FETCH
+ * literals stream without being held in memory.
+ */
+import type net from 'node:net';
+import { ImapLexer, type LexEvent } from './protocol/lexer.js';
+import { parseSegments, parseResponseHead, type ImapValue, type ParsedLine, type ResponseHead } from './protocol/parser.js';
+import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
+import { hasCapability, parseCapabilityList } from './capabilities.js';
+import type { UpstreamConfig } from '../config/schema.js';
+import { bytesTotal, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
+
+/**
+ * Upstream response lines may be long (SEARCH results of big mailboxes); literals are
+ * streamed to the client in relay mode, so only their announced size is bounded.
+ */
+const UPSTREAM_LIMITS = { maxLineLength: 64 * 1024 * 1024, maxLiteralSize: Number.MAX_SAFE_INTEGER };
+/** What the gateway buffers of one upstream response to a command of its own. */
+const MAX_INTERNAL_RESPONSE = 1024 * 1024;
+/** Upstream responses to gateway-internal commands must come within this time. */
+const INTERNAL_COMMAND_TIMEOUT_MS = 30_000;
+
+const STATUS_KINDS = new Set(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH']);
+
+export type TaggedStatus = 'OK' | 'NO' | 'BAD';
+
+export interface TaggedResult {
+  status: TaggedStatus;
+  /** The bracketed response code without brackets, e.g. "CAPABILITY IMAP4rev1 ...". */
+  code?: string;
+  /** Human-readable text after the status and code. */
+  text: string;
+  /** Untagged responses seen while the command ran. */
+  untagged: ParsedLine[];
+}
+
+/** One piece of an internal command: text as-is, or a string sent as a literal (RFC 3501 §4.3). */
+export type CommandPart = string | { literal: Buffer };
+
+export interface RelayHandler {
+  onEvent(event: LexEvent): void;
+  onClose(error?: Error): void;
+}
+
+interface PendingInternal {
+  tag: string;
+  untagged: ParsedLine[];
+  resolve(result: TaggedResult): void;
+  reject(err: Error): void;
+  /** Set while a synchronizing literal waits for the server's "+". */
+  continuation?: () => void;
+  /** The line to send when the server asks for more (a SASL response, RFC 3501 §6.2.2). */
+  saslResponse?: string;
+}
+
+/** Split "STATUS [CODE stuff] text" (the text after the tag) into its parts. */
+export function splitStatusText(rest: string): { status: string; code?: string; text: string } {
+  const m = /^(\S+)(?: \[([^\]]*)\])? ?(.*)$/s.exec(rest);
+  if (!m) return { status: rest, text: '' };
+  return { status: m[1]!.toUpperCase(), code: m[2], text: m[3] ?? '' };
+}
+
+export function valueText(v: ImapValue | undefined): string {
+  if (v === undefined) return '';
+  switch (v.type) {
+    case 'atom':
+      return v.value;
+    case 'string':
+      return v.value.toString('utf8');
+    case 'nil':
+      return 'NIL';
+    case 'list':
+      return `(${v.items.map(valueText).join(' ')})`;
+  }
+}
+
+export class UpstreamConnection {
+  /** Latest capability list the upstream showed (greeting, CAPABILITY, or a response code). */
+  capabilities: string[] = [];
+  greetingCapabilities: string[] | undefined;
+  private readonly lexer = new ImapLexer(UPSTREAM_LIMITS);
+  private segments: Buffer[] = [];
+  private literals: Buffer[] = [];
+  private literalChunks: Buffer[] = [];
+  private pending: PendingInternal | undefined;
+  private relay: RelayHandler | undefined;
+  private nextTag = 1;
+  private closed = false;
+  private greetingWaiter: ((greeting: ResponseHead) => void) | undefined;
+  private closeError: Error | undefined;
+
+  private constructor(
+    private socket: net.Socket,
+    private readonly cfg: UpstreamConfig,
+  ) {
+    upstreamConnectionsOpen.inc({ protocol: 'imap' });
+    this.attach(socket);
+  }
+
+  /** Connect, read the greeting, negotiate STARTTLS if configured, learn the capabilities. */
+  static async open(cfg: UpstreamConfig): Promise<UpstreamConnection> {
+    let socket: net.Socket;
+    try {
+      socket = await connectSocket(cfg);
+    } catch (err) {
+      const reason = err instanceof UpstreamUnavailable ? err.reason : 'other';
+      upstreamConnectFailures.inc({ protocol: 'imap', reason });
+      throw err;
+    }
+    const conn = new UpstreamConnection(socket, cfg);
+    try {
+      await conn.handshake();
+      return conn;
+    } catch (err) {
+      conn.destroy();
+      const reason = err instanceof UpstreamUnavailable ? err.reason : 'other';
+      upstreamConnectFailures.inc({ protocol: 'imap', reason });
+      throw err instanceof UpstreamUnavailable ? err : new UpstreamUnavailable('other', (err as Error).message);
+    }
+  }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', (chunk: Buffer) => {
+      bytesTotal.inc({ protocol: 'imap', direction: 'upstream_in' }, chunk.length);
+      this.onData(chunk);
+    });
+    socket.on('error', (err) => {
+      this.closeError = err;
+    });
+    socket.on('close', () => this.onClose());
+  }
+
+  private async handshake(): Promise<void> {
+    const greeting = await this.waitForGreeting();
+    const kind = greeting.kind;
+    if (kind !== 'OK') {
+      // PREAUTH would log every client in as one user; BYE means the server refuses us.
+      throw new UpstreamUnavailable('other', `upstream greeting was ${kind}, not OK`);
+    }
+    this.learnFromCode(greeting);
+    this.greetingCapabilities = this.capabilities.length > 0 ? [...this.capabilities] : undefined;
+    if (this.cfg.tls === 'starttls') {
+      if (this.capabilities.length === 0) await this.refreshCapabilities();
+      if (!hasCapability(this.capabilities, 'STARTTLS')) {
+        throw new UpstreamUnavailable('tls', 'upstream does not advertise STARTTLS');
+      }
+      const result = await this.command(['STARTTLS']);
+      if (result.status !== 'OK') throw new UpstreamUnavailable('tls', `upstream STARTTLS: ${result.text}`);
+      this.socket.removeAllListeners('data');
+      this.socket.removeAllListeners('close');
+      this.socket.removeAllListeners('error');
+      this.lexer.reset();
+      this.socket = await upgradeToTls(this.socket, this.cfg);
+      this.attach(this.socket);
+      // RFC 3501 §6.2.1: capabilities learned before TLS must be discarded.
+      this.capabilities = [];
+    }
+    if (this.capabilities.length === 0) await this.refreshCapabilities();
+  }
+
+  private waitForGreeting(): Promise<ResponseHead> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.greetingWaiter = undefined;
+        reject(new UpstreamUnavailable('timeout', 'no greeting from upstream'));
+      }, this.cfg.connectTimeoutMs);
+      this.greetingWaiter = (greeting) => {
+        clearTimeout(timer);
+        this.greetingWaiter = undefined;
+        this.pendingCloseHandler = undefined;
+        resolve(greeting);
+      };
+      this.pendingCloseHandler = () => {
+        clearTimeout(timer);
+        reject(new UpstreamUnavailable('closed', 'upstream closed before its greeting'));
+      };
+    });
+  }
+
+  private pendingCloseHandler: (() => void) | undefined;
+
+  async refreshCapabilities(): Promise<string[]> {
+    const result = await this.command(['CAPABILITY']);
+    if (result.status !== 'OK') throw new UpstreamUnavailable('other', `upstream CAPABILITY failed: ${result.text}`);
+    return this.capabilities;
+  }
+
+  has(capability: string): boolean {
+    return hasCapability(this.capabilities, capability);
+  }
+
+  /** Runs one gateway-internal command and resolves with its tagged result. */
+  command(parts: CommandPart[], saslResponse?: string): Promise<TaggedResult> {
+    if (this.closed) return Promise.reject(new UpstreamUnavailable('closed', 'upstream connection closed'));
+    if (this.pending) return Promise.reject(new Error('internal command already in progress'));
+    const tag = `G${this.nextTag++}`;
+    return new Promise<TaggedResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending = undefined;
+        reject(new UpstreamUnavailable('timeout', 'upstream did not answer in time'));
+        this.destroy();
+      }, INTERNAL_COMMAND_TIMEOUT_MS);
+      this.pending = {
+        tag,
+        untagged: [],
+        saslResponse,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      void this.sendParts(tag, parts);
+    });
+  }
+
+  private async sendParts(tag: string, parts: CommandPart[]): Promise<void> {
+    let line = `${tag} `;
+    const nonSync = this.has('LITERAL+');
+    for (const part of parts) {
+      if (typeof part === 'string') {
+        line += part;
+        continue;
+      }
+      // RFC 7888: with LITERAL+ the literal follows at once; otherwise wait for "+".
+      this.write(Buffer.from(`${line}{${part.literal.length}${nonSync ? '+' : ''}}\r\n`));
+      if (!nonSync) {
+        await new Promise<void>((resolve) => {
+          if (this.pending) this.pending.continuation = resolve;
+        });
+      }
+      this.write(part.literal);
+      line = '';
+    }
+    this.write(Buffer.from(`${line}\r\n`));
+  }
+
+  write(data: Buffer): boolean {
+    if (this.closed) return false;
+    bytesTotal.inc({ protocol: 'imap', direction: 'upstream_out' }, data.length);
+    return this.socket.write(data);
+  }
+
+  /** Hands every further upstream byte to the session's relay. */
+  startRelay(handler: RelayHandler): void {
+    this.relay = handler;
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  onceDrain(fn: () => void): void {
+    this.socket.once('drain', fn);
+  }
+
+  isClosed(): boolean {
+    return this.closed;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** Polite close: LOGOUT if possible, then the socket. */
+  end(): void {
+    if (this.closed) return;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  private onData(chunk: Buffer): void {
+    const events = this.lexer.push(chunk);
+    if (this.relay) {
+      for (const ev of events) this.relay.onEvent(ev);
+      return;
+    }
+    for (const ev of events) this.collect(ev);
+  }
+
+  /** Internal mode: assemble whole responses. */
+  private collect(ev: LexEvent): void {
+    this.collectOne(ev);
+    if (this.collected > MAX_INTERNAL_RESPONSE) {
+      this.failPending(new UpstreamUnavailable('other', 'upstream response too large'));
+      this.destroy();
+    }
+  }
+
+  private collected = 0;
+
+  private collectOne(ev: LexEvent): void {
+    switch (ev.type) {
+      case 'text':
+        this.segments.push(ev.data);
+        this.collected += ev.data.length;
+        return;
+      case 'literal-start':
+        this.literalChunks = [];
+        return;
+      case 'literal-data':
+        this.literalChunks.push(ev.data);
+        this.collected += ev.data.length;
+        return;
+      case 'literal-end':
+        this.literals.push(Buffer.concat(this.literalChunks));
+        this.literalChunks = [];
+        return;
+      case 'error':
+        this.failPending(new UpstreamUnavailable('other', `unparseable upstream response (${ev.code})`));
+        this.destroy();
+        return;
+      case 'end': {
+        this.collected = 0;
+        const segments = this.segments;
+        const literals = this.literals;
+        this.segments = [];
+        this.literals = [];
+        this.onResponse(segments, literals);
+        return;
+      }
+    }
+  }
+
+  private onResponse(segments: Buffer[], literals: Buffer[]): void {
+    const first = segments[0];
+    if (first === undefined) return;
+    // Status responses carry free text that need not parse as IMAP values: read only their head.
+    const head = parseResponseHead(first);
+    if (head.tag === '+') {
+      const pending = this.pending;
+      if (!pending) return;
+      if (pending.continuation) {
+        const cont = pending.continuation;
+        pending.continuation = undefined;
+        return cont();
+      }
+      // A second challenge means the server did not like our response: cancel (RFC 3501 §6.2.2).
+      const answer = pending.saslResponse ?? '*';
+      pending.saslResponse = '*';
+      this.write(Buffer.from(`${answer}\r\n`));
+      return;
+    }
+    if (this.greetingWaiter) return this.greetingWaiter(head);
+    this.learnFromCode(head);
+    if (head.tag === '*') {
+      if (head.kind === 'CAPABILITY') {
+        this.capabilities = parseCapabilityList(first.toString('latin1').replace(/^\* CAPABILITY\s*/i, ''));
+      }
+      if (this.pending && !STATUS_KINDS.has(head.kind)) {
+        try {
+          this.pending.untagged.push(parseSegments(segments, literals));
+        } catch {
+          // An untagged response we cannot read is not one our own commands need.
+        }
+      }
+      return;
+    }
+    const pending = this.pending;
+    if (!pending || pending.tag !== head.tag) return;
+    this.pending = undefined;
+    const rest = first.subarray(head.tag.length + 1).toString('utf8').replace(/\r?\n$/, '');
+    const parts = splitStatusText(rest);
+    const status: TaggedStatus = parts.status === 'OK' || parts.status === 'NO' ? parts.status : 'BAD';
+    pending.resolve({ status, code: head.code?.raw ?? parts.code, text: parts.text, untagged: pending.untagged });
+  }
+
+  /** A [CAPABILITY ...] response code on any status response updates what we know. */
+  private learnFromCode(head: ResponseHead): void {
+    if (head.code?.name.toUpperCase() !== 'CAPABILITY') return;
+    this.capabilities = parseCapabilityList(head.code.raw.replace(/^CAPABILITY\s*/i, ''));
+  }
+
+  private failPending(err: Error): void {
+    const p = this.pending;
+    this.pending = undefined;
+    p?.reject(err);
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    upstreamConnectionsOpen.dec({ protocol: 'imap' });
+    this.pendingCloseHandler?.();
+    this.failPending(new UpstreamUnavailable('closed', 'upstream closed the connection'));
+    this.relay?.onClose(this.closeError);
+  }
+}
