@@ -1,0 +1,155 @@
+/**
+ * Starts the built gateway (dist/main.js) as a child process in front of a legacy stack,
+ * with its own config and dataDir in a temp directory, and tells the test its ports.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface UpstreamLike {
+  imapHost: string;
+  imapPort: number;
+  smtpPort?: number;
+  master?: { user: string; password: string };
+}
+
+export interface RunningGateway {
+  proc: ChildProcess;
+  pid: number;
+  dir: string;
+  configFile: string;
+  /** STARTTLS-capable plain listener. */
+  imapPort: number;
+  /** Implicit TLS listener. */
+  imapsPort: number;
+  metricsPort: number;
+  /** Every line the gateway logged (pino JSON), for assertions and for debugging failures. */
+  logs: string[];
+  rssKiB(): number;
+  metrics(): Promise<string>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface GatewayOptions {
+  /** Deep-merged over the generated config. */
+  config?: Record<string, unknown>;
+  /** Also listen on a plain port where LOGIN without TLS is allowed from loopback. */
+  plaintext?: boolean;
+  nodeArgs?: string[];
+}
+
+function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
+        ? merge(b as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}
+
+export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions = {}): Promise<RunningGateway> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-gw-'));
+  const config = merge(
+    {
+      hostname: 'localhost',
+      dataDir: path.join(dir, 'data'),
+      imap: {
+        listen: [
+          { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: opts.plaintext ?? false },
+          { host: '127.0.0.1', port: 0, tls: 'implicit' },
+        ],
+        upstream: { host: upstream.imapHost, port: upstream.imapPort, tls: 'none', connectTimeoutMs: 3000 },
+        ...(upstream.master ? { master: upstream.master } : {}),
+      },
+      metrics: { host: '127.0.0.1', port: 0 },
+      log: { level: 'debug' },
+    },
+    opts.config ?? {},
+  );
+  const configFile = path.join(dir, 'config.yaml');
+  writeFileSync(configFile, stringify(config));
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), path.join(repoRoot, 'dist', 'main.js'), '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  let buffered = '';
+  const ready = new Promise<{ imap: Array<{ port: number; tls: string }>; metrics: { port: number } }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${logs.join('\n')}`)), 20_000);
+    proc.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        logs.push(line);
+        try {
+          const rec = JSON.parse(line) as { msg?: string; imap?: Array<{ port: number; tls: string }>; metrics?: { port: number } };
+          if (rec.msg === 'lemonade-gateway ready' && rec.imap && rec.metrics) {
+            clearTimeout(timer);
+            resolve({ imap: rec.imap, metrics: rec.metrics });
+          }
+        } catch {
+          // not JSON: keep it in logs
+        }
+      }
+    });
+    proc.stderr!.on('data', (chunk: Buffer) => logs.push(chunk.toString('utf8')));
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`gateway exited with ${code}:\n${logs.join('\n')}`));
+    });
+  });
+  const info = await ready;
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const plainPort = info.imap.find((l) => l.tls === 'starttls')!.port;
+  const tlsPort = info.imap.find((l) => l.tls === 'implicit')!.port;
+  return {
+    proc,
+    pid: proc.pid!,
+    dir,
+    configFile,
+    imapPort: plainPort,
+    imapsPort: tlsPort,
+    metricsPort: info.metrics.port,
+    logs,
+    rssKiB() {
+      const status = readFileSync(`/proc/${proc.pid}/status`, 'utf8');
+      return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+    },
+    async metrics() {
+      const res = await fetch(`http://127.0.0.1:${info.metrics.port}/metrics`);
+      return res.text();
+    },
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (proc.exitCode !== null) return proc.exitCode;
+      proc.kill(signal);
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** The value of one sample of a metric in a Prometheus text exposition (sum over matching label sets). */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? (\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries(
+      [...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]),
+    );
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) total += Number(m[3]);
+  }
+  return total;
+}
