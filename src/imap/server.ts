@@ -52,6 +52,7 @@ export async function startImapServer(
         ? tls.createServer({ ...tlsHolder.serverOptions() }, accept(listener))
         : net.createServer(accept(listener));
     if (server instanceof tls.Server) {
+      tlsHolder.track(server);
       server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
     }
     await new Promise<void>((resolve, reject) => {

@@ -17,6 +17,7 @@ import type { TlsContextHolder } from '../tls/certificates.js';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
 import { parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
+import { isQuotable, quoted } from './protocol/writer.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
 import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
 import type { CommandContext, Credentials } from './commands/context.js';
@@ -224,7 +225,7 @@ export class ImapSession implements CommandContext {
     plain.removeAllListeners('close');
     plain.removeAllListeners('error');
     plain.removeAllListeners('drain');
-    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context(), ...this.deps.tls.serverOptions() });
+    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context() });
     this.client = secure;
     this.tlsActive = true;
     this.attachClient(secure);
@@ -745,8 +746,8 @@ export async function loginUpstream(upstream: UpstreamConnection, creds: Credent
   if (creds.authzid !== undefined || upstream.has('LOGINDISABLED')) {
     return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [] };
   }
-  const parts: CommandPart[] = ['LOGIN ', { literal: Buffer.from(creds.user, 'utf8') }, ' ', { literal: Buffer.from(creds.password, 'utf8') }];
-  return upstream.command(parts);
+  const arg = (s: string): CommandPart[] => (isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }]);
+  return upstream.command(['LOGIN ', ...arg(creds.user), ' ', ...arg(creds.password)]);
 }
 
 export { UpstreamUnavailable };
