@@ -42,7 +42,7 @@ function healthyLoop(signal: { stop: boolean }): Promise<number> {
     while (!signal.stop) {
       await client.noop();
       const st = await client.status('INBOX', { messages: true });
-      if (typeof st.messages !== 'number') throw new Error('bad status');
+      if (!st || typeof st.messages !== 'number') throw new Error('bad status');
       rounds++;
     }
     await client.logout();
