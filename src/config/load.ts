@@ -70,12 +70,23 @@ function crossChecks(config: Config): string[] {
   return problems;
 }
 
+/** A key written with only comments under it ("tls:") is YAML null: treat it as left out. */
+function dropNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(dropNulls);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== null)
+      .map(([k, v]) => [k, dropNulls(v)]),
+  );
+}
+
 export function parseConfig(text: string, sourceName: string): Config {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => `${sourceName}: YAML: ${e.message.split('\n')[0]}`));
   }
-  const input: unknown = doc.toJS() ?? {};
+  const input: unknown = dropNulls(doc.toJS() ?? {});
   const result = configSchema.safeParse(input);
   if (!result.success) throw new ConfigError(result.error.issues.flatMap((i) => issueLine(i, input)));
   const problems = crossChecks(result.data);
