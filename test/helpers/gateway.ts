@@ -76,7 +76,12 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
   );
   const configFile = path.join(dir, 'config.yaml');
   writeFileSync(configFile, stringify(config));
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), path.join(repoRoot, 'dist', 'main.js'), '--config', configFile], {
+  // Run the entry point as deployed (its shebang carries the runtime flags), unless a test adds node flags.
+  const main = path.join(repoRoot, 'dist', 'main.js');
+  const [cmd, args] = opts.nodeArgs
+    ? [process.execPath, [...opts.nodeArgs, main, '--config', configFile]]
+    : [main, ['--config', configFile]];
+  const proc = spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
