@@ -10,6 +10,8 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-constant-condition': ['error', { checkLoops: false }],
+      // Wire protocols are defined in terms of control characters (CR, LF, NUL, CTL).
+      'no-control-regex': 'off',
     },
   },
 );

@@ -27,7 +27,7 @@ function readPem(file: string, what: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read TLS ${what} ${file}: ${(err as Error).message}`);
+    throw new Error(`cannot read TLS ${what} ${file}: ${(err as Error).message}`, { cause: err });
   }
 }
 
