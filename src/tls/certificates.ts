@@ -4,8 +4,9 @@
  * handshakes — on the implicit-TLS listener and after STARTTLS — get the new certificate
  * while established sessions keep theirs.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import forge from 'node-forge';
@@ -23,6 +24,9 @@ export interface CertificateMaterial {
   generated: boolean;
 }
 
+const DAY_MS = 24 * 3600 * 1000;
+const MIN_VERSION: tls.SecureVersion = 'TLSv1.2';
+
 function readPem(file: string, what: string): string {
   try {
     return readFileSync(file, 'utf8');
@@ -31,56 +35,115 @@ function readPem(file: string, what: string): string {
   }
 }
 
+function parseCert(pem: string, file: string): X509Certificate {
+  try {
+    return new X509Certificate(pem);
+  } catch (err) {
+    throw new Error(`TLS certificate ${file} is not a PEM certificate: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function parseKey(pem: string, file: string): KeyObject {
+  try {
+    return createPrivateKey(pem);
+  } catch (err) {
+    throw new Error(`TLS key ${file} is not a PEM private key: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** A positive, minimally encoded DER INTEGER of 128 random bits (RFC 5280 §4.1.2.2 wants ≤ 20 octets, unpredictable). */
+function randomSerial(): string {
+  const bytes = randomBytes(16);
+  bytes[0] &= 0x7f;
+  if (bytes[0] === 0) bytes[0] = 1;
+  return bytes.toString('hex');
+}
+
 function generateSelfSigned(hostname: string): { cert: string; key: string } {
   const keys = forge.pki.rsa.generateKeyPair(2048);
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
-  // A positive serial: the top bit of the first byte clear.
-  cert.serialNumber = `0${randomBytes(15).toString('hex')}`;
+  cert.serialNumber = randomSerial();
   const now = Date.now();
-  cert.validity.notBefore = new Date(now - 24 * 3600 * 1000);
-  cert.validity.notAfter = new Date(now + 365 * 24 * 3600 * 1000);
-  const subject = [{ name: 'commonName', value: hostname }, { name: 'organizationName', value: 'lemonade-gateway self-signed' }];
+  // Back-dated so a client whose clock runs a little behind still accepts it.
+  cert.validity.notBefore = new Date(now - DAY_MS);
+  cert.validity.notAfter = new Date(now + 365 * DAY_MS);
+  const subject = [
+    { name: 'commonName', value: hostname },
+    { name: 'organizationName', value: 'lemonade-gateway self-signed' },
+  ];
   cert.setSubject(subject);
   cert.setIssuer(subject);
+  // SAN type 2 is dNSName, 7 is iPAddress (RFC 5280 §4.2.1.6); clients check these, not the CN.
+  const altNames: Array<{ type: number; value?: string; ip?: string }> = [
+    { type: 2, value: 'localhost' },
+    { type: 7, ip: '127.0.0.1' },
+    { type: 7, ip: '::1' },
+  ];
+  const covered = (n: string) => altNames.some((a) => (a.value ?? a.ip) === n);
+  if (!covered(hostname)) altNames.unshift(isIP(hostname) ? { type: 7, ip: hostname } : { type: 2, value: hostname });
   cert.setExtensions([
     { name: 'basicConstraints', cA: false },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
     { name: 'extKeyUsage', serverAuth: true },
-    {
-      name: 'subjectAltName',
-      altNames: [
-        { type: 2, value: hostname },
-        { type: 2, value: 'localhost' },
-        { type: 7, ip: '127.0.0.1' },
-        { type: 7, ip: '::1' },
-      ],
-    },
+    { name: 'subjectAltName', altNames },
   ]);
   cert.sign(keys.privateKey, forge.md.sha256.create());
   return { cert: forge.pki.certificateToPem(cert), key: forge.pki.privateKeyToPem(keys.privateKey) };
 }
 
-function expired(certPem: string): boolean {
-  return new Date(new X509Certificate(certPem).validTo).getTime() < Date.now();
+/**
+ * The stored self-signed pair, if it is still fit to use: both files parse, belong together
+ * (a crash between the two writes could leave them apart), are valid for at least another
+ * day, and name the configured hostname (it may have changed since generation).
+ */
+function reusableSelfSigned(certFile: string, keyFile: string, hostname: string): { cert: string; key: string } | undefined {
+  if (!existsSync(certFile) || !existsSync(keyFile)) return undefined;
+  try {
+    const cert = readFileSync(certFile, 'utf8');
+    const key = readFileSync(keyFile, 'utf8');
+    const x509 = new X509Certificate(cert);
+    if (!x509.checkPrivateKey(createPrivateKey(key))) return undefined;
+    if (new Date(x509.validTo).getTime() < Date.now() + DAY_MS) return undefined;
+    if (x509.checkHost(hostname) === undefined && x509.checkIP(hostname) === undefined) return undefined;
+    return { cert, key };
+  } catch {
+    // Unreadable or corrupt: it is our own file, so replacing it is the repair.
+    return undefined;
+  }
+}
+
+/** Write-then-rename, so a reader (or a crash) never sees half a PEM file. */
+function writeAtomically(file: string, data: string, mode: number): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  renameSync(tmp, file);
 }
 
 export function loadOrCreateCertificate(src: CertificateSource): CertificateMaterial {
-  if (src.cert !== undefined && src.key !== undefined) {
-    return { cert: readPem(src.cert, 'certificate'), key: readPem(src.key, 'key'), generated: false };
+  if (src.cert !== undefined || src.key !== undefined) {
+    if (src.cert === undefined || src.key === undefined) throw new Error('TLS cert and key must be given together');
+    const cert = readPem(src.cert, 'certificate');
+    const key = readPem(src.key, 'key');
+    if (!parseCert(cert, src.cert).checkPrivateKey(parseKey(key, src.key))) {
+      throw new Error(`TLS key ${src.key} does not belong to the certificate ${src.cert}`);
+    }
+    return { cert, key, generated: false };
   }
   const dir = path.join(src.dataDir, 'tls');
   const certFile = path.join(dir, 'selfsigned-cert.pem');
   const keyFile = path.join(dir, 'selfsigned-key.pem');
-  if (existsSync(certFile) && existsSync(keyFile)) {
-    const cert = readPem(certFile, 'certificate');
-    if (!expired(cert)) return { cert, key: readPem(keyFile, 'key'), generated: true };
-  }
+  const stored = reusableSelfSigned(certFile, keyFile, src.hostname);
+  if (stored) return { ...stored, generated: true };
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const made = generateSelfSigned(src.hostname);
-  writeFileSync(keyFile, made.key, { mode: 0o600 });
-  writeFileSync(certFile, made.cert, { mode: 0o644 });
+  writeAtomically(keyFile, made.key, 0o600);
+  writeAtomically(certFile, made.cert, 0o644);
   return { ...made, generated: true };
+}
+
+function contextOptions(material: CertificateMaterial): tls.SecureContextOptions {
+  return { cert: material.cert, key: material.key, minVersion: MIN_VERSION };
 }
 
 export class TlsContextHolder {
@@ -90,29 +153,34 @@ export class TlsContextHolder {
 
   constructor(private readonly source: CertificateSource) {
     this.material = loadOrCreateCertificate(source);
-    this.current = TlsContextHolder.build(this.material);
+    this.current = tls.createSecureContext(contextOptions(this.material));
   }
 
-  private static build(material: CertificateMaterial): tls.SecureContext {
-    // createSecureContext fails on a key that does not match the certificate.
-    return tls.createSecureContext({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2' });
-  }
-
+  /** The context for new handshakes; pass it to `new tls.TLSSocket(..., { secureContext })` at STARTTLS. */
   context(): tls.SecureContext {
     return this.current;
   }
 
-  /** An implicit-TLS server whose default context must follow reloads. */
+  /**
+   * Registers an implicit-TLS server so reload() updates its default context: clients that
+   * send no SNI (every client connecting by IP address) never reach SNICallback.
+   */
   track(server: tls.Server): void {
     this.servers.add(server);
     server.once('close', () => this.servers.delete(server));
   }
 
-  /** Re-reads the certificate; on any error the old one stays in use and the error is thrown. */
+  /**
+   * Re-reads the certificate and key (a generated one is reused unless it needs renewing).
+   * On any error the old context stays in use and the error is thrown. Established
+   * connections keep the context they were handshaken with.
+   */
   reload(): void {
     const material = loadOrCreateCertificate(this.source);
-    const context = TlsContextHolder.build(material);
-    for (const server of this.servers) server.setSecureContext({ cert: material.cert, key: material.key, minVersion: 'TLSv1.2' });
+    const options = contextOptions(material);
+    // Built before anything is swapped: a bad pair throws here and changes nothing.
+    const context = tls.createSecureContext(options);
+    for (const server of this.servers) server.setSecureContext(options);
     this.material = material;
     this.current = context;
   }
@@ -122,13 +190,10 @@ export class TlsContextHolder {
     return this.material.cert;
   }
 
-  /** Options for tls.createServer / new TLSSocket that follow reloads. */
+  /** Options for tls.createServer that follow reloads (together with track()). */
   serverOptions(): tls.TlsOptions {
     return {
-      minVersion: 'TLSv1.2',
-      cert: this.material.cert,
-      key: this.material.key,
-      // Clients that send SNI get the current context even between reload and setSecureContext.
+      ...contextOptions(this.material),
       SNICallback: (_name, cb) => cb(null, this.current),
     };
   }

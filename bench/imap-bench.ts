@@ -1,0 +1,258 @@
+/**
+ * IMAP throughput and memory benchmark (issue 2). One fixed workload — N concurrent
+ * sessions looping login, select, fetch headers, fetch a body, store a flag, append,
+ * logout — run in one process against several targets side by side:
+ *   direct       straight to the legacy Dovecot
+ *   socat        through a plain TCP relay (socat), the floor for any proxy
+ *   gateway      through lemonade-gateway's plain listener
+ *   gateway-tls  through lemonade-gateway with TLS terminated by the gateway
+ *   dovecot-proxy / dovecot-proxy-tls  through a second Dovecot in proxy mode
+ * Then RSS per idle TLS session of the gateway (1,000 sessions by default).
+ *
+ * Not a test: run on demand with `npm run bench`; results go in bench/RESULTS.md.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { execFileSync } from 'node:child_process';
+import { startLegacyStack } from '../test/helpers/stack.js';
+import { startGateway } from '../test/helpers/gateway.js';
+import { RawImap } from '../test/helpers/imap-raw.js';
+
+const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 10);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const IDLE_SESSIONS = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
+const USERS = ['alice', 'bob', 'carol'];
+
+interface Target {
+  name: string;
+  port: number;
+  tls: boolean;
+}
+
+const MESSAGE = [
+  'From: bench@example.org',
+  'To: alice@example.org',
+  'Subject: benchmark message',
+  'Message-ID: <bench@example.org>',
+  '',
+  ...Array.from({ length: 40 }, (_, i) => `line ${i} of a modest message body, the kind a phone fetches`),
+  '',
+].join('\r\n');
+
+async function oneIteration(target: Target, user: string, latencies: number[]): Promise<void> {
+  const started = performance.now();
+  const c = await RawImap.connect(target.port, { tls: target.tls });
+  await c.line();
+  const expectOk = (lines: string[], tag: string) => {
+    if (!lines.at(-1)!.startsWith(`${tag} OK`)) throw new Error(`${target.name}: ${lines.at(-1)}`);
+  };
+  expectOk(await c.command('a1', `LOGIN ${user} password`), 'a1');
+  expectOk(await c.command('a2', 'SELECT INBOX'), 'a2');
+  expectOk(await c.command('a3', 'FETCH 1:5 (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE)])'), 'a3');
+  expectOk(await c.command('a4', 'FETCH 1 BODY.PEEK[]'), 'a4');
+  expectOk(await c.command('a5', 'STORE 1 +FLAGS.SILENT (\\Flagged)'), 'a5');
+  c.write(`a6 APPEND INBOX (\\Seen) {${Buffer.byteLength(MESSAGE)}}\r\n`);
+  const cont = await c.line();
+  if (!cont?.startsWith('+')) throw new Error(`${target.name}: no continuation: ${cont}`);
+  c.write(`${MESSAGE}\r\n`);
+  expectOk(await c.until('a6'), 'a6');
+  await c.command('a7', 'LOGOUT');
+  c.close();
+  latencies.push(performance.now() - started);
+}
+
+async function runWorkload(target: Target): Promise<{ opsPerSec: number; p50: number; p99: number; errors: number }> {
+  const latencies: number[] = [];
+  let errors = 0;
+  const deadline = performance.now() + SECONDS * 1000;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: SESSIONS }, async (_, i) => {
+      const user = USERS[i % USERS.length]!;
+      while (performance.now() < deadline) {
+        try {
+          await oneIteration(target, user, latencies);
+        } catch (err) {
+          errors++;
+          if (errors < 5) console.error(`${target.name}: ${(err as Error).message}`);
+        }
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
+  return { opsPerSec: latencies.length / elapsed, p50: q(0.5), p99: q(0.99), errors };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`port ${port} never opened`);
+}
+
+async function startSocat(upstreamPort: number): Promise<{ port: number; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${upstreamPort}`], { stdio: 'ignore' });
+  await waitForPort(port);
+  return { port, proc };
+}
+
+/** A second Dovecot in proxy mode (static passdb proxy=y nopassword=y), the peer operators would otherwise use. */
+async function startDovecotProxy(upstreamPort: number, certPem: string, keyPem: string): Promise<{ plain: number; tls: number; stop(): void }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-dproxy-'));
+  const plain = await freePort();
+  const imaps = await freePort();
+  writeFileSync(path.join(dir, 'cert.pem'), certPem);
+  writeFileSync(path.join(dir, 'key.pem'), keyPem);
+  execFileSync('chmod', ['o+x', dir]);
+  writeFileSync(
+    path.join(dir, 'dovecot.conf'),
+    `instance_name = lemonade-dproxy-${process.pid}
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+log_path = ${dir}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <${dir}/cert.pem
+ssl_key = <${dir}/key.pem
+disable_plaintext_auth = no
+default_internal_user = lemonademail
+default_internal_group = lemonademail
+default_login_user = lemonademail
+passdb {
+  driver = static
+  args = proxy=y nopassword=y host=127.0.0.1 port=${upstreamPort}
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${plain}
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = ${imaps}
+    ssl = yes
+  }
+}
+`,
+  );
+  execFileSync('dovecot', ['-c', path.join(dir, 'dovecot.conf')], { stdio: 'ignore' });
+  await waitForPort(plain);
+  return {
+    plain,
+    tls: imaps,
+    stop() {
+      const pid = Number(readFileSync(path.join(dir, 'run', 'master.pid'), 'utf8'));
+      process.kill(pid, 'SIGTERM');
+    },
+  };
+}
+
+async function idleSessionCost(port: number, rss: () => number): Promise<number> {
+  const sockets: tls.TLSSocket[] = [];
+  // Let start-up garbage settle before the baseline.
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = rss();
+  for (let i = 0; i < IDLE_SESSIONS; i++) {
+    const s = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const sock = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false });
+      sock.once('data', () => resolve(sock)); // the greeting: the session exists
+      sock.once('error', reject);
+    });
+    sockets.push(s);
+  }
+  await new Promise((r) => setTimeout(r, 2000));
+  const after = rss();
+  for (const s of sockets) s.destroy();
+  return ((after - before) * 1024) / IDLE_SESSIONS;
+}
+
+async function main(): Promise<void> {
+  console.log(`# IMAP benchmark: ${SESSIONS} sessions x ${SECONDS} s per target, ${os.cpus().length} cores, node ${process.version}`);
+  const stack = await startLegacyStack({ postfix: false });
+  // Seed each user's INBOX so FETCH 1:5 has something to read.
+  for (const user of USERS) {
+    const c = await RawImap.connect(stack.imapPort);
+    await c.line();
+    await c.command('l', `LOGIN ${user} password`);
+    for (let i = 0; i < 5; i++) {
+      c.write(`s${i} APPEND INBOX {${Buffer.byteLength(MESSAGE)}+}\r\n${MESSAGE}\r\n`);
+      await c.until(`s${i}`);
+    }
+    await c.command('o', 'LOGOUT');
+    c.close();
+  }
+  const gw = await startGateway(stack, { plaintext: true, config: { log: { level: 'info' } } });
+  const socat = await startSocat(stack.imapPort);
+  const dataDir = path.join(gw.dir, 'data', 'tls');
+  let proxy: Awaited<ReturnType<typeof startDovecotProxy>> | undefined;
+  try {
+    proxy = await startDovecotProxy(
+      stack.imapPort,
+      readFileSync(path.join(dataDir, 'selfsigned-cert.pem'), 'utf8'),
+      readFileSync(path.join(dataDir, 'selfsigned-key.pem'), 'utf8'),
+    );
+  } catch (err) {
+    console.error(`dovecot proxy not started: ${(err as Error).message}`);
+  }
+  const targets: Target[] = [
+    { name: 'direct', port: stack.imapPort, tls: false },
+    { name: 'socat', port: socat.port, tls: false },
+    { name: 'gateway', port: gw.imapPort, tls: false },
+    { name: 'gateway-tls', port: gw.imapsPort, tls: true },
+    ...(proxy
+      ? [
+          { name: 'dovecot-proxy', port: proxy.plain, tls: false },
+          { name: 'dovecot-proxy-tls', port: proxy.tls, tls: true },
+        ]
+      : []),
+  ];
+  const results = new Map<string, Awaited<ReturnType<typeof runWorkload>>>();
+  try {
+    // A short warm-up so the first target does not pay for cold caches.
+    await runWorkload({ ...targets[0]!, name: 'warm-up' });
+    for (const target of targets) results.set(target.name, await runWorkload(target));
+    const direct = results.get('direct')!;
+    console.log('\n| target | iterations/s | p50 ms | p99 ms | errors | vs direct |');
+    console.log('|---|---:|---:|---:|---:|---:|');
+    for (const [name, r] of results) {
+      console.log(`| ${name} | ${r.opsPerSec.toFixed(1)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors} | ${(r.opsPerSec / direct.opsPerSec).toFixed(2)}x |`);
+    }
+    const perSession = await idleSessionCost(gw.imapsPort, () => gw.rssKiB());
+    console.log(`\nRSS per idle TLS session (gateway, ${IDLE_SESSIONS} sessions): ${(perSession / 1024).toFixed(1)} KiB`);
+  } finally {
+    proxy?.stop();
+    socat.proc.kill();
+    await gw.stop();
+    await stack.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
