@@ -1,12 +1,30 @@
 /**
  * Every metric the gateway exports, defined in this one module on one registry.
  * Conventions: `lemonade_` prefix, base units (seconds, bytes), `_total` counters, and
- * label values from small fixed sets — never a user name or a mailbox.
+ * label values from small fixed sets — never a user name or a mailbox — so the number of
+ * series stays bounded whatever clients send.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry, prefix: 'lemonade_' });
+
+/** The label values each bounded label may take; the series for them are created at zero below. */
+export const PROTOCOLS = ['imap', 'submission'] as const;
+export const LISTENER_TLS = ['none', 'starttls', 'implicit'] as const;
+export const COMMAND_RESULTS = ['ok', 'no', 'bad', 'error'] as const;
+export const CONNECT_FAILURE_REASONS = ['refused', 'timeout', 'tls', 'closed', 'other'] as const;
+export const DIRECTIONS = ['client_in', 'client_out', 'upstream_in', 'upstream_out'] as const;
+export const AUTH_MECHANISMS = ['login', 'plain'] as const;
+export const AUTH_RESULTS = ['ok', 'no'] as const;
+export const MALFORMED_REASONS = ['line_too_long', 'literal_too_large', 'syntax', 'state'] as const;
+export const RELOAD_RESULTS = ['ok', 'error'] as const;
+
+export type Protocol = (typeof PROTOCOLS)[number];
+export type CommandResult = (typeof COMMAND_RESULTS)[number];
+export type ConnectFailureReason = (typeof CONNECT_FAILURE_REASONS)[number];
+export type Direction = (typeof DIRECTIONS)[number];
+export type MalformedReason = (typeof MALFORMED_REASONS)[number];
 
 export const sessionsOpen = new Gauge({
   name: 'lemonade_sessions_open',
@@ -17,29 +35,30 @@ export const sessionsOpen = new Gauge({
 
 export const sessionsTotal = new Counter({
   name: 'lemonade_sessions_total',
-  help: 'Client sessions accepted, by protocol and listener TLS mode.',
+  help: 'Client sessions accepted, by protocol and the TLS mode of the listener (none, starttls, implicit).',
   labelNames: ['protocol', 'listener_tls'] as const,
   registers: [registry],
 });
 
 export const imapCommandsTotal = new Counter({
   name: 'lemonade_imap_commands_total',
-  help: 'IMAP commands completed, by command and result (ok, no, bad).',
+  help: 'IMAP commands completed, by command (unknown ones as OTHER) and result (ok, no, bad, or error when the session failed before a tagged response).',
   labelNames: ['command', 'result'] as const,
   registers: [registry],
 });
 
 export const commandDuration = new Histogram({
   name: 'lemonade_imap_command_duration_seconds',
-  help: 'Time from the end of an IMAP command to its tagged response, by command.',
+  help: 'Time from receiving an IMAP command to its tagged response, by command.',
   labelNames: ['command'] as const,
+  // 1 ms (answered locally) to 30 s (a large FETCH or APPEND); IDLE ends up in +Inf.
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   registers: [registry],
 });
 
 export const upstreamConnectFailures = new Counter({
   name: 'lemonade_upstream_connect_failures_total',
-  help: 'Failed connections to an upstream server, by protocol and reason.',
+  help: 'Failed connections to an upstream server, by protocol and reason (refused, timeout, tls, closed, other).',
   labelNames: ['protocol', 'reason'] as const,
   registers: [registry],
 });
@@ -60,37 +79,79 @@ export const bytesTotal = new Counter({
 
 export const imapAuthTotal = new Counter({
   name: 'lemonade_imap_auth_total',
-  help: 'IMAP logins through the gateway, by mechanism and result.',
+  help: 'IMAP authentications through the gateway, by mechanism (login, plain) and result (ok, no).',
   labelNames: ['mechanism', 'result'] as const,
   registers: [registry],
 });
 
 export const malformedCommands = new Counter({
   name: 'lemonade_imap_malformed_commands_total',
-  help: 'Client input the gateway refused itself, by reason.',
+  help: 'Client input the gateway refused itself, by reason (line_too_long, literal_too_large, syntax, state).',
   labelNames: ['reason'] as const,
   registers: [registry],
 });
 
 export const tlsReloads = new Counter({
   name: 'lemonade_tls_reloads_total',
-  help: 'Certificate reloads (SIGHUP), by result.',
+  help: 'TLS certificate reloads (SIGHUP), by result (ok, error).',
   labelNames: ['result'] as const,
   registers: [registry],
 });
 
-/** Command names used as label values; anything else is counted as OTHER to keep the label bounded. */
-const KNOWN_COMMANDS = new Set([
-  'CAPABILITY', 'NOOP', 'LOGOUT', 'ID', 'STARTTLS', 'AUTHENTICATE', 'LOGIN',
+// A series that has never been touched is absent, not 0, and rate()/increase() over it
+// are empty: alerts on "reloads failing" or "upstream refused" would never fire the first time.
+for (const protocol of PROTOCOLS) {
+  sessionsOpen.set({ protocol }, 0);
+  upstreamConnectionsOpen.set({ protocol }, 0);
+  for (const listener_tls of LISTENER_TLS) sessionsTotal.inc({ protocol, listener_tls }, 0);
+  for (const reason of CONNECT_FAILURE_REASONS) upstreamConnectFailures.inc({ protocol, reason }, 0);
+  for (const direction of DIRECTIONS) bytesTotal.inc({ protocol, direction }, 0);
+}
+for (const mechanism of AUTH_MECHANISMS) {
+  for (const result of AUTH_RESULTS) imapAuthTotal.inc({ mechanism, result }, 0);
+}
+for (const reason of MALFORMED_REASONS) malformedCommands.inc({ reason }, 0);
+for (const result of RELOAD_RESULTS) tlsReloads.inc({ result }, 0);
+
+/**
+ * Command names used as label values: RFC 3501 and the extensions a client may send
+ * through the gateway. Anything else is counted as OTHER, because command names come from
+ * the client and an unbounded label would let any client create series at will.
+ */
+const KNOWN_COMMANDS: ReadonlySet<string> = new Set([
+  // RFC 3501 (and RFC 9051)
+  'CAPABILITY', 'NOOP', 'LOGOUT', 'STARTTLS', 'AUTHENTICATE', 'LOGIN',
   'SELECT', 'EXAMINE', 'CREATE', 'DELETE', 'RENAME', 'SUBSCRIBE', 'UNSUBSCRIBE', 'LIST', 'LSUB',
-  'STATUS', 'APPEND', 'CHECK', 'CLOSE', 'EXPUNGE', 'SEARCH', 'FETCH', 'STORE', 'COPY', 'MOVE',
-  'UID FETCH', 'UID SEARCH', 'UID STORE', 'UID COPY', 'UID MOVE', 'UID EXPUNGE', 'UID SORT', 'UID THREAD',
-  'IDLE', 'NAMESPACE', 'ENABLE', 'UNSELECT', 'GETQUOTA', 'GETQUOTAROOT', 'SETQUOTA',
-  'GETACL', 'SETACL', 'DELETEACL', 'LISTRIGHTS', 'MYRIGHTS', 'SORT', 'THREAD', 'GETMETADATA', 'SETMETADATA',
-  'NOTIFY', 'GENURLAUTH', 'URLFETCH', 'RESETKEY', 'REPLACE', 'UID REPLACE', 'COMPRESS',
+  'STATUS', 'APPEND', 'CHECK', 'CLOSE', 'EXPUNGE', 'SEARCH', 'FETCH', 'STORE', 'COPY',
+  'UID FETCH', 'UID SEARCH', 'UID STORE', 'UID COPY',
+  // Extensions
+  'IDLE', // RFC 2177
+  'NAMESPACE', // RFC 2342
+  'ID', // RFC 2971
+  'ENABLE', // RFC 5161
+  'UNSELECT', // RFC 3691
+  'UID EXPUNGE', // RFC 4315 UIDPLUS
+  'MOVE', 'UID MOVE', // RFC 6851
+  'GETQUOTA', 'GETQUOTAROOT', 'SETQUOTA', // RFC 9208
+  'GETACL', 'SETACL', 'DELETEACL', 'LISTRIGHTS', 'MYRIGHTS', // RFC 4314
+  'GENURLAUTH', 'URLFETCH', 'RESETKEY', // RFC 4467
+  'COMPRESS', // RFC 4978
+  'SORT', 'UID SORT', 'THREAD', 'UID THREAD', // RFC 5256
+  'ESEARCH', // RFC 7377
+  'CANCELUPDATE', // RFC 5267
+  'LANGUAGE', 'COMPARATOR', // RFC 5255
+  'CONVERT', 'UID CONVERT', // RFC 5259
+  'GETMETADATA', 'SETMETADATA', // RFC 5464
+  'NOTIFY', // RFC 5465
+  'REPLACE', 'UID REPLACE', // RFC 8508
+  'UNAUTHENTICATE', // RFC 8437
+  'XLIST', // pre-RFC 6154 special-use listing, still sent by older clients
 ]);
 
+/** The `command` label value for a command NAME ("uid fetch" → "UID FETCH"); OTHER when not a known command. */
 export function commandLabel(name: string): string {
-  const upper = name.toUpperCase();
+  // Longer than any known name: skip the work on a client's junk.
+  if (name.length > 20) return 'OTHER';
+  const upper = name.trim().split(/\s+/).join(' ').toUpperCase();
   return KNOWN_COMMANDS.has(upper) ? upper : 'OTHER';
 }

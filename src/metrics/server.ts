@@ -1,4 +1,4 @@
-/** The metrics listener: Prometheus text on /metrics, liveness on /healthz. */
+/** The metrics listener: Prometheus text on /metrics, health on /healthz. */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { registry } from './metrics.js';
@@ -8,44 +8,67 @@ export interface HealthReport {
   detail?: Record<string, unknown>;
 }
 
+export interface MetricsServer {
+  /** The bound port (the real one when 0 was asked for). */
+  port: number;
+  close(): Promise<void>;
+}
+
+const ROUTES = new Set(['/metrics', '/healthz']);
+
 export async function startMetricsServer(opts: {
   host: string;
   port: number;
   health: () => HealthReport;
-}): Promise<{ port: number; close(): Promise<void> }> {
+}): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
+    if (!ROUTES.has(url)) {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
       return;
     }
     if (url === '/metrics') {
       registry.metrics().then(
         (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
-        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(err.message),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${err.message}\n`),
       );
       return;
     }
-    if (url === '/healthz') {
-      const report = opts.health();
-      res
-        .writeHead(report.ok ? 200 : 503, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ status: report.ok ? 'ok' : 'unavailable', ...report.detail }));
-      return;
+    let report: HealthReport;
+    try {
+      report = opts.health();
+    } catch (err) {
+      // A health check that cannot even run is itself a failed check.
+      report = { ok: false, detail: { error: (err as Error).message } };
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    const status = report.ok ? 'ok' : 'unavailable';
+    // status last: a detail key of the same name must not make a failing check read "ok".
+    const body = JSON.stringify({ ...report.detail, status });
+    res
+      .writeHead(report.ok ? 200 : 503, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+      .end(body);
   });
+  // Scrapes come every few seconds; idle keep-alive sockets need not linger past that.
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host: opts.host, port: opts.port }, () => resolve());
+    server.listen({ host: opts.host, port: opts.port }, () => {
+      server.off('error', reject);
+      // An accept failure (EMFILE under load) is transient and must not take the gateway down with it.
+      server.on('error', () => undefined);
+      resolve();
+    });
   });
   return {
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise<void>((resolve) => {
-        server.closeAllConnections();
         server.close(() => resolve());
+        server.closeAllConnections();
       }),
   };
 }
