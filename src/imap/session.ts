@@ -110,6 +110,8 @@ export class ImapSession implements CommandContext {
   private relayTagged: { upTag: string; status: string } | undefined;
   private localQueue: Buffer[] = [];
   private badInARow = 0;
+  /** Status of the last tagged response the gateway made itself, for the command metrics. */
+  private lastLocalStatus: 'OK' | 'NO' | 'BAD' | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private user: string | undefined;
@@ -155,6 +157,7 @@ export class ImapSession implements CommandContext {
   }
 
   tagged(tag: string, status: 'OK' | 'NO' | 'BAD', text: string, code?: string): void {
+    this.lastLocalStatus = status;
     this.writeLocal(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
     if (status === 'BAD') this.countBad();
     else this.badInARow = 0;
@@ -320,24 +323,24 @@ export class ImapSession implements CommandContext {
     if (head === undefined) {
       malformedCommands.inc({ reason: 'syntax' });
       this.tagged(guessTag(ev.data), 'BAD', 'Syntax error: expected tag and command');
-      return this.discardRest(ev);
+      return this.discardRest();
     }
     const spec = commandSpec(head.name);
     if (spec === undefined) {
       malformedCommands.inc({ reason: 'syntax' });
       this.tagged(head.tag, 'BAD', `Unknown command ${head.name.slice(0, 32)}`);
-      return this.discardRest(ev);
+      return this.discardRest();
     }
     if (!validInState(spec, this.state)) {
       malformedCommands.inc({ reason: 'state' });
       this.tagged(head.tag, 'BAD', `${head.name} is not valid in this state`);
-      return this.discardRest(ev);
+      return this.discardRest();
     }
     const authenticated = this.state !== 'not-authenticated';
     const handler = authenticated ? postAuthHandlers.get(head.name) : preAuthHandlers.get(head.name);
     if (handler === undefined && authenticated && this.upstream && !upstreamSupports(spec, this.upstream.capabilities)) {
       this.tagged(head.tag, 'BAD', `Unknown command ${head.name}`);
-      return this.discardRest(ev);
+      return this.discardRest();
     }
     if (handler !== undefined || !authenticated) {
       this.mode = { kind: 'collect', tag: head.tag, name: head.name, segments: [], literals: [], chunks: [], size: 0 };
@@ -357,9 +360,8 @@ export class ImapSession implements CommandContext {
   }
 
   /** Answered already: drop the rest of the command, including a literal the client will not send. */
-  private discardRest(first: LexEvent): void {
+  private discardRest(): void {
     this.mode = { kind: 'discard' };
-    void first;
   }
 
   private malformed(ev: Extract<LexEvent, { type: 'error' }>): void {
@@ -452,15 +454,13 @@ export class ImapSession implements CommandContext {
   /** RFC 2177: the client ends IDLE with a DONE line that carries no tag. */
   private relayDone(line: Buffer): void {
     this.idleActive = undefined;
-    this.mode = { kind: 'discard' };
     this.writeUpstream(line);
-    this.mode = undefined;
   }
 
   private writeUpstream(data: Buffer): void {
     const upstream = this.upstream;
     if (!upstream || upstream.isClosed()) return;
-    if (!upstream.write(data)) {
+    if (!upstream.write(data) && !this.holds.has('upstream-backpressure')) {
       this.hold('upstream-backpressure');
       upstream.onceDrain(() => this.release('upstream-backpressure'));
     }
@@ -520,6 +520,7 @@ export class ImapSession implements CommandContext {
     }
     const started = process.hrtime.bigint();
     this.hold('handler');
+    this.lastLocalStatus = undefined;
     const label = commandLabel(mode.name);
     Promise.resolve()
       .then(() => handler(this, { ...line, tag: mode.tag }))
@@ -529,7 +530,8 @@ export class ImapSession implements CommandContext {
       })
       .finally(() => {
         commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - started) / 1e9);
-        imapCommandsTotal.inc({ command: label, result: 'ok' });
+        const status = this.lastLocalStatus;
+        imapCommandsTotal.inc({ command: label, result: status === 'OK' ? 'ok' : status === 'NO' ? 'no' : status === 'BAD' ? 'bad' : 'error' });
         this.release('handler');
       });
   }
@@ -569,7 +571,8 @@ export class ImapSession implements CommandContext {
         this.upstream!.capabilities = parseCapabilityList(first.toString('latin1').replace(/^\* CAPABILITY /i, ''));
         out = Buffer.from(`* CAPABILITY ${this.capabilities().join(' ')}\r\n`);
       } else if (head.kind === 'BYE') {
-        this.log.info('upstream said BYE');
+        // Relayed as is; the close that follows needs no second BYE.
+        this.upstreamSaidBye = true;
       }
     } else {
       const entry = this.inflight.get(head.tag);
@@ -587,6 +590,7 @@ export class ImapSession implements CommandContext {
   }
 
   private relaySkip = false;
+  private upstreamSaidBye = false;
 
   private rewriteCapabilityCode(out: Buffer, upTag: string, first: Buffer): Buffer {
     const head = parseResponseHead(first);
@@ -645,7 +649,7 @@ export class ImapSession implements CommandContext {
 
   private onUpstreamClose(err?: Error): void {
     if (this.closed) return;
-    if (this.state !== 'logout') {
+    if (this.state !== 'logout' && !this.upstreamSaidBye) {
       this.log.warn({ err: err?.message }, 'upstream connection lost');
       if (this.relayMidResponse) this.writeClient(Buffer.from('\r\n'));
       this.relayMidResponse = false;
@@ -660,12 +664,19 @@ export class ImapSession implements CommandContext {
   private writeClient(data: Buffer): void {
     if (this.closed || this.client.destroyed) return;
     bytesTotal.inc({ protocol: 'imap', direction: 'client_out' }, data.length);
-    if (!this.client.write(data) && this.upstream) {
+    if (!this.client.write(data) && this.upstream && !this.upstreamPaused) {
+      // Back-pressure: stop reading the upstream until the client has taken what we sent.
       const upstream = this.upstream;
+      this.upstreamPaused = true;
       upstream.pause();
-      this.client.once('drain', () => upstream.resume());
+      this.client.once('drain', () => {
+        this.upstreamPaused = false;
+        upstream.resume();
+      });
     }
   }
+
+  private upstreamPaused = false;
 
   /** Gateway-made output waits while an upstream response is half-written. */
   private writeLocal(text: string): void {

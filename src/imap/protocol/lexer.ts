@@ -2,11 +2,61 @@
  * The streaming IMAP lexer, used in both directions: client commands (the gateway as a
  * server) and upstream responses (the gateway as a client).
  *
- * It splits the byte stream into line segments and literals and nothing more. A command
- * or response is a line; when a line ends with a literal announcement (RFC 3501 §4.3
- * `{n}`, RFC 7888 `{n+}`, RFC 3516 `~{n}`), exactly n bytes follow and then the line
- * continues in a new segment. Literal bytes are handed out as slices of the input, never
- * copied or gathered, so a 50 MB APPEND or FETCH streams through in constant memory.
+ * It splits the byte stream into line segments and literals and nothing more; structure
+ * is parser.ts's job, and only for the commands and responses the gateway must read.
+ *
+ * Framing (RFC 3501 §2.2, §4.3, §9; RFC 7888 §3, §8; RFC 3516 §5):
+ *
+ *   - A command or response is a line ending in CRLF. When the line ends (just before its
+ *     CRLF) with a literal announcement `{n}`, `{n+}` (non-synchronizing, RFC 7888),
+ *     `~{n}` or `~{n+}` (literal8, RFC 3516) that is not inside a quoted string, exactly
+ *     n bytes of literal data follow and then the line continues in a new segment, which
+ *     may announce another literal, until a segment ends with a plain CRLF.
+ *   - Quoting is tracked with backslash escapes (RFC 3501 §9 `quoted`, `quoted-specials`),
+ *     so `a SELECT "box {5}"` or an unterminated `"box {5}` announce nothing.
+ *   - `{abc}`, `{}`, `{5} ` and the like are not announcements: the segment is plain text.
+ *   - Leniency: a bare LF (without CR) is accepted as a line end, as most servers do; the
+ *     'text' event then ends in "\n" alone. A CR not followed by LF is an ordinary byte.
+ *
+ * Events, per command/response: 'text' (the segment's raw bytes, through its CRLF), then
+ * for an announced literal 'literal-start', any number of 'literal-data' slices and
+ * 'literal-end', then the next 'text', ... and finally 'end'. Each command ends with
+ * either 'end' or an 'error'; after an 'error' no more events of that command follow.
+ *
+ * Errors and recovery:
+ *
+ *   - 'line-too-long': a segment has more than maxLineLength bytes before its CRLF. One
+ *     error is emitted (text = up to the first 200 bytes of the segment, copied, so the
+ *     caller can guess a tag even when the segment is a continuation), then the rest of
+ *     the command is dropped without events: the rest of that line, and, should the
+ *     dropped line announce a non-synchronizing literal, its data and the following
+ *     segments too, so a message body is never mistaken for commands. A dropped line
+ *     announcing a synchronizing literal ends the command: the peer waits for a "+" it
+ *     will not get. Lexing resumes fresh with the next command.
+ *   - 'literal-too-large': an announced literal exceeds maxLiteralSize (a size with more
+ *     than 15 significant digits is reported as Infinity, never overflowing). text = the
+ *     announcing segment. For a synchronizing literal the client sends no data until it
+ *     sees "+" (RFC 3501 §7.5), which the caller will not send, so the next line is read
+ *     as a new command. For a non-synchronizing literal the data is already on its way
+ *     and there is no way to find the next command: the lexer stops (every later push()
+ *     returns no events until reset()) and the caller closes the connection, as RFC 7888
+ *     §4 allows. If that happens while a command is being dropped after 'line-too-long',
+ *     this second error is still emitted, so the caller knows to close.
+ *   - 'bad-literal' is reserved: the lexer does not emit it today (bad announcements are
+ *     text, oversized ones are 'literal-too-large').
+ *
+ * In the response direction (reading an upstream server) any error is fatal for the
+ * connection: a server sends literal data without waiting, so "the peer will not send
+ * it" does not hold there, and the caller must not keep reading after an error.
+ *
+ * Performance: literal data is handed out as subarray slices of the pushed chunk, never
+ * copied, so a 50 MB FETCH or APPEND literal streams through in constant memory. A line
+ * is found with Buffer#indexOf (native), and its bytes are looked at in JavaScript only
+ * when it ends in "}" (to check quoting), so a line arriving in many small chunks costs
+ * linear time. A segment wholly inside one chunk is emitted as a slice of that chunk; the
+ * start of one spanning chunks is copied into a single owned buffer (at most
+ * maxLineLength + 2 bytes), whatever the chunking. The caller must therefore not modify a
+ * chunk after pushing it while it keeps the events.
  */
 
 export interface LexerLimits {
@@ -16,184 +66,319 @@ export interface LexerLimits {
   maxLiteralSize: number;
 }
 
+export type LexErrorCode = 'line-too-long' | 'literal-too-large' | 'bad-literal';
+
 export type LexEvent =
-  /** Raw bytes of one segment, through its CRLF (including a literal announcement). */
+  /**
+   * Raw bytes of one segment exactly as received: up to and including a literal
+   * announcement and its CRLF ("... {12}\r\n"), or up to and including the final CRLF.
+   */
   | { type: 'text'; data: Buffer }
+  /** Right after the 'text' that announced it. sync=false for {n+}/~{n+}; binary=true for ~{n}. */
   | { type: 'literal-start'; size: number; sync: boolean; binary: boolean }
+  /** A slice of the input (zero-copy); a literal may come in many. */
   | { type: 'literal-data'; data: Buffer }
   | { type: 'literal-end' }
-  /** The whole command or response is complete. */
+  /** The whole command/response (line, literals and continuation segments) is complete. */
   | { type: 'end' }
   | {
       type: 'error';
-      code: 'line-too-long' | 'literal-too-large' | 'bad-literal';
+      code: LexErrorCode;
+      /** literal-too-large: the announced size (Infinity when it has too many digits). */
       size?: number;
+      /** literal-too-large: whether the literal was synchronizing. */
       sync?: boolean;
       /** The start of the offending segment, so the caller can find a tag to answer. */
       text: Buffer;
     };
 
-/** More digits than this cannot be a literal size we accept (and must not overflow). */
+export interface LiteralAnnouncement {
+  size: number;
+  sync: boolean;
+  binary: boolean;
+}
+
+/** More significant digits than this cannot be a size we accept (and must not overflow). */
 const MAX_SIZE_DIGITS = 15;
+/** How much of an offending segment is kept for an error report. */
+const ERROR_TEXT_BYTES = 200;
+
 const LF = 0x0a;
 const CR = 0x0d;
 const QUOTE = 0x22;
+const PLUS = 0x2b;
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
 const BACKSLASH = 0x5c;
-/** How much of an over-long line is kept for the error report. */
-const ERROR_TEXT_BYTES = 256;
+const LBRACE = 0x7b;
+const RBRACE = 0x7d;
+const TILDE = 0x7e;
 
-type State = 'line' | 'literal' | 'skip' | 'dead';
+const EMPTY = Buffer.alloc(0);
 
-export class ImapLexer {
-  private state: State = 'line';
-  /** Pieces of the segment being read (a line may arrive in many chunks). */
-  private parts: Buffer[] = [];
-  private partsLength = 0;
-  /** Quoting state of the bytes scanned so far in this segment (RFC 3501 §4.3 quoted). */
-  private inQuote = false;
-  private escaped = false;
-  private literalLeft = 0;
+// Announcement recognizer states for a line being dropped (see DropScanner).
+const ANN_NONE = 0;
+const ANN_OPEN = 1; // "{"
+const ANN_DIGITS = 2; // "{1"...
+const ANN_PLUS = 3; // "{12+"
+const ANN_CLOSE = 4; // "{12}" or "{12+}"
+const ANN_CLOSE_CR = 5; // "{12}\r"
 
-  constructor(private readonly limits: LexerLimits) {}
+/**
+ * Incremental scanner for an over-long line that is being discarded: tracks quoting and
+ * whether the bytes so far end with a literal announcement, without keeping the bytes.
+ */
+class DropScanner {
+  inQuote = false;
+  escaped = false;
+  ann = ANN_NONE;
+  digits = 0;
+  size = 0;
+  sync = true;
 
-  reset(): void {
-    this.state = 'line';
-    this.parts = [];
-    this.partsLength = 0;
+  clear(): void {
     this.inQuote = false;
     this.escaped = false;
+    this.ann = ANN_NONE;
+    this.digits = 0;
+    this.size = 0;
+    this.sync = true;
+  }
+
+  scan(buf: Buffer, start: number, end: number): void {
+    let { inQuote, escaped, ann, digits, size, sync } = this;
+    for (let i = start; i < end; i++) {
+      const b = buf[i]!;
+      if (inQuote) {
+        if (escaped) escaped = false;
+        else if (b === BACKSLASH) escaped = true;
+        else if (b === QUOTE) inQuote = false;
+        continue;
+      }
+      if (b === QUOTE) {
+        inQuote = true;
+        ann = ANN_NONE;
+      } else if (b === LBRACE) {
+        ann = ANN_OPEN;
+        digits = 0;
+        size = 0;
+        sync = true;
+      } else if (b >= DIGIT_0 && b <= DIGIT_9) {
+        if (ann === ANN_OPEN || ann === ANN_DIGITS) {
+          ann = ANN_DIGITS;
+          if (size !== 0 || b !== DIGIT_0) {
+            digits++;
+            size = digits > MAX_SIZE_DIGITS ? Number.POSITIVE_INFINITY : size * 10 + (b - DIGIT_0);
+          }
+        } else {
+          ann = ANN_NONE;
+        }
+      } else if (b === PLUS) {
+        ann = ann === ANN_DIGITS ? ANN_PLUS : ANN_NONE;
+      } else if (b === RBRACE) {
+        if (ann === ANN_DIGITS || ann === ANN_PLUS) {
+          sync = ann === ANN_DIGITS;
+          ann = ANN_CLOSE;
+        } else {
+          ann = ANN_NONE;
+        }
+      } else if (b === CR) {
+        ann = ann === ANN_CLOSE ? ANN_CLOSE_CR : ANN_NONE;
+      } else {
+        ann = ANN_NONE;
+      }
+    }
+    Object.assign(this, { inQuote, escaped, ann, digits, size, sync });
+  }
+
+  /** The announcement that ends the scanned bytes, if any (binary-ness is irrelevant when dropping). */
+  announcement(): LiteralAnnouncement | undefined {
+    if (this.ann !== ANN_CLOSE && this.ann !== ANN_CLOSE_CR) return undefined;
+    return { size: this.size, sync: this.sync, binary: false };
+  }
+}
+
+type State = 'line' | 'literal' | 'dead';
+
+export class ImapLexer {
+  private readonly maxLine: number;
+  private readonly maxLiteral: number;
+  private state: State = 'line';
+  /**
+   * The start of a segment that spans chunks, copied into one owned buffer (grown by
+   * doubling, at most maxLineLength + 2 bytes), so neither the input chunks nor one object
+   * per tiny chunk are kept. Handed off with the 'text' event and replaced.
+   */
+  private line: Buffer | undefined;
+  private lineLength = 0;
+  /** Literal bytes still expected. */
+  private literalLeft = 0;
+  /** The rest of the current command is being dropped after an error: no events until it ends. */
+  private dropping = false;
+  /** The current segment is over-long and being discarded up to its LF. */
+  private discarding = false;
+  private readonly drop = new DropScanner();
+
+  constructor(limits: LexerLimits) {
+    this.maxLine = limits.maxLineLength;
+    this.maxLiteral = limits.maxLiteralSize;
+  }
+
+  /** Forget everything, including a stop after a too-large non-synchronizing literal. */
+  reset(): void {
+    this.state = 'line';
+    this.line = undefined;
+    this.lineLength = 0;
     this.literalLeft = 0;
+    this.dropping = false;
+    this.discarding = false;
+    this.drop.clear();
   }
 
   /**
-   * The caller refused a synchronizing literal (it answered BAD/NO instead of "+"), so the
-   * peer will not send it: read what follows as a new command (RFC 3501 §7.5).
+   * The caller refused a synchronizing literal (answered BAD/NO instead of "+"), so the
+   * peer will not send it: read what follows as a new command (RFC 3501 §7.5). Call it
+   * right after the 'literal-start', before any of its data was pushed.
    */
   abortLiteral(): void {
     if (this.state === 'literal') this.reset();
   }
 
+  /** True after a too-large non-synchronizing literal: nothing more is read until reset(). */
+  get stopped(): boolean {
+    return this.state === 'dead';
+  }
+
   push(chunk: Buffer): LexEvent[] {
     const events: LexEvent[] = [];
+    const n = chunk.length;
     let pos = 0;
-    while (pos < chunk.length) {
-      switch (this.state) {
-        case 'dead':
-          return events;
-        case 'literal': {
-          const take = Math.min(this.literalLeft, chunk.length - pos);
-          events.push({ type: 'literal-data', data: chunk.subarray(pos, pos + take) });
-          pos += take;
-          this.literalLeft -= take;
-          if (this.literalLeft === 0) {
-            events.push({ type: 'literal-end' });
-            this.state = 'line';
-          }
-          break;
+    while (pos < n) {
+      if (this.state === 'literal') {
+        const take = Math.min(this.literalLeft, n - pos);
+        if (!this.dropping) events.push({ type: 'literal-data', data: chunk.subarray(pos, pos + take) });
+        pos += take;
+        this.literalLeft -= take;
+        if (this.literalLeft === 0) {
+          if (!this.dropping) events.push({ type: 'literal-end' });
+          this.state = 'line';
         }
-        case 'skip': {
-          const nl = chunk.indexOf(LF, pos);
-          if (nl < 0) return events;
-          pos = nl + 1;
-          this.reset();
-          break;
-        }
-        case 'line':
-          pos = this.scanLine(chunk, pos, events);
-          break;
+      } else if (this.state === 'dead') {
+        break;
+      } else if (this.discarding) {
+        pos = this.discardLine(chunk, pos, events);
+      } else {
+        pos = this.readLine(chunk, pos, events);
       }
     }
     return events;
   }
 
-  /** Reads line bytes from pos; returns where it stopped. */
-  private scanLine(chunk: Buffer, pos: number, events: LexEvent[]): number {
-    let i = pos;
-    const end = chunk.length;
-    // Track quoting byte by byte: a "{5}" inside a quoted string is not a literal.
-    let inQuote = this.inQuote;
-    let escaped = this.escaped;
-    for (; i < end; i++) {
-      const b = chunk[i]!;
-      if (b === LF) break;
-      if (inQuote) {
-        if (escaped) escaped = false;
-        else if (b === BACKSLASH) escaped = true;
-        else if (b === QUOTE) inQuote = false;
-      } else if (b === QUOTE) {
-        inQuote = true;
-      }
+  /** Reads segment bytes from pos; returns where it stopped. */
+  private readLine(chunk: Buffer, pos: number, events: LexEvent[]): number {
+    const lf = chunk.indexOf(LF, pos);
+    if (lf < 0) {
+      // No line end yet. Keep at most maxLineLength + 1 bytes (the extra one may be the CR).
+      if (this.lineLength + (chunk.length - pos) > this.maxLine + 1) return this.startDiscard(chunk, pos, chunk.length, events);
+      this.append(chunk, pos, chunk.length);
+      return chunk.length;
     }
-    this.inQuote = inQuote;
-    this.escaped = escaped;
-    const lineBytes = this.partsLength + (i - pos);
-    if (i === end) {
-      if (lineBytes > this.limits.maxLineLength) return this.overlong(chunk, pos, i, events);
-      this.parts.push(chunk.subarray(pos, i));
-      this.partsLength += i - pos;
-      return i;
+    // A segment ends at LF: CRLF per RFC 3501 §2.2, a bare LF leniently.
+    const before = this.lineLength + (lf - pos);
+    const crBeforeLf = lf > pos ? chunk[lf - 1] === CR : this.lineLength > 0 && this.line![this.lineLength - 1] === CR;
+    if (before - (crBeforeLf ? 1 : 0) > this.maxLine) return this.startDiscard(chunk, pos, lf, events);
+    let segment: Buffer;
+    if (this.lineLength === 0) {
+      segment = chunk.subarray(pos, lf + 1); // the common case: zero-copy
+    } else {
+      this.append(chunk, pos, lf + 1);
+      segment = this.line!.subarray(0, this.lineLength);
+      this.line = undefined;
+      this.lineLength = 0;
     }
-    // A segment ends at LF (CRLF per RFC 3501 §2.2; a bare LF is accepted as well).
-    const contentLength = lineBytes - (i > pos ? (chunk[i - 1] === CR ? 1 : 0) : this.lastPartEndsWithCr() ? 1 : 0);
-    if (contentLength > this.limits.maxLineLength) return this.overlong(chunk, pos, i, events);
-    const piece = chunk.subarray(pos, i + 1);
-    const segment = this.parts.length === 0 ? piece : Buffer.concat([...this.parts, piece]);
-    this.parts = [];
-    this.partsLength = 0;
-    const quoted = this.inQuote;
-    this.inQuote = false;
-    this.escaped = false;
-    this.endSegment(segment, quoted, events);
-    return i + 1;
+    this.endSegment(segment, parseAnnouncement(segment), events);
+    return lf + 1;
   }
 
-  private lastPartEndsWithCr(): boolean {
-    const last = this.parts[this.parts.length - 1];
-    return last !== undefined && last.length > 0 && last[last.length - 1] === CR;
+  private append(chunk: Buffer, start: number, end: number): void {
+    const need = this.lineLength + (end - start);
+    if (this.line === undefined || this.line.length < need) {
+      const size = Math.min(Math.max(need, 256, (this.line?.length ?? 0) * 2), this.maxLine + 2);
+      const grown = Buffer.allocUnsafe(Math.max(size, need));
+      if (this.line !== undefined) this.line.copy(grown, 0, 0, this.lineLength);
+      this.line = grown;
+    }
+    chunk.copy(this.line, this.lineLength, start, end);
+    this.lineLength = need;
   }
 
-  private overlong(chunk: Buffer, pos: number, stop: number, events: LexEvent[]): number {
-    const head = Buffer.concat([...this.parts, chunk.subarray(pos, Math.min(stop, pos + ERROR_TEXT_BYTES))]).subarray(
-      0,
-      ERROR_TEXT_BYTES,
-    );
-    events.push({ type: 'error', code: 'line-too-long', text: Buffer.from(head) });
-    this.reset();
-    this.state = 'skip';
-    // Resume the scan for LF from where we stopped.
-    return stop < chunk.length && chunk[stop] === LF ? this.finishSkip(stop) : stop;
+  /**
+   * The segment is over-long: report it once, then drop the rest of the command. The
+   * bytes kept so far plus chunk[pos, stop) are the segment's start.
+   */
+  private startDiscard(chunk: Buffer, pos: number, stop: number, events: LexEvent[]): number {
+    const kept = this.line === undefined ? EMPTY : this.line.subarray(0, this.lineLength);
+    const head = Buffer.allocUnsafe(Math.min(ERROR_TEXT_BYTES, kept.length + (stop - pos)));
+    const fromKept = kept.copy(head, 0, 0, Math.min(kept.length, head.length));
+    chunk.copy(head, fromKept, pos, pos + (head.length - fromKept));
+    if (!this.dropping) events.push({ type: 'error', code: 'line-too-long', text: head });
+    this.drop.clear();
+    this.drop.scan(kept, 0, kept.length);
+    this.drop.scan(chunk, pos, stop);
+    this.line = undefined;
+    this.lineLength = 0;
+    this.discarding = true;
+    this.dropping = true;
+    return stop;
   }
 
-  private finishSkip(lfIndex: number): number {
-    this.reset();
-    return lfIndex + 1;
+  /** Skips the rest of an over-long segment, watching for a literal announcement at its end. */
+  private discardLine(chunk: Buffer, pos: number, events: LexEvent[]): number {
+    const lf = chunk.indexOf(LF, pos);
+    const stop = lf < 0 ? chunk.length : lf;
+    this.drop.scan(chunk, pos, stop);
+    if (lf < 0) return stop;
+    this.discarding = false;
+    this.endSegment(EMPTY, this.drop.announcement(), events);
+    return lf + 1;
   }
 
-  /** A complete segment: a literal announcement at its end, or the end of the command. */
-  private endSegment(segment: Buffer, unbalancedQuote: boolean, events: LexEvent[]): void {
-    const literal = unbalancedQuote ? undefined : parseAnnouncement(segment);
+  /** A complete segment: it announces a literal, or it ends the command. */
+  private endSegment(segment: Buffer, literal: LiteralAnnouncement | undefined, events: LexEvent[]): void {
     if (literal === undefined) {
-      events.push({ type: 'text', data: segment }, { type: 'end' });
+      if (!this.dropping) events.push({ type: 'text', data: segment }, { type: 'end' });
+      this.dropping = false;
       return;
     }
-    if (literal.size > this.limits.maxLiteralSize) {
-      events.push({
-        type: 'error',
-        code: 'literal-too-large',
-        size: literal.size,
-        sync: literal.sync,
-        text: segment.subarray(0, ERROR_TEXT_BYTES),
-      });
-      // A synchronizing literal is not sent until we say "+": the next line is a new
-      // command. A non-synchronizing one is already on its way and cannot be skipped
-      // safely; the caller closes the connection (RFC 7888 §4).
-      this.reset();
+    if (literal.size > this.maxLiteral) {
+      // Emitted even while dropping when non-synchronizing: the caller must learn to close.
+      if (!this.dropping || !literal.sync) {
+        events.push({
+          type: 'error',
+          code: 'literal-too-large',
+          size: literal.size,
+          sync: literal.sync,
+          text: Buffer.from(segment.subarray(0, ERROR_TEXT_BYTES)),
+        });
+      }
+      this.dropping = false;
+      // Synchronizing: no data comes before "+", the next line is a new command. Non-
+      // synchronizing: the data is on its way and cannot be skipped safely (RFC 7888 §4).
       if (!literal.sync) this.state = 'dead';
       return;
     }
-    events.push({ type: 'text', data: segment }, { type: 'literal-start', ...literal });
+    if (this.dropping) {
+      // A dropped command: a synchronizing literal will not come (no "+" is sent), so the
+      // command is over; a non-synchronizing one is skipped with the rest of the command.
+      if (literal.sync) {
+        this.dropping = false;
+        return;
+      }
+    } else {
+      events.push({ type: 'text', data: segment }, { type: 'literal-start', ...literal });
+    }
     if (literal.size === 0) {
-      events.push({ type: 'literal-end' });
+      if (!this.dropping) events.push({ type: 'literal-end' });
       return;
     }
     this.state = 'literal';
@@ -202,25 +387,53 @@ export class ImapLexer {
 }
 
 /**
- * The literal announced at the end of a segment, if any:
- * `literal = "{" number ["+"] "}" CRLF` (RFC 3501 §9, RFC 7888 §8), `literal8 = "~{" ...` (RFC 3516 §4.2).
+ * The literal announced at the end of a segment (its CRLF or LF optional), if any:
+ * `literal = "{" number ["+"] "}" CRLF` (RFC 3501 §9, RFC 7888 §8) and
+ * `literal8 = "~{" number ["+"] "}" CRLF` (RFC 3516 §5, RFC 7888 §8), not inside a quoted
+ * string. Leading zeros are allowed; more than 15 significant digits give size Infinity.
  */
-export function parseAnnouncement(segment: Buffer): { size: number; sync: boolean; binary: boolean } | undefined {
+export function parseAnnouncement(segment: Buffer): LiteralAnnouncement | undefined {
   let end = segment.length;
   if (segment[end - 1] === LF) end--;
   if (segment[end - 1] === CR) end--;
-  if (segment[end - 1] !== 0x7d /* } */) return undefined;
+  if (end < 3 || segment[end - 1] !== RBRACE) return undefined;
   let i = end - 2;
   let sync = true;
-  if (segment[i] === 0x2b /* + */) {
+  if (segment[i] === PLUS) {
     sync = false;
     i--;
   }
   const digitsEnd = i + 1;
-  while (i >= 0 && segment[i]! >= 0x30 && segment[i]! <= 0x39) i--;
-  const digits = digitsEnd - (i + 1);
-  if (digits === 0 || segment[i] !== 0x7b /* { */) return undefined;
-  const binary = i > 0 && segment[i - 1] === 0x7e; /* ~ */
-  const size = digits > MAX_SIZE_DIGITS ? Number.POSITIVE_INFINITY : Number(segment.toString('latin1', i + 1, digitsEnd));
-  return { size, sync, binary };
+  while (i >= 0 && segment[i]! >= DIGIT_0 && segment[i]! <= DIGIT_9) i--;
+  const open = i;
+  if (digitsEnd - (open + 1) === 0 || segment[open] !== LBRACE) return undefined;
+  if (quotedAt(segment, open)) return undefined;
+  let first = open + 1;
+  while (first < digitsEnd - 1 && segment[first] === DIGIT_0) first++;
+  const size =
+    digitsEnd - first > MAX_SIZE_DIGITS ? Number.POSITIVE_INFINITY : Number(segment.toString('latin1', first, digitsEnd));
+  return { size, sync, binary: open > 0 && segment[open - 1] === TILDE };
+}
+
+/** Whether byte `index` of a line lies inside a quoted string (RFC 3501 §9 quoted, with \" and \\ escapes). */
+function quotedAt(line: Buffer, index: number): boolean {
+  let inQuote = false;
+  // Fast path: no quote before index at all.
+  let q = line.indexOf(QUOTE);
+  if (q < 0 || q >= index) return false;
+  for (let i = q; i < index; i++) {
+    const b = line[i]!;
+    if (inQuote) {
+      if (b === BACKSLASH) i++;
+      else if (b === QUOTE) inQuote = false;
+    } else if (b === QUOTE) {
+      inQuote = true;
+    } else {
+      // Outside quotes only a quote matters: jump to the next one.
+      q = line.indexOf(QUOTE, i);
+      if (q < 0 || q >= index) return false;
+      i = q - 1;
+    }
+  }
+  return inQuote;
 }

@@ -3,13 +3,32 @@
  * answers itself and the upstream responses it must understand. Relayed traffic never
  * goes through here: it is forwarded as lexed.
  *
- * Grammar: RFC 3501 §9 (atoms, quoted strings, literals, NIL, parenthesized lists), with
- * RFC 3516 literal8 and fetch attributes such as BODY[HEADER.FIELDS (A B)]<0.100> kept
- * as one atom.
+ * Grammar: RFC 3501 §4 (data formats) and §9 (formal syntax): atoms, numbers, quoted
+ * strings, literals, NIL and parenthesized lists, plus RFC 3516 literal8 (`~{n}`) and
+ * RFC 7888 non-synchronizing literals (`{n+}`). Deliberate leniencies:
+ *
+ *   - Bracketed parts belong to the atom they are in, with everything inside them (spaces,
+ *     lists, quoted strings), so `BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.1024>` and a status
+ *     response code such as `[PERMANENTFLAGS (\Seen \*)]` are each one atom, with their
+ *     raw text as value. A literal inside brackets is not supported (ImapParseError).
+ *   - Atoms may contain "]" (resp-specials, as in ASTRING-CHAR), "%" and "*" (list
+ *     wildcards, sequence sets) and 8-bit bytes (decoded as UTF-8); "\" is allowed too so
+ *     that flags such as \Seen are atoms.
+ *   - Quoted strings may hold 8-bit bytes (RFC 6855 UTF8=ACCEPT); only \" and \\ escapes
+ *     are accepted (RFC 3501 §9 quoted-specials), and no CR, LF or NUL.
+ *   - "(" may follow ")" directly, as body-type-mpart requires ("((...)(...) "MIXED")").
+ *
+ * Free text of status responses (`a1 OK [READ-WRITE] done`) is not IMAP values and may
+ * not parse: use parseResponseHead for those.
  */
 
+import type { LexEvent, LexErrorCode, ImapLexer } from './lexer.js';
+import { parseAnnouncement } from './lexer.js';
+
 export type ImapValue =
+  /** Atoms, numbers, sequence sets, flags like \Seen, and section-bearing atoms (raw text). */
   | { type: 'atom'; value: string }
+  /** A quoted string (unescaped) or a literal; binary for a literal8 (RFC 3516). */
   | { type: 'string'; value: Buffer; literal: boolean; binary?: boolean }
   | { type: 'nil' }
   | { type: 'list'; items: ImapValue[] };
@@ -17,6 +36,7 @@ export type ImapValue =
 export interface ParsedLine {
   /** The command tag, or "*" / "+" for untagged and continuation responses. */
   tag: string;
+  /** For commands, items[0] is the command name atom. */
   items: ImapValue[];
 }
 
@@ -28,9 +48,12 @@ export class ImapParseError extends Error {
 }
 
 const SP = 0x20;
+const QUOTE = 0x22;
 const LPAREN = 0x28;
 const RPAREN = 0x29;
-const QUOTE = 0x22;
+const PLUS = 0x2b;
+const STAR = 0x2a;
+const PERCENT = 0x25;
 const BACKSLASH = 0x5c;
 const LBRACKET = 0x5b;
 const RBRACKET = 0x5d;
@@ -39,150 +62,434 @@ const TILDE = 0x7e;
 const CR = 0x0d;
 const LF = 0x0a;
 
-/** atom-specials of RFC 3501 §9, less "]" which resp-text-code and section atoms use. */
-function isAtomChar(b: number): boolean {
-  return b > 0x20 && b < 0x7f && b !== LPAREN && b !== RPAREN && b !== LBRACE && b !== QUOTE && b !== SP;
+/** Atom bytes: RFC 3501 §9 ATOM-CHAR, leniently (see the module comment). */
+function isAtomByte(b: number): boolean {
+  return b > 0x20 && b !== 0x7f && b !== LPAREN && b !== RPAREN && b !== LBRACE && b !== QUOTE;
+}
+
+/** RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">; "*" and "+" for responses. */
+export function isValidTag(tag: string): boolean {
+  if (tag === '*' || tag === '+') return true;
+  if (tag.length === 0) return false;
+  for (let i = 0; i < tag.length; i++) {
+    const c = tag.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) return false;
+    if (c === LPAREN || c === RPAREN || c === LBRACE || c === QUOTE || c === BACKSLASH) return false;
+    if (c === PERCENT || c === STAR || c === PLUS) return false;
+  }
+  return true;
 }
 
 /**
- * segments: the 'text' events of one command or response, in order; literals: the bodies
- * that followed the segments announcing them.
+ * Parses one command or response. segments: the 'text' events of it, in order; literals:
+ * the bodies that followed each segment but the last (so segments.length === literals.length + 1).
+ * Throws ImapParseError on anything that is not RFC 3501 §9 syntax (with the leniencies
+ * above; runs of spaces and trailing spaces are tolerated too).
  */
 export function parseSegments(segments: Buffer[], literals: Buffer[]): ParsedLine {
-  if (segments.length !== literals.length + 1) {
+  if (segments.length === 0 || segments.length !== literals.length + 1) {
     throw new ImapParseError(`expected ${literals.length + 1} segments, got ${segments.length}`);
   }
   const root: ImapValue[] = [];
   const stack: ImapValue[][] = [root];
   let tag: string | undefined;
+  // afterToken: a token, the tag or ")" was just read, so a space (or ")", or "(" right
+  // after ")") must come next. A literal counts as a token, across segments.
+  let afterToken = false;
+  let afterClose = false;
   for (let s = 0; s < segments.length; s++) {
     const seg = segments[s]!;
+    const last = s === segments.length - 1;
     let end = seg.length;
     if (seg[end - 1] === LF) end--;
     if (seg[end - 1] === CR) end--;
     let i = 0;
+    let literalTaken = false;
+    if (tag === undefined) {
+      // The tag is everything up to the first space (RFC 3501 §2.2.1, §9 tag).
+      let j = seg.indexOf(SP);
+      if (j < 0 || j > end) j = end;
+      tag = seg.toString('latin1', 0, j);
+      if (!isValidTag(tag)) throw new ImapParseError(tag === '' ? 'missing tag' : 'invalid tag');
+      i = j;
+      afterToken = true;
+    }
     while (i < end) {
       const b = seg[i]!;
-      const top = stack[stack.length - 1]!;
       if (b === SP) {
+        afterToken = false;
+        afterClose = false;
         i++;
         continue;
       }
-      if (tag === undefined) {
-        // The tag is whatever comes before the first space (RFC 3501 §9 tag, "*" or "+").
-        let j = i;
-        while (j < end && seg[j] !== SP) j++;
-        tag = seg.toString('latin1', i, j);
-        i = j;
+      if (b === RPAREN) {
+        if (stack.length === 1) throw new ImapParseError('unbalanced ")"');
+        stack.pop();
+        afterToken = true;
+        afterClose = true;
+        i++;
         continue;
       }
+      if (afterToken && !(afterClose && b === LPAREN)) {
+        throw new ImapParseError(`missing space between tokens at offset ${i}`);
+      }
+      afterClose = false;
+      const top = stack[stack.length - 1]!;
       if (b === LPAREN) {
         const list: ImapValue = { type: 'list', items: [] };
         top.push(list);
         stack.push(list.items);
+        afterToken = false;
         i++;
-      } else if (b === RPAREN) {
-        if (stack.length === 1) throw new ImapParseError('unbalanced ")"');
-        stack.pop();
-        i++;
-      } else if (b === QUOTE) {
+        continue;
+      }
+      afterToken = true;
+      if (b === QUOTE) {
         const [value, next] = readQuoted(seg, i + 1, end);
         top.push({ type: 'string', value, literal: false });
         i = next;
       } else if (b === LBRACE || (b === TILDE && seg[i + 1] === LBRACE)) {
-        // Only valid as the announcement that ends this segment.
-        const close = seg.indexOf(0x7d, i);
-        if (close !== end - 1 || s === segments.length - 1) throw new ImapParseError('literal announcement not at end of line');
-        top.push({ type: 'string', value: literals[s]!, literal: true, ...(b === TILDE ? { binary: true } : {}) });
+        // RFC 3501 §4.3 / RFC 3516 §5: only valid as the announcement that ends this segment.
+        const ann = ANNOUNCEMENT.test(seg.toString('latin1', i, end)) ? parseAnnouncement(seg.subarray(i, end)) : undefined;
+        if (ann === undefined || last) throw new ImapParseError('literal announcement not at end of line');
+        const value = literals[s]!;
+        if (value.length !== ann.size) throw new ImapParseError(`literal of ${ann.size} bytes has ${value.length}`);
+        top.push(ann.binary ? { type: 'string', value, literal: true, binary: true } : { type: 'string', value, literal: true });
+        literalTaken = true;
         i = end;
-      } else if (isAtomChar(b)) {
+      } else if (isAtomByte(b)) {
         const next = readAtom(seg, i, end);
-        const text = seg.toString('latin1', i, next);
-        top.push(text.toUpperCase() === 'NIL' ? { type: 'nil' } : { type: 'atom', value: text });
+        const text = seg.toString('utf8', i, next);
+        top.push(text.length === 3 && text.toUpperCase() === 'NIL' ? { type: 'nil' } : { type: 'atom', value: text });
         i = next;
       } else {
-        throw new ImapParseError(`unexpected character 0x${b.toString(16)}`);
-      }
-      // Tokens must be separated by SP, ")" or end of line.
-      if (i < end && seg[i] !== SP && seg[i] !== RPAREN && seg[i - 1] !== LPAREN) {
-        throw new ImapParseError('missing space between tokens');
+        throw new ImapParseError(`unexpected byte 0x${b.toString(16)} at offset ${i}`);
       }
     }
+    if (!last && !literalTaken) throw new ImapParseError('segment does not end with a literal announcement');
   }
   if (stack.length !== 1) throw new ImapParseError('unbalanced "("');
-  if (tag === undefined || tag === '') throw new ImapParseError('empty line');
-  return { tag, items: root };
+  return { tag: tag!, items: root };
 }
+
+const ANNOUNCEMENT = /^~?\{[0-9]+\+?\}$/;
 
 /** A quoted string body from after the opening quote; returns the unescaped bytes and the index after the closing quote. */
 function readQuoted(seg: Buffer, start: number, end: number): [Buffer, number] {
-  const out: number[] = [];
+  let escapes = 0;
   for (let i = start; i < end; i++) {
     const b = seg[i]!;
     if (b === BACKSLASH) {
       const n = seg[i + 1];
       // RFC 3501 §9 quoted-specials: only \" and \\ may be escaped.
-      if (n !== QUOTE && n !== BACKSLASH) throw new ImapParseError('bad escape in quoted string');
-      out.push(n);
+      if (i + 1 >= end || (n !== QUOTE && n !== BACKSLASH)) throw new ImapParseError('bad escape in quoted string');
+      escapes++;
       i++;
     } else if (b === QUOTE) {
-      return [Buffer.from(out), i + 1];
-    } else if (b === CR || b === LF) {
-      throw new ImapParseError('line break in quoted string');
-    } else {
-      out.push(b);
+      if (escapes === 0) return [seg.subarray(start, i), i + 1];
+      const out = Buffer.allocUnsafe(i - start - escapes);
+      let o = 0;
+      for (let k = start; k < i; k++) {
+        if (seg[k] === BACKSLASH) k++;
+        out[o++] = seg[k]!;
+      }
+      return [out, i + 1];
+    } else if (b === CR || b === LF || b === 0) {
+      throw new ImapParseError('CR, LF or NUL in quoted string');
     }
   }
   throw new ImapParseError('unterminated quoted string');
 }
 
-/** An atom, letting "[...]" sections (with spaces and lists inside) and "<o.l>" partials belong to it. */
+/** An atom, letting "[...]" sections (with spaces, lists and quoted strings inside) and "<o.l>" partials belong to it. */
 function readAtom(seg: Buffer, start: number, end: number): number {
   let i = start;
   while (i < end) {
     const b = seg[i]!;
     if (b === LBRACKET) {
-      const close = seg.indexOf(RBRACKET, i);
-      if (close < 0 || close >= end) throw new ImapParseError('unterminated "["');
-      i = close + 1;
+      i = skipBracket(seg, i + 1, end);
       continue;
     }
-    if (!isAtomChar(b)) break;
+    if (!isAtomByte(b)) break;
     i++;
   }
   return i;
 }
 
+/** From after a "[", the index after its matching "]"; quoted strings inside may hold "]". */
+function skipBracket(seg: Buffer, start: number, end: number): number {
+  let depth = 1;
+  for (let i = start; i < end; i++) {
+    const b = seg[i]!;
+    if (b === QUOTE) {
+      i = readQuoted(seg, i + 1, end)[1] - 1;
+    } else if (b === LBRACKET) {
+      depth++;
+    } else if (b === RBRACKET) {
+      if (--depth === 0) return i + 1;
+    }
+  }
+  // Also the case of a literal inside the brackets, which is not supported.
+  throw new ImapParseError('unterminated "["');
+}
+
+// ---- response heads -------------------------------------------------------------------
+
 export interface ResponseHead {
   /** "*", "+" or the tag. */
   tag: string;
-  /** Upper-case status (OK, NO, BAD, BYE, PREAUTH) or data keyword (CAPABILITY, FETCH, EXISTS...). */
+  /**
+   * Upper-case status (OK, NO, BAD, BYE, PREAUTH), the keyword after a number (EXISTS,
+   * EXPUNGE, FETCH, RECENT), the untagged keyword (CAPABILITY, LIST, SEARCH, ...), "+"
+   * for a continuation request, or "" when the line has nothing recognizable there.
+   */
   kind: string;
   /** The number of "* 12 EXISTS" / "* 3 FETCH ...". */
   number?: number;
-  /** The bracketed response code of a status response (RFC 3501 §7.1), with its byte range. */
+  /**
+   * The bracketed response code of a status response (RFC 3501 §7.1 resp-text-code):
+   * name upper-cased, raw = the text between the brackets, start/end = byte offsets of
+   * "[" and just after "]" within the segment, for rewriting it in place.
+   */
   code?: { name: string; raw: string; start: number; end: number };
 }
 
-/** Reads only the start of a response, so free response text is never parsed as IMAP values. */
+const STATUS_KINDS = new Set(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH']);
+/** How far into a line the head (tag, kind, number, code) is looked for. */
+const HEAD_LIMIT = 16384;
+
+/**
+ * Reads only the start of a response (RFC 3501 §7: status, server data, continuation),
+ * so free response text is never parsed as IMAP values. Also usable on a command line.
+ */
 export function parseResponseHead(first: Buffer): ResponseHead {
-  const limit = Math.min(first.length, 8192);
-  const text = first.toString('latin1', 0, limit);
-  const sp = text.indexOf(' ');
-  const tag = (sp < 0 ? text : text.slice(0, sp)).replace(/\r?\n$/, '');
-  if (tag === '+' || sp < 0) return { tag, kind: tag === '+' ? '+' : '' };
-  const m = /^(\d+) ([A-Za-z]+)|^([A-Za-z][A-Za-z0-9.-]*)/.exec(text.slice(sp + 1));
-  if (!m) return { tag, kind: '' };
-  const head: ResponseHead = m[1] !== undefined ? { tag, kind: m[2]!.toUpperCase(), number: Number(m[1]) } : { tag, kind: m[3]!.toUpperCase() };
-  if (head.number === undefined && ['OK', 'NO', 'BAD', 'BYE', 'PREAUTH'].includes(head.kind)) {
-    const codeStart = sp + 1 + m[0].length + 1;
-    if (text[codeStart - 1] === ' ' && text[codeStart] === '[') {
-      const close = text.indexOf(']', codeStart);
-      if (close > 0) {
-        const raw = text.slice(codeStart + 1, close);
-        head.code = { name: (raw.split(' ')[0] ?? '').toUpperCase(), raw, start: codeStart, end: close + 1 };
-      }
+  let end = Math.min(first.length, HEAD_LIMIT);
+  if (end === first.length) {
+    if (first[end - 1] === LF) end--;
+    if (first[end - 1] === CR) end--;
+  }
+  let sp = first.indexOf(SP);
+  if (sp < 0 || sp > end) sp = end;
+  const tag = first.toString('latin1', 0, sp);
+  // RFC 3501 §7.5: continue-req = "+" SP (resp-text / base64) CRLF; some servers omit the SP.
+  if (tag === '+') return { tag, kind: '+' };
+  let i = sp + 1;
+  if (i > end) return { tag, kind: '' };
+  let number: number | undefined;
+  const digitsStart = i;
+  while (i < end && first[i]! >= 0x30 && first[i]! <= 0x39) i++;
+  if (i > digitsStart && (i === end || first[i] === SP)) {
+    number = Number(first.toString('latin1', digitsStart, i));
+    i++;
+  } else {
+    i = digitsStart;
+  }
+  const kindStart = i;
+  while (i < end && isKeywordByte(first[i]!)) i++;
+  const kind = first.toString('latin1', kindStart, i).toUpperCase();
+  const head: ResponseHead = number === undefined ? { tag, kind } : { tag, kind, number };
+  // resp-cond-state / resp-cond-bye / resp-cond-auth: status SP resp-text, and
+  // resp-text = ["[" resp-text-code "]" SP] text (RFC 3501 §9).
+  if (number === undefined && STATUS_KINDS.has(kind) && first[i] === SP && first[i + 1] === LBRACKET && i + 1 < end) {
+    const start = i + 1;
+    const close = findCodeEnd(first, start + 1, end);
+    if (close >= 0) {
+      const raw = first.toString('latin1', start + 1, close);
+      const nameEnd = raw.indexOf(' ');
+      head.code = { name: (nameEnd < 0 ? raw : raw.slice(0, nameEnd)).toUpperCase(), raw, start, end: close + 1 };
     }
   }
   return head;
+}
+
+function isKeywordByte(b: number): boolean {
+  return (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x2e || b === 0x5f;
+}
+
+/** The index of the "]" closing a response code, skipping quoted strings; -1 if none. */
+function findCodeEnd(line: Buffer, start: number, end: number): number {
+  let inQuote = false;
+  for (let i = start; i < end; i++) {
+    const b = line[i]!;
+    if (inQuote) {
+      if (b === BACKSLASH) i++;
+      else if (b === QUOTE) inQuote = false;
+    } else if (b === QUOTE) {
+      inQuote = true;
+    } else if (b === RBRACKET) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+// ---- collecting whole commands --------------------------------------------------------
+
+export interface CollectorOptions {
+  /** Total literal bytes buffered for one command or response. */
+  maxLiteralBytes: number;
+  /** Total segment bytes for one command or response (default 1 MiB): bounds {0} chains. */
+  maxTextBytes?: number;
+  /**
+   * Server side: the lexer reading the client. A synchronizing literal over the bound is
+   * then refused with lexer.abortLiteral() (the client sends nothing before "+", RFC 3501
+   * §7.5). Leave it out when reading responses: their literals always follow, so an
+   * over-bound one is dropped with the rest of the response.
+   */
+  lexer?: ImapLexer;
+}
+
+export type CollectorOutput =
+  /** A complete command or response, ready for parseSegments. */
+  | { type: 'command'; segments: Buffer[]; literals: Buffer[] }
+  /** A synchronizing literal was accepted: a server now sends "+ ..." (RFC 3501 §7.5). */
+  | { type: 'continue'; size: number; binary: boolean }
+  /**
+   * The command was refused and will produce no 'command'. text is the start of its first
+   * segment (to find the tag). fatal: the stream cannot be resynchronized (a too-large
+   * non-synchronizing literal, RFC 7888 §4): close the connection. Otherwise collection
+   * resumes with the next command by itself.
+   */
+  | {
+      type: 'error';
+      code: LexErrorCode | 'command-too-large';
+      size?: number;
+      sync?: boolean;
+      text: Buffer;
+      fatal: boolean;
+    };
+
+const ERROR_TEXT_BYTES = 200;
+
+/**
+ * Gathers the lexer's events into whole commands (or responses) with bounded buffering:
+ * literal data is concatenated once per literal at its end (so the input chunks it
+ * sliced are released), text and literal totals are capped per command.
+ */
+export class CommandCollector {
+  private readonly maxLiteralBytes: number;
+  private readonly maxTextBytes: number;
+  private readonly lexer: ImapLexer | undefined;
+  private segments: Buffer[] = [];
+  private literals: Buffer[] = [];
+  private chunks: Buffer[] = [];
+  private chunksLength = 0;
+  private literalBytes = 0;
+  private textBytes = 0;
+  /** Refused: ignore events until the lexer ends this command. */
+  private skipping = false;
+
+  constructor(options: CollectorOptions) {
+    this.maxLiteralBytes = options.maxLiteralBytes;
+    this.maxTextBytes = options.maxTextBytes ?? 1024 * 1024;
+    this.lexer = options.lexer;
+  }
+
+  /** Bytes currently held for the command being collected. */
+  get buffered(): number {
+    return this.textBytes + this.literalBytes;
+  }
+
+  reset(): void {
+    this.segments = [];
+    this.literals = [];
+    this.chunks = [];
+    this.chunksLength = 0;
+    this.literalBytes = 0;
+    this.textBytes = 0;
+    this.skipping = false;
+  }
+
+  /** Consumes many events, yielding outputs in order. */
+  *consume(events: Iterable<LexEvent>): Generator<CollectorOutput> {
+    for (const ev of events) {
+      const out = this.push(ev);
+      if (out !== undefined) yield out;
+    }
+  }
+
+  /** Consumes one event; returns an output when it completes, refuses or needs a continuation. */
+  push(ev: LexEvent): CollectorOutput | undefined {
+    if (ev.type === 'error') {
+      const fatal = ev.code === 'literal-too-large' && ev.sync === false;
+      const first = this.segments[0];
+      const refused = this.skipping;
+      this.reset();
+      // A command already refused was answered once; only a fatal error is worth another word.
+      if (refused && !fatal) return undefined;
+      const out: CollectorOutput = { type: 'error', code: ev.code, text: first ? headOf(first) : ev.text, fatal };
+      if (ev.size !== undefined) out.size = ev.size;
+      if (ev.sync !== undefined) out.sync = ev.sync;
+      return out;
+    }
+    if (this.skipping) {
+      if (ev.type === 'end') this.reset();
+      else if (ev.type === 'literal-start') this.refuseLiteral(ev.sync);
+      return undefined;
+    }
+    if (ev.type !== 'text' && this.segments.length === 0) {
+      // Stray literal events after a refused synchronizing literal the peer sent anyway.
+      return undefined;
+    }
+    switch (ev.type) {
+      case 'text':
+        this.textBytes += ev.data.length;
+        this.segments.push(ev.data);
+        if (this.textBytes > this.maxTextBytes) return this.refuse('command-too-large');
+        return undefined;
+      case 'literal-start':
+        if (this.literalBytes + ev.size > this.maxLiteralBytes) {
+          const out = this.refuse('literal-too-large', ev.size, ev.sync);
+          this.refuseLiteral(ev.sync);
+          return out;
+        }
+        this.literalBytes += ev.size;
+        this.chunks = [];
+        this.chunksLength = 0;
+        return ev.sync ? { type: 'continue', size: ev.size, binary: ev.binary } : undefined;
+      case 'literal-data':
+        this.chunks.push(ev.data);
+        this.chunksLength += ev.data.length;
+        return undefined;
+      case 'literal-end':
+        // One copy per literal, so the input chunks it sliced are not kept alive.
+        this.literals.push(this.chunks.length === 1 ? Buffer.from(this.chunks[0]!) : Buffer.concat(this.chunks, this.chunksLength));
+        this.chunks = [];
+        this.chunksLength = 0;
+        return undefined;
+      case 'end': {
+        const out: CollectorOutput = { type: 'command', segments: this.segments, literals: this.literals };
+        this.segments = [];
+        this.literals = [];
+        this.reset();
+        return out;
+      }
+    }
+  }
+
+  /** Refuses the command being collected: the rest of its events are ignored. */
+  private refuse(code: 'literal-too-large' | 'command-too-large', size?: number, sync?: boolean): CollectorOutput {
+    const text = headOf(this.segments[0]!);
+    this.reset();
+    this.skipping = true;
+    const out: CollectorOutput = { type: 'error', code, text, fatal: false };
+    if (size !== undefined) out.size = size;
+    if (sync !== undefined) out.sync = sync;
+    return out;
+  }
+
+  /**
+   * A literal of a refused command: a synchronizing one is never sent when we do not say
+   * "+" (server side, with the lexer), so the command is over; otherwise it is skipped.
+   */
+  private refuseLiteral(sync: boolean): void {
+    if (sync && this.lexer !== undefined) {
+      this.lexer.abortLiteral();
+      this.reset();
+    }
+  }
+}
+
+function headOf(segment: Buffer): Buffer {
+  return Buffer.from(segment.subarray(0, ERROR_TEXT_BYTES));
 }
