@@ -130,6 +130,13 @@ t.test('200+ malformed inputs each get BAD/NO while a parallel session keeps wor
   t.match((await pre.command('p3', 'LOGIN alice wrong')).at(-1), /^p3 NO \[AUTHENTICATIONFAILED\]/);
   t.match((await pre.command('p4', 'AUTHENTICATE PLAIN !!!')).at(-1), /^p4 BAD/);
   t.match((await pre.command('p5', 'AUTHENTICATE CRAM-MD5')).at(-1), /^p5 NO/);
+  // Literals bigger than the gateway buffers for commands it answers itself (64 KiB).
+  pre.write('p7 LOGIN {70000}\r\n');
+  t.match(await pre.line(), /^p7 BAD \[TOOBIG\]/, 'oversized synchronizing literal refused without "+"');
+  t.match((await pre.command('p8', 'NOOP')).at(-1), /^p8 OK/, 'next command read normally');
+  pre.write(`p9 LOGIN {70000+}\r\n${'x'.repeat(70000)} {3+}\r\npwd\r\n`);
+  t.match(await pre.line(), /^p9 BAD \[TOOBIG\]/, 'oversized non-synchronizing literal refused');
+  t.match((await pre.command('p10', 'NOOP')).at(-1), /^p10 OK/, 'its data was skipped, not read as commands');
   pre.write('p6 AUTHENTICATE PLAIN\r\n');
   t.match(await pre.line(), /^\+/);
   pre.write('*\r\n');

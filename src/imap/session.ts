@@ -15,7 +15,7 @@ import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
-import { parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
+import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
 import { isQuotable, quoted } from './protocol/writer.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
@@ -52,7 +52,7 @@ type Mode =
   /** Streaming the command to the upstream. */
   | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean }
   /** Collecting the whole command for a local handler. */
-  | { kind: 'collect'; tag: string; name: string; segments: Buffer[]; literals: Buffer[]; chunks: Buffer[]; size: number }
+  | { kind: 'collect'; tag: string; name: string }
   /** Dropping the rest of a command that was already answered. */
   | { kind: 'discard' }
   /** The client's answer to a continuation request (AUTHENTICATE). */
@@ -94,6 +94,8 @@ export class ImapSession implements CommandContext {
   upstream: UpstreamConnection | undefined;
   private client: net.Socket;
   private readonly lexer: ImapLexer;
+  /** Gathers commands the gateway answers itself, within maxBufferedLiteral. */
+  private readonly collector: CommandCollector;
   private queue: LexEvent[] = [];
   private mode: Mode | undefined;
   /** Reasons the client's input is not being processed; the socket is paused while any holds. */
@@ -127,6 +129,11 @@ export class ImapSession implements CommandContext {
     this.log = deps.log.child({ session: this.id, remote: socket.remoteAddress });
     const limits = deps.config.imap.limits;
     this.lexer = new ImapLexer({ maxLineLength: limits.maxLineLength, maxLiteralSize: limits.maxLiteralSize });
+    this.collector = new CommandCollector({
+      maxLiteralBytes: limits.maxBufferedLiteral,
+      maxTextBytes: limits.maxLineLength + limits.maxBufferedLiteral,
+      lexer: this.lexer,
+    });
     sessionsOpen.inc({ protocol: 'imap' });
     sessionsTotal.inc({ protocol: 'imap', listener_tls: deps.listener.tls });
     this.attachClient(socket);
@@ -343,7 +350,8 @@ export class ImapSession implements CommandContext {
       return this.discardRest();
     }
     if (handler !== undefined || !authenticated) {
-      this.mode = { kind: 'collect', tag: head.tag, name: head.name, segments: [], literals: [], chunks: [], size: 0 };
+      this.mode = { kind: 'collect', tag: head.tag, name: head.name };
+      this.collector.reset();
       return this.handleClientEvent(ev);
     }
     const upTag = `C${this.nextUpTag++}`;
@@ -469,46 +477,36 @@ export class ImapSession implements CommandContext {
   // ---- collected (local) commands -------------------------------------------------
 
   private collectClientEvent(mode: Extract<Mode, { kind: 'collect' }>, ev: LexEvent): void {
-    switch (ev.type) {
-      case 'text':
-        mode.segments.push(ev.data);
-        return;
-      case 'literal-start':
-        mode.chunks = [];
-        if (mode.size + ev.size > this.config.imap.limits.maxBufferedLiteral) {
-          malformedCommands.inc({ reason: 'literal_too_large' });
-          this.tagged(mode.tag, 'BAD', 'Literal too large for this command', 'TOOBIG');
-          if (ev.sync) {
-            this.lexer.abortLiteral();
-            this.mode = undefined;
-          } else {
-            this.mode = { kind: 'discard' };
-          }
-          return;
-        }
-        mode.size += ev.size;
-        if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
-        return;
-      case 'literal-data':
-        mode.chunks.push(ev.data);
-        return;
-      case 'literal-end':
-        mode.literals.push(Buffer.concat(mode.chunks));
-        mode.chunks = [];
-        return;
+    const out = this.collector.push(ev);
+    if (out === undefined) return;
+    switch (out.type) {
+      case 'continue':
+        // RFC 3501 §7.5: the client may send the synchronizing literal now.
+        return this.writeLocal('+ Ready for literal data\r\n');
       case 'error':
+        // The rest of the command still arrives unless the lexer dropped it (its own error)
+        // or the refused literal was synchronizing (the client will not send it).
+        this.mode = ev.type !== 'error' && out.sync !== true ? { kind: 'discard' } : undefined;
+        if (out.code === 'literal-too-large' && out.fatal === false && ev.type !== 'error') {
+          // Within the lexer's bound but over what the gateway buffers for its own commands.
+          malformedCommands.inc({ reason: 'literal_too_large' });
+          return this.tagged(mode.tag, 'BAD', 'Literal too large for this command', 'TOOBIG');
+        }
+        if (out.code === 'command-too-large') {
+          malformedCommands.inc({ reason: 'line_too_long' });
+          return this.tagged(mode.tag, 'BAD', 'Command too large', 'TOOBIG');
+        }
+        return this.malformed({ type: 'error', code: out.code, size: out.size, sync: out.sync, text: Buffer.from(`${mode.tag} `) });
+      case 'command':
         this.mode = undefined;
-        return this.malformed({ ...ev, text: Buffer.from(`${mode.tag} `) });
-      case 'end':
-        this.mode = undefined;
-        return this.runHandler(mode);
+        return this.runHandler(mode, out.segments, out.literals);
     }
   }
 
-  private runHandler(mode: Extract<Mode, { kind: 'collect' }>): void {
+  private runHandler(mode: Extract<Mode, { kind: 'collect' }>, segments: Buffer[], literals: Buffer[]): void {
     let line: ParsedLine;
     try {
-      line = parseSegments(mode.segments, mode.literals);
+      line = parseSegments(segments, literals);
     } catch (err) {
       malformedCommands.inc({ reason: 'syntax' });
       return this.tagged(mode.tag, 'BAD', `Syntax error: ${(err as Error).message.slice(0, 100)}`);

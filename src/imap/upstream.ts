@@ -9,7 +9,7 @@
  */
 import type net from 'node:net';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
-import { parseSegments, parseResponseHead, type ImapValue, type ParsedLine, type ResponseHead } from './protocol/parser.js';
+import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, type ResponseHead } from './protocol/parser.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
 import { hasCapability, parseCapabilityList } from './capabilities.js';
 import type { UpstreamConfig } from '../config/schema.js';
@@ -65,28 +65,13 @@ export function splitStatusText(rest: string): { status: string; code?: string; 
   return { status: m[1]!.toUpperCase(), code: m[2], text: m[3] ?? '' };
 }
 
-export function valueText(v: ImapValue | undefined): string {
-  if (v === undefined) return '';
-  switch (v.type) {
-    case 'atom':
-      return v.value;
-    case 'string':
-      return v.value.toString('utf8');
-    case 'nil':
-      return 'NIL';
-    case 'list':
-      return `(${v.items.map(valueText).join(' ')})`;
-  }
-}
-
 export class UpstreamConnection {
   /** Latest capability list the upstream showed (greeting, CAPABILITY, or a response code). */
   capabilities: string[] = [];
   greetingCapabilities: string[] | undefined;
   private readonly lexer = new ImapLexer(UPSTREAM_LIMITS);
-  private segments: Buffer[] = [];
-  private literals: Buffer[] = [];
-  private literalChunks: Buffer[] = [];
+  /** Whole responses to the gateway's own commands, bounded. */
+  private readonly collector = new CommandCollector({ maxLiteralBytes: MAX_INTERNAL_RESPONSE, maxTextBytes: MAX_INTERNAL_RESPONSE });
   private pending: PendingInternal | undefined;
   private relay: RelayHandler | undefined;
   private nextTag = 1;
@@ -292,46 +277,14 @@ export class UpstreamConnection {
 
   /** Internal mode: assemble whole responses. */
   private collect(ev: LexEvent): void {
-    this.collectOne(ev);
-    if (this.collected > MAX_INTERNAL_RESPONSE) {
-      this.failPending(new UpstreamUnavailable('other', 'upstream response too large'));
+    const out = this.collector.push(ev);
+    if (out === undefined || out.type === 'continue') return;
+    if (out.type === 'error') {
+      this.failPending(new UpstreamUnavailable('other', `unusable upstream response (${out.code})`));
       this.destroy();
+      return;
     }
-  }
-
-  private collected = 0;
-
-  private collectOne(ev: LexEvent): void {
-    switch (ev.type) {
-      case 'text':
-        this.segments.push(ev.data);
-        this.collected += ev.data.length;
-        return;
-      case 'literal-start':
-        this.literalChunks = [];
-        return;
-      case 'literal-data':
-        this.literalChunks.push(ev.data);
-        this.collected += ev.data.length;
-        return;
-      case 'literal-end':
-        this.literals.push(Buffer.concat(this.literalChunks));
-        this.literalChunks = [];
-        return;
-      case 'error':
-        this.failPending(new UpstreamUnavailable('other', `unparseable upstream response (${ev.code})`));
-        this.destroy();
-        return;
-      case 'end': {
-        this.collected = 0;
-        const segments = this.segments;
-        const literals = this.literals;
-        this.segments = [];
-        this.literals = [];
-        this.onResponse(segments, literals);
-        return;
-      }
-    }
+    this.onResponse(out.segments, out.literals);
   }
 
   private onResponse(segments: Buffer[], literals: Buffer[]): void {
