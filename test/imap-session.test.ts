@@ -1,0 +1,140 @@
+/**
+ * Session behaviour around the edges: autologout, the session cap, the client going away,
+ * pipelined commands, IDLE on the wire, SASL PLAIN with an authorization identity, and
+ * native pass-through in front of a Dovecot with its full capability list.
+ */
+import t from 'tap';
+import { ImapFlow } from 'imapflow';
+import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
+import { RawImap } from './helpers/imap-raw.js';
+
+let legacy: LegacyStack;
+let gw: RunningGateway;
+
+t.before(async () => {
+  legacy = await startLegacyStack({ postfix: false });
+  gw = await startGateway(legacy, {
+    config: { imap: { timeouts: { preAuthSeconds: 2 }, limits: { maxSessions: 20 } } },
+  });
+});
+t.teardown(async () => {
+  await gw?.stop();
+  await legacy?.stop();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('autologout before login (RFC 3501 §5.4)', async (t) => {
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  await c.line();
+  const lines = await c.closedAfter(10_000);
+  t.match(lines.join('\n'), /^\* BYE .*idle/im);
+});
+
+t.test('the session cap answers BYE as the greeting', async (t) => {
+  const open: RawImap[] = [];
+  for (let i = 0; i < 20; i++) {
+    const c = await RawImap.connect(gw.imapsPort, { tls: true });
+    await c.line();
+    open.push(c);
+  }
+  const extra = await RawImap.connect(gw.imapsPort, { tls: true });
+  t.match(await extra.line(), /^\* BYE /, 'the 21st connection is refused with BYE');
+  for (const c of open) c.close();
+  extra.close();
+  await sleep(300);
+  const after = await RawImap.connect(gw.imapsPort, { tls: true });
+  t.match(await after.line(), /^\* OK /, 'room again once sessions closed');
+  after.close();
+});
+
+t.test('client gone: its upstream connection is closed', async (t) => {
+  const base = metricValue(await gw.metrics(), 'lemonade_upstream_connections_open', { protocol: 'imap' });
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  await c.line();
+  await c.command('a', 'LOGIN alice password');
+  t.equal(metricValue(await gw.metrics(), 'lemonade_upstream_connections_open', { protocol: 'imap' }), base + 1);
+  c.close();
+  let now = base + 1;
+  for (let i = 0; i < 50 && now !== base; i++) {
+    await sleep(100);
+    now = metricValue(await gw.metrics(), 'lemonade_upstream_connections_open', { protocol: 'imap' });
+  }
+  t.equal(now, base, 'upstream connection closed');
+});
+
+t.test('pipelined commands get their responses, tags intact', async (t) => {
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  await c.line();
+  await c.command('a', 'LOGIN bob password');
+  c.write('p1 SELECT INBOX\r\np2 NOOP\r\np3 CAPABILITY\r\np4 STATUS INBOX (MESSAGES)\r\np5 LIST "" "*"\r\n');
+  // Dovecot may answer NOOP last (it waits for pending syncs): read until all five completed.
+  const lines: string[] = [];
+  for (const tag of ['p1', 'p2', 'p3', 'p4', 'p5']) {
+    if (!lines.some((l) => l.startsWith(`${tag} `))) lines.push(...(await c.until(tag)));
+  }
+  const tags = lines.filter((l) => /^p\d /.test(l)).map((l) => l.slice(0, 2));
+  t.same(tags.sort(), ['p1', 'p2', 'p3', 'p4', 'p5'], 'every command completed once');
+  t.ok(lines.filter((l) => /^p\d /.test(l)).every((l) => / OK /.test(l)), 'all OK');
+  t.notMatch(lines.join('\n'), /\bC\d+ /, 'no upstream tag leaks to the client');
+  c.close();
+});
+
+t.test('IDLE on the wire: + idling, DONE, tagged OK', async (t) => {
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  await c.line();
+  await c.command('a', 'LOGIN bob password');
+  await c.command('b', 'SELECT INBOX');
+  c.write('i IDLE\r\n');
+  t.match(await c.line(), /^\+ /, 'continuation relayed');
+  c.write('DONE\r\n');
+  t.match((await c.until('i')).at(-1), /^i OK/);
+  t.match((await c.command('n', 'NOOP')).at(-1), /^n OK/, 'session continues after IDLE');
+  c.close();
+});
+
+t.test('AUTHENTICATE PLAIN with an authorization identity (master login) passes through', async (t) => {
+  const client = new ImapFlow({
+    host: '127.0.0.1', port: gw.imapsPort, secure: true,
+    auth: { user: legacy.master.user, pass: legacy.master.password, authzid: 'carol' },
+    tls: { rejectUnauthorized: false }, logger: false, disableAutoIdle: true,
+  });
+  await client.connect();
+  const box = await client.mailboxOpen('INBOX');
+  t.ok(box.path === 'INBOX');
+  await client.logout();
+  const raw = await RawImap.connect(gw.imapsPort, { tls: true });
+  await raw.line();
+  raw.write('s AUTHENTICATE PLAIN\r\n');
+  t.match(await raw.line(), /^\+/);
+  raw.write(`${Buffer.from('\0alice\0password').toString('base64')}\r\n`);
+  t.match((await raw.until('s')).at(-1), /^s OK \[CAPABILITY /, 'AUTHENTICATE with a continuation');
+  raw.close();
+});
+
+t.test('native pass-through in front of a full-capability Dovecot', async (t) => {
+  const full = await startLegacyStack({ mode: 'full', postfix: false });
+  const fgw = await startGateway(full);
+  try {
+    const c = await RawImap.connect(fgw.imapsPort, { tls: true });
+    await c.line();
+    const login = (await c.command('a', 'LOGIN alice password')).at(-1)!;
+    // (Dovecot offers URLAUTH only with imap_urlauth_host configured, so it is not in this list.)
+    for (const cap of ['UIDPLUS', 'ENABLE', 'CONDSTORE', 'QRESYNC', 'CATENATE', 'MULTIAPPEND', 'BINARY', 'MOVE']) {
+      t.match(login, new RegExp(`\\b${cap}\\b`), `${cap} passed through`);
+    }
+    t.notMatch(login, /COMPRESS=|STARTTLS|LOGINDISABLED/, 'what cannot cross the gateway is not offered');
+    t.match((await c.command('b', 'ENABLE CONDSTORE')).join('\n'), /\* ENABLED CONDSTORE[\s\S]*b OK/);
+    t.match((await c.command('c', 'SELECT INBOX (CONDSTORE)')).join('\n'), /HIGHESTMODSEQ[\s\S]*c OK/);
+    c.write('d APPEND INBOX {12}\r\n');
+    t.match(await c.line(), /^\+/);
+    c.write('Subject: x\r\n\r\n');
+    t.match((await c.until('d')).at(-1), /^d OK \[APPENDUID \d+ \d+\]/, 'UIDPLUS APPENDUID from the upstream');
+    t.match((await c.command('e', 'UID EXPUNGE 1')).at(-1), /^e OK/, 'UID EXPUNGE passed through');
+    c.close();
+  } finally {
+    await fgw.stop();
+    await full.stop();
+  }
+});
