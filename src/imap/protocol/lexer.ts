@@ -415,25 +415,28 @@ export function parseAnnouncement(segment: Buffer): LiteralAnnouncement | undefi
   return { size, sync, binary: open > 0 && segment[open - 1] === TILDE };
 }
 
-/** Whether byte `index` of a line lies inside a quoted string (RFC 3501 §9 quoted, with \" and \\ escapes). */
-function quotedAt(line: Buffer, index: number): boolean {
-  let inQuote = false;
-  // Fast path: no quote before index at all.
-  let q = line.indexOf(QUOTE);
-  if (q < 0 || q >= index) return false;
-  for (let i = q; i < index; i++) {
+/**
+ * The index of the quote closing the quoted string that opens at `open` (RFC 3501 §9
+ * quoted, with \" and \\ escapes), or -1 if it does not close before `end`.
+ */
+export function quotedStringEnd(line: Buffer, open: number, end: number): number {
+  for (let i = open + 1; i < end; i++) {
     const b = line[i]!;
-    if (inQuote) {
-      if (b === BACKSLASH) i++;
-      else if (b === QUOTE) inQuote = false;
-    } else if (b === QUOTE) {
-      inQuote = true;
-    } else {
-      // Outside quotes only a quote matters: jump to the next one.
-      q = line.indexOf(QUOTE, i);
-      if (q < 0 || q >= index) return false;
-      i = q - 1;
-    }
+    if (b === BACKSLASH) i++;
+    else if (b === QUOTE) return i;
   }
-  return inQuote;
+  return -1;
+}
+
+/** Whether byte `index` of a line lies inside a quoted string. */
+function quotedAt(line: Buffer, index: number): boolean {
+  let pos = 0;
+  while (true) {
+    // Outside quotes only a quote matters: jump to the next one.
+    const open = line.indexOf(QUOTE, pos);
+    if (open < 0 || open >= index) return false;
+    const close = quotedStringEnd(line, open, index);
+    if (close < 0) return true;
+    pos = close + 1;
+  }
 }

@@ -23,7 +23,7 @@
  */
 
 import type { LexEvent, LexErrorCode, ImapLexer } from './lexer.js';
-import { parseAnnouncement } from './lexer.js';
+import { parseAnnouncement, quotedStringEnd } from './lexer.js';
 
 export type ImapValue =
   /** Atoms, numbers, sequence sets, flags like \Seen, and section-bearing atoms (raw text). */
@@ -308,14 +308,11 @@ function isKeywordByte(b: number): boolean {
 
 /** The index of the "]" closing a response code, skipping quoted strings; -1 if none. */
 function findCodeEnd(line: Buffer, start: number, end: number): number {
-  let inQuote = false;
   for (let i = start; i < end; i++) {
     const b = line[i]!;
-    if (inQuote) {
-      if (b === BACKSLASH) i++;
-      else if (b === QUOTE) inQuote = false;
-    } else if (b === QUOTE) {
-      inQuote = true;
+    if (b === QUOTE) {
+      i = quotedStringEnd(line, i, end);
+      if (i < 0) return -1;
     } else if (b === RBRACKET) {
       return i;
     }
