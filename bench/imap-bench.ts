@@ -220,7 +220,11 @@ async function main(): Promise<void> {
     await c.command('o', 'LOGOUT');
     c.close();
   }
-  const gw = await startGateway(stack, { plaintext: true, config: { log: { level: 'info' } } });
+  // The harness reads the gateway's "ready" log line, which is logged at info.
+  const gw = await startGateway(stack, { plaintext: true, config: { log: { level: 'info' } } }).catch(async (err: unknown) => {
+    await stack.stop();
+    throw err;
+  });
   const socat = await startSocat(stack.imapPort);
   const dataDir = path.join(gw.dir, 'data', 'tls');
   let proxy: Awaited<ReturnType<typeof startDovecotProxy>> | undefined;

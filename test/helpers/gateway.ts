@@ -92,7 +92,11 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
   const logs: string[] = [];
   let buffered = '';
   const ready = new Promise<{ imap: Array<{ port: number; tls: string }>; metrics: { port: number } }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${logs.join('\n')}`)), 20_000);
+    const timer = setTimeout(() => {
+      // Never leave a half-started gateway behind.
+      proc.kill('SIGKILL');
+      reject(new Error(`gateway did not start:\n${logs.join('\n')}`));
+    }, 20_000);
     proc.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
       let nl: number;
