@@ -59,6 +59,61 @@ const imapTimeouts = z.strictObject({
   idleSeconds: z.number().int().min(1800).default(1800),
 });
 
+const submissionLimits = z.strictObject({
+  /** Largest message accepted, in bytes; advertised as SIZE (RFC 1870). */
+  maxMessageSize: z.number().int().min(1024).default(50 * 1024 * 1024),
+  /** Recipients per transaction; more get 452 4.5.3 (RFC 5321 §4.5.3.1.8 asks for at least 100). */
+  maxRecipients: z.number().int().positive().default(100),
+  /** Longest command line in bytes including CRLF (RFC 5321 §4.5.3.1.4: at least 512). */
+  maxCommandLine: z.number().int().min(512).default(4096),
+  /** Longest message text line in bytes including CRLF (RFC 5321 §4.5.3.1.6: 1000). */
+  maxTextLine: z.number().int().min(1000).default(1000),
+  /** Concurrent submission sessions across all listeners. */
+  maxSessions: z.number().int().positive().default(1000),
+  /** Errors in a row before the session is closed with 421. */
+  maxErrors: z.number().int().positive().default(20),
+});
+
+const submissionTimeouts = z.strictObject({
+  /** Waiting for the next command (RFC 5321 §4.5.3.2.7 server timeout: at least 5 minutes). */
+  commandSeconds: z.number().int().min(1).default(300),
+  /** Waiting for more message data. */
+  dataSeconds: z.number().int().min(1).default(180),
+});
+
+const senderPolicy = z.strictObject({
+  /**
+   * any: every envelope sender is accepted from an authenticated user.
+   * own: the sender must be the user's own address: user@domain for each of domains, the
+   * user name itself when it is an address, or one listed for it in addresses.
+   */
+  mode: z.enum(['any', 'own']).default('own'),
+  /** Domains whose local part equals the login name belong to that user. */
+  domains: z.array(z.string().min(1)).default([]),
+  /** Extra addresses per login name (the mapping hook), e.g. { alice: [sales@example.org] }. */
+  addresses: z.record(z.string(), z.array(z.string().min(3))).default({}),
+});
+
+const submissionAuth = z.strictObject({
+  /** A successful check is remembered this long (keyed by a hash, never the password). */
+  cacheSeconds: z.number().int().min(0).default(60),
+  /** Cached successes at most. */
+  cacheEntries: z.number().int().positive().default(10_000),
+  /** Each failed attempt from one client address delays the next answer by this much more. */
+  failureDelayMs: z.number().int().min(0).default(1000),
+  /** Upper bound of that delay. */
+  maxFailureDelayMs: z.number().int().min(0).default(10_000),
+});
+
+const submissionRelay = z.strictObject({
+  /** Idle connections to the upstream MTA kept for reuse. */
+  poolSize: z.number().int().min(0).default(8),
+  /** Name the gateway gives in EHLO to the upstream MTA; defaults to hostname. */
+  heloName: z.string().optional(),
+  /** How long one upstream reply may take before the transaction is given up (4xx to the client). */
+  replyTimeoutSeconds: z.number().int().positive().default(120),
+});
+
 const master = z.strictObject({
   user: z.string().min(1),
   password: z.string().min(1),
@@ -97,6 +152,11 @@ export const configSchema = z.strictObject({
     .strictObject({
       listen: z.array(listener).default([]),
       upstream: upstream(25).prefault({}),
+      limits: submissionLimits.prefault({}),
+      timeouts: submissionTimeouts.prefault({}),
+      senderPolicy: senderPolicy.prefault({}),
+      auth: submissionAuth.prefault({}),
+      relay: submissionRelay.prefault({}),
     })
     .prefault({}),
   metrics: z
