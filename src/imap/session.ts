@@ -17,12 +17,10 @@ import type { TlsContextHolder } from '../tls/certificates.js';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
-import { isQuotable, quoted } from './protocol/writer.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
 import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
 import type { CommandContext, Credentials } from './commands/context.js';
-import { UpstreamConnection, type CommandPart, type TaggedResult } from './upstream.js';
-import { UpstreamUnavailable } from '../upstream/connect.js';
+import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream.js';
 import type { CapabilityCache } from './capability-cache.js';
 import {
   bytesTotal,
@@ -34,7 +32,7 @@ import {
   sessionsOpen,
   sessionsTotal,
 } from '../metrics/metrics.js';
-import { isLoopbackAddress } from './net-util.js';
+import { isLoopbackAddress } from '../net/address.js';
 
 /** Failed logins are answered only after this delay, to slow down password guessing. */
 const AUTH_FAILURE_DELAY_MS = 1000;
@@ -745,18 +743,3 @@ export function rewriteLiteralAnnouncement(text: Buffer, size: number, binary: b
   return Buffer.concat([text.subarray(0, start), Buffer.from(`${binary ? '~' : ''}{${size}${nonSync ? '+' : ''}}\r\n`)]);
 }
 
-/** Logs the client's credentials in upstream: SASL PLAIN when offered (needed for an authzid), else LOGIN. */
-export async function loginUpstream(upstream: UpstreamConnection, creds: Credentials): Promise<TaggedResult> {
-  if (upstream.has('AUTH=PLAIN')) {
-    const ir = Buffer.from(`${creds.authzid ?? ''}\0${creds.user}\0${creds.password}`, 'utf8').toString('base64');
-    if (upstream.has('SASL-IR')) return upstream.command([`AUTHENTICATE PLAIN ${ir}`]);
-    return upstream.command(['AUTHENTICATE PLAIN'], ir);
-  }
-  if (creds.authzid !== undefined || upstream.has('LOGINDISABLED')) {
-    return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [] };
-  }
-  const arg = (s: string): CommandPart[] => (isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }]);
-  return upstream.command(['LOGIN ', ...arg(creds.user), ' ', ...arg(creds.password)]);
-}
-
-export { UpstreamUnavailable };

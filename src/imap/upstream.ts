@@ -12,6 +12,8 @@ import { ImapLexer, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, type ResponseHead } from './protocol/parser.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
 import { hasCapability, parseCapabilityList } from './capabilities.js';
+import { isQuotable, quoted } from './protocol/writer.js';
+import type { Credentials } from './commands/context.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { bytesTotal, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
 
@@ -350,4 +352,18 @@ export class UpstreamConnection {
     this.failPending(new UpstreamUnavailable('closed', 'upstream closed the connection'));
     this.relay?.onClose(this.closeError);
   }
+}
+
+/** Logs the client's credentials in upstream: SASL PLAIN when offered (needed for an authzid), else LOGIN. */
+export async function loginUpstream(upstream: UpstreamConnection, creds: Credentials): Promise<TaggedResult> {
+  if (upstream.has('AUTH=PLAIN')) {
+    const ir = Buffer.from(`${creds.authzid ?? ''}\0${creds.user}\0${creds.password}`, 'utf8').toString('base64');
+    if (upstream.has('SASL-IR')) return upstream.command([`AUTHENTICATE PLAIN ${ir}`]);
+    return upstream.command(['AUTHENTICATE PLAIN'], ir);
+  }
+  if (creds.authzid !== undefined || upstream.has('LOGINDISABLED')) {
+    return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [] };
+  }
+  const arg = (s: string): CommandPart[] => (isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }]);
+  return upstream.command(['LOGIN ', ...arg(creds.user), ' ', ...arg(creds.password)]);
 }

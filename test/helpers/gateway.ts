@@ -32,6 +32,10 @@ export interface RunningGateway {
   imapPort: number;
   /** Implicit TLS listener. */
   imapsPort: number;
+  /** Submission with STARTTLS (587 style), when the upstream has an MTA. */
+  submissionPort: number;
+  /** Submission with implicit TLS (465 style). */
+  submissionsPort: number;
   metricsPort: number;
   /** Every line the gateway logged (pino JSON), for assertions and for debugging failures. */
   logs: string[];
@@ -74,6 +78,17 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
         upstream: { host: upstream.imapHost, port: upstream.imapPort, tls: 'none', connectTimeoutMs: 3000 },
         ...(upstream.master ? { master: upstream.master } : {}),
       },
+      ...(upstream.smtpPort
+        ? {
+            submission: {
+              listen: [
+                { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: opts.plaintext ?? false },
+                { host: '127.0.0.1', port: 0, tls: 'implicit' },
+              ],
+              upstream: { host: '127.0.0.1', port: upstream.smtpPort, tls: 'none', connectTimeoutMs: 3000 },
+            },
+          }
+        : {}),
       metrics: { host: '127.0.0.1', port: 0 },
       log: { level: 'debug' },
     },
@@ -91,7 +106,8 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
   });
   const logs: string[] = [];
   let buffered = '';
-  const ready = new Promise<{ imap: Array<{ port: number; tls: string }>; metrics: { port: number } }>((resolve, reject) => {
+  type Bound = Array<{ port: number; tls: string }>;
+  const ready = new Promise<{ imap: Bound; submission?: Bound; metrics: { port: number } }>((resolve, reject) => {
     const timer = setTimeout(() => {
       // Never leave a half-started gateway behind.
       proc.kill('SIGKILL');
@@ -105,10 +121,10 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
         buffered = buffered.slice(nl + 1);
         logs.push(line);
         try {
-          const rec = JSON.parse(line) as { msg?: string; imap?: Array<{ port: number; tls: string }>; metrics?: { port: number } };
+          const rec = JSON.parse(line) as { msg?: string; imap?: Bound; submission?: Bound; metrics?: { port: number } };
           if (rec.msg === 'lemonade-gateway ready' && rec.imap && rec.metrics) {
             clearTimeout(timer);
-            resolve({ imap: rec.imap, metrics: rec.metrics });
+            resolve({ imap: rec.imap, submission: rec.submission, metrics: rec.metrics });
           }
         } catch {
           // not JSON: keep it in logs
@@ -132,6 +148,8 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
     configFile,
     imapPort: plainPort,
     imapsPort: tlsPort,
+    submissionPort: info.submission?.find((l) => l.tls === 'starttls')?.port ?? 0,
+    submissionsPort: info.submission?.find((l) => l.tls === 'implicit')?.port ?? 0,
     metricsPort: info.metrics.port,
     logs,
     rssKiB() {
