@@ -8,11 +8,13 @@ import type { Logger } from './log/logger.js';
 import { TlsContextHolder } from './tls/certificates.js';
 import { CapabilityCache } from './imap/capability-cache.js';
 import { startImapServer, type ImapServer } from './imap/server.js';
+import { startSubmissionServer, type SubmissionServer } from './smtp/server.js';
 import { startMetricsServer } from './metrics/server.js';
 import { tlsReloads } from './metrics/metrics.js';
 
 export interface Gateway {
   imap: ImapServer;
+  submission: SubmissionServer;
   metricsPort: number | undefined;
   reload(): void;
   stop(): Promise<void>;
@@ -30,22 +32,28 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   await capabilityCache.probe();
   capabilityCache.start(config.imap.capabilityRefreshSeconds);
   const imap = await startImapServer(config, tlsHolder, capabilityCache, log);
+  const submission = await startSubmissionServer(config, tlsHolder, log);
   const metrics = config.metrics.enabled
     ? await startMetricsServer({
         host: config.metrics.host,
         port: config.metrics.port,
         health: () => ({
           ok: true,
-          detail: { imapSessions: imap.sessions.size, upstreamProbed: capabilityCache.hasProbed() },
+          detail: {
+            imapSessions: imap.sessions.size,
+            submissionSessions: submission.sessions.size,
+            upstreamProbed: capabilityCache.hasProbed(),
+          },
         }),
       })
     : undefined;
   log.info(
-    { imap: imap.addresses, metrics: metrics ? { host: config.metrics.host, port: metrics.port } : null },
+    { imap: imap.addresses, submission: submission.addresses, metrics: metrics ? { host: config.metrics.host, port: metrics.port } : null },
     'lemonade-gateway ready',
   );
   return {
     imap,
+    submission,
     metricsPort: metrics?.port,
     reload() {
       try {
@@ -60,7 +68,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     async stop() {
       capabilityCache.stop();
       await imap.close();
+      await submission.close();
       for (const s of imap.sessions) s.bye('Server shutting down');
+      for (const s of submission.sessions) s.close(`421 4.3.2 ${config.hostname} Service shutting down\r\n`);
       await metrics?.close();
     },
   };

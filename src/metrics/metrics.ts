@@ -98,6 +98,25 @@ export const tlsReloads = new Counter({
   registers: [registry],
 });
 
+export const SUBMISSION_RESULTS = ['accepted', 'rejected'] as const;
+/** Why a submission was refused: by the gateway's own checks, or by the upstream MTA. */
+export const SUBMISSION_REASONS = ['none', 'size', 'sender', 'line_too_long', 'upstream', 'upstream_unavailable'] as const;
+export const SUBMISSION_AUTH_RESULTS = ['ok', 'failed', 'unavailable'] as const;
+
+export const submissionMessages = new Counter({
+  name: 'lemonade_submission_messages_total',
+  help: 'Messages submitted, by result (accepted, rejected) and reason (none when accepted; size, sender, line_too_long, upstream, upstream_unavailable).',
+  labelNames: ['result', 'reason'] as const,
+  registers: [registry],
+});
+
+export const submissionAuthTotal = new Counter({
+  name: 'lemonade_submission_auth_total',
+  help: 'Submission AUTH attempts, by mechanism (plain, login) and result (ok, failed, unavailable).',
+  labelNames: ['mechanism', 'result'] as const,
+  registers: [registry],
+});
+
 // A series that has never been touched is absent, not 0, and rate()/increase() over it
 // are empty: alerts on "reloads failing" or "upstream refused" would never fire the first time.
 for (const protocol of PROTOCOLS) {
@@ -112,6 +131,11 @@ for (const mechanism of AUTH_MECHANISMS) {
 }
 for (const reason of MALFORMED_REASONS) malformedCommands.inc({ reason }, 0);
 for (const result of RELOAD_RESULTS) tlsReloads.inc({ result }, 0);
+submissionMessages.inc({ result: 'accepted', reason: 'none' }, 0);
+for (const reason of SUBMISSION_REASONS.filter((r) => r !== 'none')) submissionMessages.inc({ result: 'rejected', reason }, 0);
+for (const mechanism of AUTH_MECHANISMS) {
+  for (const result of SUBMISSION_AUTH_RESULTS) submissionAuthTotal.inc({ mechanism, result }, 0);
+}
 
 /**
  * Command names used as label values: RFC 3501 and the extensions a client may send
@@ -154,4 +178,29 @@ export function commandLabel(name: string): string {
   if (name.length > 20) return 'OTHER';
   const upper = name.trim().split(/\s+/).join(' ').toUpperCase();
   return KNOWN_COMMANDS.has(upper) ? upper : 'OTHER';
+}
+
+export const RELAY_CONNECTION_STATES = ['idle', 'in_use'] as const;
+export const RELAY_CONTENT_MODES = ['data', 'bdat'] as const;
+export const RELAY_RESULTS = ['accepted', 'rejected', 'error'] as const;
+
+export const smtpRelayConnections = new Gauge({
+  name: 'lemonade_smtp_relay_connections_open',
+  help: 'Pooled connections to the upstream MTA, by state (idle, in_use).',
+  labelNames: ['state'] as const,
+  registers: [registry],
+});
+
+export const smtpRelayDuration = new Histogram({
+  name: 'lemonade_smtp_relay_duration_seconds',
+  help: 'Time from starting message content upstream (DATA or first BDAT) to the final reply, by mode (data, bdat) and result (accepted, rejected, error).',
+  labelNames: ['mode', 'result'] as const,
+  // Small messages on a local MTA take milliseconds; large ones over a WAN a minute or more.
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+  registers: [registry],
+});
+
+for (const state of RELAY_CONNECTION_STATES) smtpRelayConnections.set({ state }, 0);
+for (const mode of RELAY_CONTENT_MODES) {
+  for (const result of RELAY_RESULTS) smtpRelayDuration.zero({ mode, result });
 }

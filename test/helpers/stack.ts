@@ -1,55 +1,143 @@
 /**
- * Starts a sandboxed legacy Dovecot (+ Postfix) through scripts/legacy-stack.sh for one
- * test file, in its own temp directory on its own loopback ports.
+ * A sandboxed legacy mail stack for one test file (or benchmark): a real Dovecot (IMAP +
+ * LMTP) and, unless `postfix: false`, a real Postfix delivering example.org / example.net
+ * to it, started by scripts/legacy-stack.sh in a temp directory on loopback ports of its own.
+ *
+ *   const stack = await startLegacyStack();            // legacy capabilities, with Postfix
+ *   t.teardown(() => stack.stop());
+ *   await stack.deliver({ from: 'bob@example.org', to: 'alice@example.org', raw });
+ *   await stack.waitForMessageCount('alice', 'INBOX', 1);
+ *
+ * Users alice, bob, carol (password "password"); master user gateway / masterpw
+ * ("alice*gateway", or SASL PLAIN with authzid). If the test process dies without stop(),
+ * the script's watcher stops the stack within a second or so.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import nodemailer from 'nodemailer';
+import { fileURLToPath } from 'node:url';
 import { ImapFlow } from 'imapflow';
-import { repoRoot } from './gateway.js';
+import nodemailer from 'nodemailer';
 
-const run = promisify(execFile);
+/** The checkout's root: the nearest directory above this file with a package.json (also when compiled to dist-bench/). */
+const repoRoot = ((): string => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+})();
 const script = path.join(repoRoot, 'scripts', 'legacy-stack.sh');
 
-export interface LegacyStack {
+/** What scripts/legacy-stack.sh writes to DIR/stack.json. */
+export interface LegacyStackInfo {
   imapHost: string;
   imapPort: number;
   lmtpPort: number;
+  /** Postfix's SMTP port; 0 when started with `postfix: false`. */
   smtpPort: number;
   mode: 'legacy' | 'full';
-  dir: string;
+  dovecotPidFile: string;
+  /** PID of the Postfix master; 0 without Postfix. */
+  postfixPid: number;
   users: Record<string, string>;
   master: { user: string; password: string };
+  /** Mail domains Postfix accepts (everything else: 554 5.7.1 relay access denied). */
+  domains: string[];
+  /** The sandbox directory (logs: dovecot/dovecot.log, postfix/postfix.log). */
+  dir: string;
+}
+
+export interface LegacyStack extends LegacyStackInfo {
+  /** Stops Dovecot and Postfix and removes the sandbox (kept when LEMONADE_KEEP_STACK=1). Idempotent. */
   stop(): Promise<void>;
+  /** Stops only Dovecot (open IMAP sessions are cut); mail and ports stay. */
   stopDovecot(): Promise<void>;
+  /** Starts Dovecot again on the same ports, resolving once it greets. */
   startDovecot(): Promise<void>;
-  /** Sends a message through the stack's Postfix (SMTP on loopback, no TLS). */
+  /** Stops only Postfix (its queue stays); the SMTP port then refuses connections. */
+  stopPostfix(): Promise<void>;
+  /** Starts Postfix again on the same port, resolving once it greets. */
+  startPostfix(): Promise<void>;
+  /** Sends a message through the stack's Postfix (plain SMTP on loopback); resolves once Postfix accepted it. */
   deliver(opts: { from: string; to: string | string[]; raw: string | Buffer }): Promise<void>;
-  /** Waits until user's mailbox holds at least n messages (read with the master login). */
+  /**
+   * Polls STATUS (logged in as `user` through the master user) until `mailbox` holds at least
+   * `n` messages or `timeoutMs` passed; returns the last count either way.
+   */
   waitForMessageCount(user: string, mailbox: string, n: number, timeoutMs?: number): Promise<number>;
 }
 
-export async function startLegacyStack(opts: { mode?: 'legacy' | 'full'; postfix?: boolean } = {}): Promise<LegacyStack> {
+export interface LegacyStackOptions {
+  /** 'legacy' (default): IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID IDLE NAMESPACE only; 'full': Dovecot's own list. */
+  mode?: 'legacy' | 'full';
+  /** Start Postfix too (default true). */
+  postfix?: boolean;
+}
+
+function runScript(args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('bash', [script, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) {
+        const how = err.killed ? `timed out after ${timeoutMs} ms` : `exit ${String(err.code)}`;
+        reject(new Error(`legacy-stack.sh ${args.join(' ')} failed (${how}):\n${stderr.trim()}`));
+        return;
+      }
+      resolve(stdout);
+    });
+  });
+}
+
+function parseInfo(stdout: string): LegacyStackInfo {
+  const last = stdout.trim().split('\n').at(-1) ?? '';
+  let info: LegacyStackInfo;
+  try {
+    info = JSON.parse(last) as LegacyStackInfo;
+  } catch {
+    throw new Error(`legacy-stack.sh start printed no JSON as its last line:\n${stdout}`);
+  }
+  if (typeof info.imapPort !== 'number' || typeof info.dir !== 'string') {
+    throw new Error(`legacy-stack.sh start printed unexpected JSON: ${last}`);
+  }
+  return info;
+}
+
+export async function startLegacyStack(opts: LegacyStackOptions = {}): Promise<LegacyStack> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-stack-'));
-  const args = ['start', '--dir', dir, '--mode', opts.mode ?? 'legacy', ...(opts.postfix === false ? ['--no-postfix'] : [])];
-  const { stdout } = await run('bash', [script, ...args], { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 });
-  const info = JSON.parse(stdout.trim().split('\n').at(-1)!) as Omit<LegacyStack, 'stop' | 'stopDovecot' | 'startDovecot' | 'deliver' | 'waitForMessageCount'>;
+  const args = ['start', '--dir', dir, '--mode', opts.mode ?? 'legacy', '--owner-pid', String(process.pid)];
+  if (opts.postfix === false) args.push('--no-postfix');
+  const info = parseInfo(await runScript(args, 120_000));
+
+  let stopping: Promise<void> | undefined;
   const stack: LegacyStack = {
     ...info,
-    async stop() {
-      await run('bash', [script, 'stop', '--dir', dir], { timeout: 60_000 });
+    stop() {
+      stopping ??= (async () => {
+        await runScript(['stop', '--dir', info.dir], 60_000);
+        if (!process.env.LEMONADE_KEEP_STACK) rmSync(info.dir, { recursive: true, force: true });
+      })();
+      return stopping;
     },
     async stopDovecot() {
-      await run('bash', [script, 'stop-dovecot', '--dir', dir], { timeout: 60_000 });
+      await runScript(['stop-dovecot', '--dir', info.dir], 60_000);
     },
     async startDovecot() {
-      await run('bash', [script, 'start-dovecot', '--dir', dir], { timeout: 60_000 });
+      await runScript(['start-dovecot', '--dir', info.dir], 60_000);
+    },
+    async stopPostfix() {
+      await runScript(['stop-postfix', '--dir', info.dir], 60_000);
+    },
+    async startPostfix() {
+      await runScript(['start-postfix', '--dir', info.dir], 60_000);
     },
     async deliver({ from, to, raw }) {
-      const transport = nodemailer.createTransport({ host: '127.0.0.1', port: info.smtpPort, secure: false, ignoreTLS: true });
+      if (!info.smtpPort) throw new Error('this legacy stack was started without Postfix');
+      const transport = nodemailer.createTransport({
+        host: '127.0.0.1',
+        port: info.smtpPort,
+        secure: false,
+        ignoreTLS: true,
+        connectionTimeout: 10_000,
+      });
       try {
         await transport.sendMail({ envelope: { from, to }, raw });
       } finally {
@@ -65,17 +153,20 @@ export async function startLegacyStack(opts: { mode?: 'legacy' | 'full'; postfix
         logger: false,
         disableAutoIdle: true,
       });
+      // Errors surface through the awaited calls; an unhandled 'error' event would crash the test.
+      client.on('error', () => {});
       await client.connect();
       const deadline = Date.now() + timeoutMs;
       try {
-        while (true) {
+        for (;;) {
           const st = await client.status(mailbox, { messages: true });
-          const count = st ? (st.messages ?? 0) : 0;
-          if (count >= n || Date.now() > deadline) return count;
-          await new Promise((r) => setTimeout(r, 200));
+          if (!st) throw new Error(`STATUS ${mailbox} failed for ${user}`);
+          const count = st.messages ?? 0;
+          if (count >= n || Date.now() >= deadline) return count;
+          await new Promise((r) => setTimeout(r, 100));
         }
       } finally {
-        await client.logout();
+        await client.logout().catch(() => client.close());
       }
     },
   };

@@ -1,0 +1,72 @@
+/**
+ * The submission front: its listeners, the relay pool to the upstream MTA, and the
+ * upstream's EHLO keywords (learned at start and from every pooled connection), which
+ * decide what the gateway may advertise (DSN, SMTPUTF8, SIZE).
+ */
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import type { TlsContextHolder } from '../tls/certificates.js';
+import { startListeners, type BoundListener } from '../net/listeners.js';
+import { ImapAuthenticator } from '../auth/imap-authenticator.js';
+import { RelayPool } from './relay-pool.js';
+import { SubmissionSession } from './session.js';
+
+export interface SubmissionServer {
+  addresses: BoundListener[];
+  sessions: Set<SubmissionSession>;
+  close(): Promise<void>;
+}
+
+export async function startSubmissionServer(config: Config, tlsHolder: TlsContextHolder, log: Logger): Promise<SubmissionServer> {
+  const sub = config.submission;
+  const sessions = new Set<SubmissionSession>();
+  const pool = new RelayPool(sub.upstream, {
+    heloName: sub.relay.heloName ?? config.hostname,
+    replyTimeoutMs: sub.relay.replyTimeoutSeconds * 1000,
+    poolSize: sub.relay.poolSize,
+  });
+  let upstreamExtensions: ReadonlyMap<string, string> | undefined;
+  const learn = async (): Promise<void> => {
+    try {
+      const conn = await pool.acquire();
+      upstreamExtensions = new Map(conn.extensions);
+      pool.release(conn, true);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'upstream MTA not reachable; DSN and SMTPUTF8 are not advertised until it is');
+    }
+  };
+  if (sub.listen.length > 0) await learn();
+  const auth = new ImapAuthenticator(config);
+  const listeners = await startListeners({
+    protocol: 'submission',
+    listeners: sub.listen,
+    tls: tlsHolder,
+    log,
+    sessionCount: () => sessions.size,
+    maxSessions: sub.limits.maxSessions,
+    // RFC 5321 §3.1: 421 as the greeting refuses service.
+    refusal: `421 4.3.2 ${config.hostname} Too many connections, try again later\r\n`,
+    onConnection(socket, listener) {
+      if (upstreamExtensions === undefined) void learn();
+      const session = new SubmissionSession(socket, {
+        config,
+        listener,
+        tls: tlsHolder,
+        auth,
+        pool,
+        upstreamExtensions: () => upstreamExtensions,
+        log,
+        onClose: (s) => sessions.delete(s),
+      });
+      sessions.add(session);
+    },
+  });
+  return {
+    addresses: listeners.addresses,
+    sessions,
+    async close() {
+      await listeners.close();
+      await pool.close();
+    },
+  };
+}

@@ -1,0 +1,658 @@
+/**
+ * One client submission session (RFC 6409): the SMTP state machine of RFC 5321 §4.1.4
+ * with PIPELINING (RFC 2920), STARTTLS (RFC 3207), AUTH (RFC 4954) and CHUNKING (RFC 3030).
+ *
+ * Commands are handled strictly in the order received, so a pipelined burst gets its
+ * replies in order. A transaction is relayed to the upstream MTA as it happens: MAIL and
+ * each RCPT are forwarded when received and the client gets the MTA's own reply, the
+ * content streams through, and the final reply is the MTA's. Nothing is acknowledged that
+ * the MTA did not accept.
+ */
+import type net from 'node:net';
+import tls from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import type { Config, ListenerConfig } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import type { TlsContextHolder } from '../tls/certificates.js';
+import { isLoopbackAddress } from '../net/address.js';
+import { SmtpReader, type SmtpEvent } from './protocol/reader.js';
+import {
+  SmtpSyntaxError,
+  decodeBase64Strict,
+  parseAuthArgs,
+  parseCommandLine,
+  parseMailFrom,
+  parseRcptTo,
+  parseSize,
+} from './protocol/parser.js';
+import { ehloReply, reply } from './protocol/reply.js';
+import { checkParams, effectiveMaxSize, ehloKeywords, mailParams, rcptParams, type ExtensionContext } from './extensions.js';
+import { senderAllowed } from './sender-policy.js';
+import { receivedHeader } from './trace.js';
+import type { ImapAuthenticator } from '../auth/imap-authenticator.js';
+import type { RelayPool } from './relay-pool.js';
+import type { SmtpReply, UpstreamSmtp } from './upstream.js';
+import { UpstreamUnavailable } from '../upstream/connect.js';
+import { bytesTotal, sessionsOpen, sessionsTotal, submissionAuthTotal, submissionMessages } from '../metrics/metrics.js';
+
+export interface SubmissionDeps {
+  config: Config;
+  listener: ListenerConfig;
+  tls: TlsContextHolder;
+  auth: ImapAuthenticator;
+  pool: RelayPool;
+  /** The upstream MTA's EHLO keywords, when known. */
+  upstreamExtensions(): ReadonlyMap<string, string> | undefined;
+  log: Logger;
+  onClose(session: SubmissionSession): void;
+}
+
+interface Transaction {
+  id: string;
+  from: string;
+  conn: UpstreamSmtp;
+  /** Recipients the upstream accepted. */
+  accepted: string[];
+  rcptCount: number;
+  declaredSize?: number;
+  /** How content is arriving, once it does. */
+  content?: 'data' | 'bdat';
+  /** Content bytes received from the client (without our trace header). */
+  size: number;
+  /** Set when the message can no longer be accepted; the reply given at its end. */
+  failure?: { code: number; enhanced: string; text: string; reason: string };
+  started: number;
+}
+
+/** A BDAT command whose chunk is being read (RFC 3030 §2: replies come after the chunk). */
+interface ChunkInProgress {
+  size: number;
+  last: boolean;
+  /** Reply to give after the chunk when the command itself was refused. */
+  refusal?: { code: number; enhanced: string; text: string };
+}
+
+type SaslStep =
+  | { kind: 'plain' }
+  | { kind: 'login-user' }
+  | { kind: 'login-password'; user: string };
+
+const BASE64_USERNAME = Buffer.from('Username:').toString('base64');
+const BASE64_PASSWORD = Buffer.from('Password:').toString('base64');
+
+export class SubmissionSession {
+  readonly id = randomBytes(6).toString('hex');
+  private readonly log: Logger;
+  private readonly config: Config;
+  private client: net.Socket;
+  private readonly reader: SmtpReader;
+  private tlsActive: boolean;
+  private queue: SmtpEvent[] = [];
+  private busy = false;
+  private paused = false;
+  private closed = false;
+  private helo: string | undefined;
+  private user: string | undefined;
+  private tx: Transaction | undefined;
+  private chunk: ChunkInProgress | undefined;
+  private sasl: SaslStep | undefined;
+  private errors = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    socket: net.Socket,
+    private readonly deps: SubmissionDeps,
+  ) {
+    this.config = deps.config;
+    this.client = socket;
+    this.tlsActive = socket instanceof tls.TLSSocket;
+    this.log = deps.log.child({ session: this.id, protocol: 'submission', remote: socket.remoteAddress });
+    const limits = deps.config.submission.limits;
+    this.reader = new SmtpReader({ maxCommandLine: limits.maxCommandLine, maxTextLine: limits.maxTextLine });
+    sessionsOpen.inc({ protocol: 'submission' });
+    sessionsTotal.inc({ protocol: 'submission', listener_tls: deps.listener.tls });
+    this.attach(socket);
+    this.armTimer();
+    this.send(reply(220, undefined, `${this.config.hostname} ESMTP lemonade-gateway`));
+  }
+
+  private get clientAddress(): string {
+    return this.client.remoteAddress ?? '';
+  }
+
+  private get authAllowed(): boolean {
+    return this.tlsActive || (this.deps.listener.allowPlaintextAuth && isLoopbackAddress(this.client.remoteAddress));
+  }
+
+  private extensionContext(): ExtensionContext {
+    return {
+      tlsActive: this.tlsActive,
+      starttlsOffered: this.deps.listener.tls === 'starttls',
+      authAllowed: this.authAllowed && this.user === undefined,
+      upstream: this.deps.upstreamExtensions(),
+      maxMessageSize: this.config.submission.limits.maxMessageSize,
+    };
+  }
+
+  // ---- input ------------------------------------------------------------------------
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', (chunk: Buffer) => {
+      bytesTotal.inc({ protocol: 'submission', direction: 'client_in' }, chunk.length);
+      this.armTimer();
+      for (const ev of this.reader.push(chunk)) this.queue.push(ev);
+      void this.pump();
+    });
+    socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
+    socket.on('close', () => this.teardown());
+  }
+
+  /** Handles queued events one at a time; the socket is paused while a handler waits. */
+  private async pump(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      while (!this.closed) {
+        const ev = this.queue.shift();
+        if (ev === undefined) break;
+        const pending = this.handle(ev);
+        if (pending !== undefined) {
+          this.pauseInput();
+          await pending;
+        }
+      }
+    } catch (err) {
+      this.log.error({ err: (err as Error).stack }, 'submission session failed');
+      this.abortTransaction();
+      this.close(reply(421, '4.3.0', `${this.config.hostname} Internal error, closing connection`));
+    } finally {
+      this.busy = false;
+      // The state may have moved between commands and content: its timeout applies now.
+      if (!this.closed) this.armTimer();
+      this.resumeInput();
+    }
+  }
+
+  private pauseInput(): void {
+    if (!this.paused) {
+      this.paused = true;
+      this.client.pause();
+    }
+  }
+
+  private resumeInput(): void {
+    if (this.paused && !this.closed) {
+      this.paused = false;
+      this.client.resume();
+    }
+  }
+
+  private handle(ev: SmtpEvent): Promise<void> | undefined {
+    switch (ev.type) {
+      case 'command':
+        if (this.sasl) return this.saslResponse(ev.line);
+        return this.command(ev.line);
+      case 'command-too-long':
+        this.sasl = undefined;
+        return this.error(500, '5.5.2', 'Line too long');
+      case 'data':
+      case 'chunk':
+        return this.content(ev.data);
+      case 'data-end':
+        return this.finishMessage(ev.lineTooLong);
+      case 'chunk-end':
+        return this.chunkEnd();
+    }
+  }
+
+  // ---- commands ---------------------------------------------------------------------
+
+  private command(line: string): Promise<void> | undefined {
+    const cmd = parseCommandLine(line);
+    if (cmd === undefined) return this.error(500, '5.5.2', 'Syntax error, command unrecognized');
+    switch (cmd.verb) {
+      case 'EHLO':
+      case 'HELO':
+        return this.ehlo(cmd.verb, cmd.args);
+      case 'STARTTLS':
+        return this.starttls(cmd.args);
+      case 'AUTH':
+        return this.auth(cmd.args);
+      case 'MAIL':
+        return this.mail(cmd.args);
+      case 'RCPT':
+        return this.rcpt(cmd.args);
+      case 'DATA':
+        return this.data(cmd.args);
+      case 'BDAT':
+        return this.bdat(cmd.args);
+      case 'RSET':
+        if (cmd.args !== '') return this.error(501, '5.5.4', 'RSET takes no arguments');
+        this.abortTransaction();
+        return this.ok(250, '2.0.0', 'Ok');
+      case 'NOOP':
+        return this.ok(250, '2.0.0', 'Ok');
+      case 'QUIT':
+        this.abortTransaction();
+        this.close(reply(221, '2.0.0', `${this.config.hostname} Bye`));
+        return undefined;
+      case 'VRFY':
+        // RFC 5321 §3.5.3: 252 when the server will not verify but would try delivery.
+        return this.ok(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery');
+      case 'HELP':
+        return this.ok(214, '2.0.0', 'See RFC 5321 and RFC 6409');
+      default:
+        return this.error(500, '5.5.1', `Command unrecognized: ${cmd.verb.slice(0, 20)}`);
+    }
+  }
+
+  private ehlo(verb: string, args: string): undefined {
+    const domain = args.trim();
+    // RFC 5321 §4.1.1.1: a domain or address literal is required.
+    if (domain === '' || /\s/.test(domain)) return this.error(501, '5.5.4', `Syntax: ${verb} hostname`);
+    this.abortTransaction();
+    this.helo = domain;
+    this.errors = 0;
+    if (verb === 'HELO') return this.ok(250, undefined, this.config.hostname);
+    this.send(ehloReply(this.config.hostname, `Hello ${domain.slice(0, 64)}`, ehloKeywords(this.extensionContext())));
+    return undefined;
+  }
+
+  private async starttls(args: string): Promise<void> {
+    if (args !== '') return this.error(501, '5.5.4', 'STARTTLS takes no arguments');
+    if (this.deps.listener.tls !== 'starttls' || this.tlsActive) return this.error(503, '5.5.1', 'STARTTLS not available');
+    this.send(reply(220, '2.0.0', 'Ready to start TLS'));
+    // RFC 3207 §4.2 and CVE-2011-0411: forget everything, including pipelined plaintext.
+    this.queue = [];
+    this.reader.reset();
+    this.abortTransaction();
+    this.helo = undefined;
+    const plain = this.client;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    plain.removeAllListeners('error');
+    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context() });
+    this.client = secure;
+    this.tlsActive = true;
+    this.attach(secure);
+    this.paused = false;
+    await new Promise<void>((resolve) => {
+      secure.once('secure', resolve);
+      secure.once('close', resolve);
+    });
+  }
+
+  private auth(args: string): Promise<void> | undefined {
+    if (this.helo === undefined) return this.error(503, '5.5.1', 'Send EHLO first');
+    if (this.user !== undefined) return this.error(503, '5.5.1', 'Already authenticated');
+    if (this.tx !== undefined) return this.error(503, '5.5.1', 'AUTH not allowed during a mail transaction');
+    // RFC 4954 §4 / RFC 3207: no plaintext passwords before TLS.
+    if (!this.authAllowed) return this.error(530, '5.7.0', 'Must issue a STARTTLS command first');
+    const parsed = parseAuthArgs(args);
+    if (parsed === undefined) return this.error(501, '5.5.4', 'Syntax: AUTH mechanism [initial-response]');
+    const mechanism = parsed.mechanism.toUpperCase();
+    if (mechanism === 'PLAIN') {
+      if (parsed.initial !== undefined) return this.plain(parsed.initial);
+      this.sasl = { kind: 'plain' };
+      this.send('334 \r\n');
+      return undefined;
+    }
+    if (mechanism === 'LOGIN') {
+      if (parsed.initial !== undefined) return this.saslResponse(parsed.initial, { kind: 'login-user' });
+      this.sasl = { kind: 'login-user' };
+      this.send(`334 ${BASE64_USERNAME}\r\n`);
+      return undefined;
+    }
+    return this.error(504, '5.5.4', 'Unrecognized authentication mechanism');
+  }
+
+  private saslResponse(line: string, step: SaslStep | undefined = this.sasl): Promise<void> | undefined {
+    this.sasl = undefined;
+    if (step === undefined) return undefined;
+    // RFC 4954 §4: "*" cancels the exchange.
+    if (line === '*') return this.error(501, '5.0.0', 'Authentication cancelled');
+    if (step.kind === 'plain') return this.plain(line);
+    const decoded = decodeBase64Strict(line);
+    if (decoded === undefined) return this.error(501, '5.5.2', 'Cannot decode response');
+    if (step.kind === 'login-user') {
+      this.sasl = { kind: 'login-password', user: decoded.toString('utf8') };
+      this.send(`334 ${BASE64_PASSWORD}\r\n`);
+      return undefined;
+    }
+    return this.verify('login', step.user, decoded.toString('utf8'));
+  }
+
+  private plain(response: string): Promise<void> | undefined {
+    // RFC 4954 §4: "=" is an empty initial response.
+    const decoded = response === '=' ? Buffer.alloc(0) : decodeBase64Strict(response);
+    if (decoded === undefined) return this.error(501, '5.5.2', 'Cannot decode response');
+    const fields = decoded.toString('utf8').split('\0');
+    if (fields.length !== 3 || fields[1] === '' || fields[2] === '') return this.error(501, '5.5.2', 'Malformed PLAIN response');
+    const [authzid, user, password] = fields as [string, string, string];
+    return this.verify('plain', user, password, authzid !== '' && authzid !== user ? authzid : undefined);
+  }
+
+  private async verify(mechanism: 'plain' | 'login', user: string, password: string, authzid?: string): Promise<void> {
+    const outcome = await this.deps.auth.check(user, password, this.clientAddress, authzid);
+    submissionAuthTotal.inc({ mechanism, result: outcome });
+    if (outcome === 'ok') {
+      this.user = authzid ?? user;
+      this.log.info({ user: this.user, mechanism }, 'authenticated');
+      return this.ok(235, '2.7.0', 'Authentication successful');
+    }
+    if (outcome === 'unavailable') return this.error(454, '4.7.0', 'Temporary authentication failure');
+    this.log.info({ user, mechanism }, 'authentication failed');
+    return this.error(535, '5.7.8', 'Authentication credentials invalid');
+  }
+
+  private async mail(args: string): Promise<void> {
+    if (this.helo === undefined) return this.error(503, '5.5.1', 'Send EHLO first');
+    // RFC 6409 §4.3: submission requires authentication.
+    if (this.user === undefined) return this.error(530, '5.7.0', 'Authentication required');
+    if (this.tx !== undefined) return this.error(503, '5.5.1', 'Nested MAIL command');
+    const ctx = this.extensionContext();
+    let parsed;
+    try {
+      parsed = parseMailFrom(args, { utf8: /(^|\s)SMTPUTF8(\s|$)/i.test(args) && ctx.upstream?.has('SMTPUTF8') === true });
+    } catch (err) {
+      return this.error(501, '5.5.4', syntaxText(err, 'Syntax: MAIL FROM:<address>'));
+    }
+    const checked = checkParams(parsed.params, mailParams, ctx);
+    if ('code' in checked) return this.error(checked.code, checked.enhanced, checked.text);
+    const sizeParam = parsed.params.get('SIZE');
+    const declaredSize = typeof sizeParam === 'string' ? parseSize(sizeParam) : undefined;
+    if (declaredSize !== undefined && declaredSize > effectiveMaxSize(ctx)) {
+      submissionMessages.inc({ result: 'rejected', reason: 'size' });
+      return this.error(552, '5.3.4', 'Message size exceeds fixed maximum message size');
+    }
+    if (!senderAllowed(this.config.submission.senderPolicy, this.user, parsed.address)) {
+      submissionMessages.inc({ result: 'rejected', reason: 'sender' });
+      return this.error(553, '5.7.1', `Sender address rejected: not owned by user ${this.user}`);
+    }
+    let conn: UpstreamSmtp;
+    try {
+      conn = await this.deps.pool.acquire();
+    } catch (err) {
+      return this.upstreamFailed(err);
+    }
+    let answer: SmtpReply;
+    try {
+      answer = await conn.mail(parsed.address, checked.relay);
+    } catch (err) {
+      conn.destroy();
+      return this.upstreamFailed(err);
+    }
+    if (answer.code >= 300) {
+      this.deps.pool.release(conn, true);
+      submissionMessages.inc({ result: 'rejected', reason: 'upstream' });
+      return this.relayReply(answer);
+    }
+    this.tx = {
+      id: randomBytes(8).toString('hex'),
+      from: parsed.address,
+      conn,
+      accepted: [],
+      rcptCount: 0,
+      declaredSize,
+      size: 0,
+      started: Date.now(),
+    };
+    return this.relayReply(answer);
+  }
+
+  private async rcpt(args: string): Promise<void> {
+    const tx = this.tx;
+    if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
+    if (tx.content !== undefined) return this.error(503, '5.5.1', 'Message content already started');
+    // RFC 5321 §4.5.3.1.8: 452 for too many recipients, the client may send the rest later.
+    if (tx.rcptCount >= this.config.submission.limits.maxRecipients) return this.error(452, '4.5.3', 'Too many recipients');
+    const ctx = this.extensionContext();
+    let parsed;
+    try {
+      parsed = parseRcptTo(args, { utf8: ctx.upstream?.has('SMTPUTF8') === true });
+    } catch (err) {
+      return this.error(501, '5.5.4', syntaxText(err, 'Syntax: RCPT TO:<address>'));
+    }
+    const checked = checkParams(parsed.params, rcptParams, ctx);
+    if ('code' in checked) return this.error(checked.code, checked.enhanced, checked.text);
+    tx.rcptCount++;
+    let answer: SmtpReply;
+    try {
+      answer = await tx.conn.rcpt(parsed.address, checked.relay);
+    } catch (err) {
+      this.abortTransaction();
+      return this.upstreamFailed(err);
+    }
+    if (answer.code < 300) tx.accepted.push(parsed.address);
+    return this.relayReply(answer);
+  }
+
+  private async data(args: string): Promise<void> {
+    if (args !== '') return this.error(501, '5.5.4', 'DATA takes no arguments');
+    const tx = this.tx;
+    if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
+    if (tx.content === 'bdat') return this.error(503, '5.5.1', 'DATA not allowed after BDAT');
+    if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
+    const start = await this.startContent(tx);
+    if (start !== undefined) return this.relayReply(start);
+    tx.content = 'data';
+    this.reader.expectData();
+    this.send(reply(354, undefined, 'End data with <CR><LF>.<CR><LF>'));
+  }
+
+  /** BDAT size [LAST] (RFC 3030 §2); the reader has already switched to reading the chunk. */
+  private async bdat(args: string): Promise<void> {
+    const m = /^(\d{1,15})( +LAST)?$/i.exec(args.trim());
+    if (m === null) {
+      // The chunk's end cannot be found: the connection cannot continue (RFC 3030 §2).
+      this.abortTransaction();
+      this.close(reply(501, '5.5.4', 'Syntax: BDAT size [LAST]; closing connection'));
+      return;
+    }
+    const size = Number(m[1]);
+    const last = m[2] !== undefined;
+    const tx = this.tx;
+    let refusal: ChunkInProgress['refusal'];
+    if (tx === undefined) refusal = { code: 503, enhanced: '5.5.1', text: 'Need MAIL command first' };
+    else if (tx.content === 'data') refusal = { code: 503, enhanced: '5.5.1', text: 'BDAT not allowed during DATA' };
+    else if (tx.accepted.length === 0) refusal = { code: 554, enhanced: '5.5.1', text: 'No valid recipients' };
+    if (refusal === undefined && tx !== undefined && tx.content === undefined) {
+      const start = await this.startContent(tx);
+      if (start !== undefined) {
+        refusal = { code: start.code, enhanced: start.enhanced ?? '4.3.0', text: start.lines.join(' ') };
+      } else {
+        tx.content = 'bdat';
+      }
+    }
+    this.chunk = { size, last, refusal };
+    if (size === 0) return this.chunkEnd();
+  }
+
+  /** Opens the content phase upstream and writes our trace header; returns a failure reply if it could not. */
+  private async startContent(tx: Transaction): Promise<SmtpReply | undefined> {
+    let answer: SmtpReply;
+    try {
+      answer = await tx.conn.startContent();
+    } catch {
+      this.abortTransaction();
+      return { code: 451, enhanced: '4.4.1', lines: [UNAVAILABLE_TEXT] };
+    }
+    if (answer.code >= 400) {
+      this.abortTransaction();
+      return answer;
+    }
+    tx.conn.writeContent(
+      receivedHeader({
+        heloName: this.helo ?? 'unknown',
+        clientAddress: this.clientAddress,
+        hostname: this.config.hostname,
+        tls: this.tlsActive,
+        authenticated: true,
+        id: tx.id,
+        recipients: tx.accepted,
+      }),
+    );
+    return undefined;
+  }
+
+  // ---- content ----------------------------------------------------------------------
+
+  private content(data: Buffer): Promise<void> | undefined {
+    const tx = this.tx;
+    if (tx === undefined || tx.failure !== undefined || (this.chunk?.refusal !== undefined && tx.content !== 'data')) return undefined;
+    tx.size += data.length;
+    if (tx.size > effectiveMaxSize(this.extensionContext())) {
+      // RFC 1870 §6: the message is refused at its end; stop sending it upstream now.
+      tx.failure = { code: 552, enhanced: '5.3.4', text: 'Message size exceeds fixed maximum message size', reason: 'size' };
+      tx.conn.destroy();
+      return undefined;
+    }
+    if (tx.conn.writeContent(data)) return undefined;
+    return new Promise<void>((resolve) => tx.conn.onceDrain(resolve));
+  }
+
+  private async chunkEnd(): Promise<void> {
+    const chunk = this.chunk;
+    this.chunk = undefined;
+    if (chunk === undefined) return;
+    if (chunk.refusal !== undefined) {
+      if (this.tx?.content === 'bdat') this.abortTransaction();
+      return this.error(chunk.refusal.code, chunk.refusal.enhanced, chunk.refusal.text);
+    }
+    if (!chunk.last) {
+      if (this.tx?.failure !== undefined) return this.ok(250, '2.0.0', `${chunk.size} octets received, message will be refused`);
+      return this.ok(250, '2.0.0', `${chunk.size} octets received`);
+    }
+    return this.finishMessage(false);
+  }
+
+  /** The end of the message: the MTA's verdict is the client's reply. */
+  private async finishMessage(lineTooLong: boolean): Promise<void> {
+    const tx = this.tx;
+    if (tx === undefined) return;
+    this.tx = undefined;
+    if (tx.failure === undefined && lineTooLong) {
+      tx.failure = { code: 500, enhanced: '5.5.2', text: 'Message line too long (RFC 5321 limit 1000)', reason: 'line_too_long' };
+    }
+    if (tx.failure !== undefined) {
+      tx.conn.destroy();
+      submissionMessages.inc({ result: 'rejected', reason: tx.failure.reason });
+      return this.error(tx.failure.code, tx.failure.enhanced, tx.failure.text);
+    }
+    let answer: SmtpReply;
+    try {
+      answer = await tx.conn.endContent();
+    } catch (err) {
+      tx.conn.destroy();
+      submissionMessages.inc({ result: 'rejected', reason: 'upstream_unavailable' });
+      return this.upstreamFailed(err);
+    }
+    this.deps.pool.release(tx.conn, true);
+    const accepted = answer.code < 300;
+    submissionMessages.inc({ result: accepted ? 'accepted' : 'rejected', reason: accepted ? 'none' : 'upstream' });
+    bytesTotal.inc({ protocol: 'submission', direction: 'upstream_out' }, tx.size);
+    this.log.info({ user: this.user, id: tx.id, size: tx.size, recipients: tx.accepted.length, code: answer.code }, accepted ? 'message relayed' : 'message refused upstream');
+    return this.relayReply(answer);
+  }
+
+  // ---- replies ----------------------------------------------------------------------
+
+  private relayReply(answer: SmtpReply): undefined {
+    if (answer.code >= 400) this.countError();
+    else this.errors = 0;
+    this.send(reply(answer.code, answer.enhanced, answer.lines.length > 0 ? answer.lines : ['']));
+    return undefined;
+  }
+
+  private upstreamFailed(err: unknown): undefined {
+    if (!(err instanceof UpstreamUnavailable)) throw err;
+    this.log.warn({ err: err.message }, 'upstream MTA unavailable');
+    // RFC 3463 X.4.1: no answer from host; a temporary failure, so the client keeps the message.
+    return this.error(451, '4.4.1', UNAVAILABLE_TEXT);
+  }
+
+  private ok(code: number, enhanced: string | undefined, text: string): undefined {
+    this.errors = 0;
+    this.send(reply(code, enhanced, text));
+    return undefined;
+  }
+
+  private error(code: number, enhanced: string, text: string): undefined {
+    this.send(reply(code, enhanced, text));
+    this.countError();
+    return undefined;
+  }
+
+  private countError(): void {
+    if (++this.errors >= this.config.submission.limits.maxErrors) {
+      this.abortTransaction();
+      this.close(reply(421, '4.7.0', `${this.config.hostname} Too many errors, closing connection`));
+    }
+  }
+
+  private send(text: string): void {
+    if (this.closed || this.client.destroyed) return;
+    bytesTotal.inc({ protocol: 'submission', direction: 'client_out' }, text.length);
+    this.client.write(text);
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------
+
+  /** Drops the transaction; an upstream connection mid-content cannot be reused. */
+  private abortTransaction(): void {
+    const tx = this.tx;
+    this.tx = undefined;
+    if (tx === undefined) return;
+    if (tx.content !== undefined || tx.failure !== undefined) {
+      tx.conn.destroy();
+      return;
+    }
+    const conn = tx.conn;
+    conn.rset().then(
+      (r) => this.deps.pool.release(conn, r.code < 300),
+      () => conn.destroy(),
+    );
+  }
+
+  private armTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    const t = this.config.submission.timeouts;
+    const inContent = this.tx?.content !== undefined || this.chunk !== undefined;
+    const seconds = inContent ? t.dataSeconds : t.commandSeconds;
+    this.timer = setTimeout(() => {
+      this.log.info('timeout');
+      this.abortTransaction();
+      // RFC 5321 §4.5.3.2: the server may close after its timeout with 421.
+      this.close(reply(421, '4.4.2', `${this.config.hostname} Timeout exceeded, closing connection`));
+    }, seconds * 1000);
+    this.timer.unref();
+  }
+
+  /** Sends a last reply and closes (421 or 221). */
+  close(last: string): void {
+    if (this.closed) return;
+    this.send(last);
+    this.client.end();
+    const socket = this.client;
+    setTimeout(() => socket.destroy(), 2000).unref();
+    this.teardown();
+  }
+
+  private teardown(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.abortTransaction();
+    sessionsOpen.dec({ protocol: 'submission' });
+    this.log.debug({ user: this.user }, 'session closed');
+    this.deps.onClose(this);
+  }
+}
+
+function syntaxText(err: unknown, fallback: string): string {
+  if (err instanceof SmtpSyntaxError) return `Syntax error: ${err.message.slice(0, 100)}`;
+  if (err instanceof Error) throw err;
+  return fallback;
+}
+
+const UNAVAILABLE_TEXT = 'Upstream mail server unavailable, try again later';

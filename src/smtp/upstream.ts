@@ -1,0 +1,489 @@
+/**
+ * One SMTP client connection to the upstream MTA, driven command by command so the
+ * submission front can hand each client command's verdict straight from the MTA back to
+ * the client (per-recipient replies, per-recipient DSN parameters): nothing is
+ * acknowledged that the MTA did not accept.
+ */
+import type net from 'node:net';
+import type { Config } from '../config/schema.js';
+import { UpstreamUnavailable, classifySocketError, connectSocket, upgradeToTls } from '../upstream/connect.js';
+import { smtpRelayDuration, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
+
+export type UpstreamConfig = Config['submission']['upstream'];
+
+export interface SmtpReply {
+  code: number;
+  /** RFC 3463 status code ("5.7.1") when the MTA gave one (RFC 2034 ENHANCEDSTATUSCODES). */
+  enhanced?: string;
+  /** Text of each reply line, after the code and the enhanced code. */
+  lines: string[];
+}
+
+export interface UpstreamSmtpOptions {
+  heloName: string;
+  replyTimeoutMs: number;
+  /** Use BDAT (RFC 3030) when the MTA offers it; false forces DATA. Default true. */
+  preferChunking?: boolean;
+}
+
+export type SmtpParams = Array<[string, string | true]>;
+
+// RFC 5321 §4.5.3.1.5 allows 512 octets per reply line; real MTAs stay well within a few
+// hundred. Generous bounds still stop a broken or hostile upstream from growing memory.
+const MAX_REPLY_LINE = 8192;
+const MAX_REPLY_LINES = 200;
+// Small writes are coalesced into BDAT chunks of about this size: one command per client
+// packet would multiply round-trip replies for nothing.
+const BDAT_CHUNK = 64 * 1024;
+
+const QUIT_WAIT_MS = 5_000;
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const DOT_BUF = Buffer.from('.');
+
+interface Waiter {
+  resolve(reply: SmtpReply): void;
+  reject(err: Error): void;
+}
+
+interface QueuedCommand {
+  payload: Array<string | Buffer>;
+  waiter: Waiter;
+}
+
+/** Parses one reply line: code, whether more lines follow, and the text. */
+function parseReplyLine(line: string): { code: number; more: boolean; text: string } | undefined {
+  // RFC 5321 §4.2.1: "250-text" continues, "250 text" (or a bare "250") ends the reply.
+  const m = /^([2-5]\d\d)(?:([ -])(.*))?$/s.exec(line);
+  if (m === null) return undefined;
+  return { code: Number(m[1]), more: m[2] === '-', text: m[3] ?? '' };
+}
+
+/**
+ * Splits off the RFC 3463 status code each line of the reply starts with (RFC 2034 §4),
+ * when its class agrees with the reply code; otherwise the text is left whole.
+ */
+export function buildReply(code: number, texts: string[]): SmtpReply {
+  const first = /^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)/.exec(texts[0] ?? '');
+  if (first === null || Number(first[1]) !== Math.floor(code / 100)) return { code, lines: texts };
+  const enhanced = `${first[1]}.${first[2]}.${first[3]}`;
+  const lines = texts.map((text) => (text === enhanced || text.startsWith(`${enhanced} `) ? text.slice(enhanced.length + 1) : text));
+  return { code, enhanced, lines };
+}
+
+function checkArg(what: string, value: string): void {
+  // A CR or LF here would let envelope data inject commands into the upstream session.
+  if (/[\r\n\0]/.test(value)) throw new Error(`${what} contains a line break or NUL`);
+}
+
+function formatParams(params: SmtpParams): string {
+  let out = '';
+  for (const [key, value] of params) {
+    checkArg('parameter', key);
+    if (value !== true) checkArg('parameter', value);
+    out += value === true ? ` ${key}` : ` ${key}=${value}`;
+  }
+  return out;
+}
+
+export class UpstreamSmtp {
+  readonly extensions = new Map<string, string>();
+  private socket: net.Socket;
+  private inbuf: Buffer = Buffer.alloc(0);
+  private partial: string[] = [];
+  private partialCode = 0;
+  /** Sent, reply not yet read; in order. */
+  private awaiting: Waiter[] = [];
+  /** Not yet sent because PIPELINING is off and a reply is outstanding. */
+  private queued: QueuedCommand[] = [];
+  private replyTimer: NodeJS.Timeout | undefined;
+  private broken = false;
+  private counted = false;
+  private drainFns: Array<() => void> = [];
+  private pipelining = false;
+
+  // Content phase.
+  private content: 'none' | 'data' | 'bdat' = 'none';
+  private atLineStart = true;
+  private lastByte = LF;
+  private wroteAny = false;
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private chunkReplies: Array<Promise<SmtpReply>> = [];
+  private contentStarted = 0;
+
+  private readonly onData = (data: Buffer): void => this.read(data);
+  private readonly onError = (err: NodeJS.ErrnoException): void =>
+    this.fail(new UpstreamUnavailable(classifySocketError(err), `upstream MTA: ${err.message}`));
+  private readonly onClose = (): void => this.fail(new UpstreamUnavailable('closed', 'upstream MTA closed the connection'));
+  private readonly onDrain = (): void => this.runDrain();
+
+  private constructor(
+    socket: net.Socket,
+    private readonly cfg: UpstreamConfig,
+    private readonly opts: UpstreamSmtpOptions,
+  ) {
+    this.socket = socket;
+    this.attach(socket);
+    this.counted = true;
+    upstreamConnectionsOpen.inc({ protocol: 'submission' });
+  }
+
+  static async open(cfg: UpstreamConfig, opts: UpstreamSmtpOptions): Promise<UpstreamSmtp> {
+    let conn: UpstreamSmtp | undefined;
+    try {
+      const socket = await connectSocket(cfg);
+      conn = new UpstreamSmtp(socket, cfg, opts);
+      await conn.handshake();
+      return conn;
+    } catch (err) {
+      conn?.destroy();
+      const failure =
+        err instanceof UpstreamUnavailable ? err : new UpstreamUnavailable('other', `upstream MTA: ${(err as Error).message}`);
+      upstreamConnectFailures.inc({ protocol: 'submission', reason: failure.reason });
+      throw failure;
+    }
+  }
+
+  has(keyword: string): boolean {
+    return this.extensions.has(keyword.toUpperCase());
+  }
+
+  /** Connected, not failed, and between transactions (not in the middle of message content). */
+  get usable(): boolean {
+    return !this.broken && !this.socket.destroyed && this.content === 'none' && this.awaiting.length === 0 && this.queued.length === 0;
+  }
+
+  /** Which content mode startContent will use. */
+  get usesChunking(): boolean {
+    // Without PIPELINING each BDAT would need its reply before the next could go
+    // (RFC 3030 §4.2), which a synchronous writeContent cannot honour: DATA then.
+    return (this.opts.preferChunking ?? true) && this.has('CHUNKING') && this.has('PIPELINING');
+  }
+
+  mail(from: string, params: SmtpParams): Promise<SmtpReply> {
+    return this.guarded(() => {
+      checkArg('reverse-path', from);
+      return `MAIL FROM:<${from}>${formatParams(params)}\r\n`;
+    });
+  }
+
+  rcpt(to: string, params: SmtpParams): Promise<SmtpReply> {
+    return this.guarded(() => {
+      checkArg('forward-path', to);
+      return `RCPT TO:<${to}>${formatParams(params)}\r\n`;
+    });
+  }
+
+  rset(): Promise<SmtpReply> {
+    return this.command(['RSET\r\n']);
+  }
+
+  noop(): Promise<SmtpReply> {
+    return this.command(['NOOP\r\n']);
+  }
+
+  async startContent(): Promise<SmtpReply> {
+    if (this.content !== 'none') throw new Error('message content already started');
+    this.contentStarted = performance.now();
+    this.atLineStart = true;
+    this.lastByte = LF;
+    this.wroteAny = false;
+    this.pending = [];
+    this.pendingLen = 0;
+    this.chunkReplies = [];
+    if (this.usesChunking) {
+      if (this.broken) throw new UpstreamUnavailable('closed', 'upstream MTA connection is closed');
+      this.content = 'bdat';
+      // BDAT has no go-ahead reply (RFC 3030 §2); a 354 keeps one meaning for the caller.
+      return { code: 354, lines: ['Send BDAT chunks'] };
+    }
+    let reply: SmtpReply;
+    try {
+      reply = await this.command(['DATA\r\n']);
+    } catch (err) {
+      this.observe('data', 'error');
+      throw err;
+    }
+    if (reply.code === 354) this.content = 'data';
+    else this.observe('data', 'rejected');
+    return reply;
+  }
+
+  writeContent(chunk: Buffer): boolean {
+    if (chunk.length === 0 || this.broken) return !this.broken;
+    if (this.content === 'data') {
+      this.socket.write(this.dotStuff(chunk));
+      this.lastByte = chunk[chunk.length - 1]!;
+      this.wroteAny = true;
+      return !this.socket.writableNeedDrain;
+    }
+    if (this.content === 'bdat') {
+      this.pending.push(chunk);
+      this.pendingLen += chunk.length;
+      if (this.pendingLen >= BDAT_CHUNK) this.flushChunk(false);
+      return !this.socket.writableNeedDrain;
+    }
+    throw new Error('writeContent before startContent');
+  }
+
+  onceDrain(fn: () => void): void {
+    if (this.broken || !this.socket.writableNeedDrain) {
+      queueMicrotask(fn);
+      return;
+    }
+    this.drainFns.push(fn);
+  }
+
+  async endContent(): Promise<SmtpReply> {
+    const mode = this.content;
+    if (mode === 'none') throw new Error('endContent before startContent');
+    let reply: SmtpReply;
+    try {
+      if (mode === 'data') {
+        // RFC 5321 §4.1.1.4: the terminator is CRLF.CRLF, so the content must end in
+        // CRLF; a message whose last line lacks one gets it (completing a lone CR).
+        const end = !this.wroteAny || this.lastByte === LF ? '.\r\n' : this.lastByte === CR ? '\n.\r\n' : '\r\n.\r\n';
+        reply = await this.command([end]);
+      } else {
+        const last = this.flushChunk(true);
+        const replies = await Promise.all(this.chunkReplies);
+        // RFC 3030 §2: a failed chunk fails the whole message; report the first failure.
+        reply = replies.find((r) => r.code >= 300) ?? (await last);
+      }
+    } catch (err) {
+      this.observe(mode, 'error');
+      throw err;
+    } finally {
+      this.content = 'none';
+      this.chunkReplies = [];
+    }
+    this.observe(mode, reply.code < 300 ? 'accepted' : 'rejected');
+    return reply;
+  }
+
+  destroy(): void {
+    this.fail(new UpstreamUnavailable('closed', 'upstream MTA connection closed by the gateway'));
+  }
+
+  async quit(): Promise<void> {
+    if (this.broken) return;
+    if (this.content !== 'none') {
+      // Mid-message QUIT would be read as message text: only closing aborts (RFC 5321 §4.1.1.4).
+      this.destroy();
+      return;
+    }
+    // A polite goodbye is not worth a full reply timeout when the pool is shutting down.
+    const cap = setTimeout(() => this.destroy(), Math.min(this.opts.replyTimeoutMs, QUIT_WAIT_MS));
+    try {
+      await this.command(['QUIT\r\n']);
+    } catch {
+      // Closed or timed out either way: nothing left to do.
+    } finally {
+      clearTimeout(cap);
+    }
+    this.destroy();
+  }
+
+  // ---- internals ----------------------------------------------------------------------
+
+  private async handshake(): Promise<void> {
+    const greeting = await this.expectReply();
+    // RFC 5321 §3.1: 554 (or 421) instead of 220 refuses service.
+    if (greeting.code !== 220) throw new UpstreamUnavailable('other', `upstream MTA greeting: ${greeting.code} ${greeting.lines.join(' ')}`);
+    await this.ehlo();
+    if (this.cfg.tls !== 'starttls') return;
+    if (!this.has('STARTTLS')) throw new UpstreamUnavailable('tls', 'upstream MTA does not offer STARTTLS');
+    const answer = await this.command(['STARTTLS\r\n']);
+    if (answer.code !== 220) throw new UpstreamUnavailable('tls', `upstream MTA refused STARTTLS: ${answer.code} ${answer.lines.join(' ')}`);
+    // Anything the MTA sent after its 220 was sent in the clear and would be taken as
+    // protected: refuse it (the STARTTLS command-injection class, RFC 3207 §5).
+    if (this.inbuf.length > 0) throw new UpstreamUnavailable('tls', 'upstream MTA sent data after its STARTTLS reply');
+    const plain = this.socket;
+    this.detach(plain);
+    plain.on('error', () => undefined);
+    this.socket = await upgradeToTls(plain, this.cfg);
+    this.attach(this.socket);
+    // RFC 3207 §4.2: everything learned before TLS is forgotten; ask again.
+    await this.ehlo();
+  }
+
+  private async ehlo(): Promise<void> {
+    this.extensions.clear();
+    this.pipelining = false;
+    checkArg('EHLO name', this.opts.heloName);
+    const answer = await this.command([`EHLO ${this.opts.heloName}\r\n`]);
+    if (answer.code !== 250) throw new UpstreamUnavailable('other', `upstream MTA refused EHLO: ${answer.code} ${answer.lines.join(' ')}`);
+    // RFC 5321 §4.1.1.1: the first line names the server, each further one is an extension.
+    for (const line of answer.lines.slice(1)) {
+      const [keyword, ...rest] = line.trim().split(/\s+/);
+      if (keyword) this.extensions.set(keyword.toUpperCase(), rest.join(' '));
+    }
+    this.pipelining = this.has('PIPELINING');
+  }
+
+  /** Waits for an unsolicited reply (the greeting). */
+  private expectReply(): Promise<SmtpReply> {
+    return new Promise((resolve, reject) => {
+      this.awaiting.push({ resolve, reject });
+      this.armTimer();
+    });
+  }
+
+  private guarded(build: () => string): Promise<SmtpReply> {
+    let line: string;
+    try {
+      line = build();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.command([line]);
+  }
+
+  private command(payload: Array<string | Buffer>): Promise<SmtpReply> {
+    if (this.broken) return Promise.reject(new UpstreamUnavailable('closed', 'upstream MTA connection is closed'));
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      // RFC 2920 §3.1: without PIPELINING the client waits for each reply before the next command.
+      if (!this.pipelining && (this.awaiting.length > 0 || this.queued.length > 0)) {
+        this.queued.push({ payload, waiter });
+        return;
+      }
+      this.transmit(payload, waiter);
+    });
+  }
+
+  private transmit(payload: Array<string | Buffer>, waiter: Waiter): void {
+    this.awaiting.push(waiter);
+    if (this.awaiting.length === 1) this.armTimer();
+    for (const part of payload) this.socket.write(part);
+  }
+
+  private flushChunk(last: boolean): Promise<SmtpReply> {
+    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLen);
+    this.pending = [];
+    this.pendingLen = 0;
+    const header = `BDAT ${data.length}${last ? ' LAST' : ''}\r\n`;
+    const reply = this.command(data.length > 0 ? [header, data] : [header]);
+    // Awaited together at the end; until then a failure must not count as unhandled.
+    reply.catch(() => undefined);
+    if (!last) this.chunkReplies.push(reply);
+    return reply;
+  }
+
+  /** RFC 5321 §4.5.2: a line starting with "." gets one more, across chunk boundaries. */
+  private dotStuff(chunk: Buffer): Buffer {
+    const positions: number[] = [];
+    if (this.atLineStart && chunk[0] === DOT) positions.push(0);
+    for (let i = chunk.indexOf(LF); i !== -1 && i + 1 < chunk.length; i = chunk.indexOf(LF, i + 1)) {
+      if (chunk[i + 1] === DOT) positions.push(i + 1);
+    }
+    // A bare LF counts as a line end too: MTAs differ, and stuffing after it is harmless.
+    this.atLineStart = chunk[chunk.length - 1] === LF;
+    if (positions.length === 0) return chunk;
+    const parts: Buffer[] = [];
+    let start = 0;
+    for (const pos of positions) {
+      parts.push(chunk.subarray(start, pos), DOT_BUF);
+      start = pos;
+    }
+    parts.push(chunk.subarray(start));
+    return Buffer.concat(parts);
+  }
+
+  private read(data: Buffer): void {
+    this.inbuf = this.inbuf.length === 0 ? data : Buffer.concat([this.inbuf, data]);
+    let start = 0;
+    while (!this.broken) {
+      const lf = this.inbuf.indexOf(LF, start);
+      if (lf === -1) break;
+      const end = lf > start && this.inbuf[lf - 1] === CR ? lf - 1 : lf;
+      const line = this.inbuf.subarray(start, end).toString('utf8');
+      start = lf + 1;
+      if (line.length > MAX_REPLY_LINE) return this.fail(new UpstreamUnavailable('other', 'upstream MTA reply line too long'));
+      this.line(line);
+    }
+    this.inbuf = this.inbuf.subarray(start);
+    if (this.inbuf.length > MAX_REPLY_LINE) this.fail(new UpstreamUnavailable('other', 'upstream MTA reply line too long'));
+  }
+
+  private line(line: string): void {
+    const parsed = parseReplyLine(line);
+    if (parsed === undefined || (this.partial.length > 0 && parsed.code !== this.partialCode)) {
+      return this.fail(new UpstreamUnavailable('other', `upstream MTA sent a malformed reply: ${line.slice(0, 100)}`));
+    }
+    this.partialCode = parsed.code;
+    this.partial.push(parsed.text);
+    if (parsed.more) {
+      if (this.partial.length > MAX_REPLY_LINES) this.fail(new UpstreamUnavailable('other', 'upstream MTA reply has too many lines'));
+      return;
+    }
+    const reply = buildReply(parsed.code, this.partial);
+    this.partial = [];
+    const waiter = this.awaiting.shift();
+    if (waiter === undefined) {
+      // Unsolicited: in practice a 421 before the MTA closes (RFC 5321 §3.8).
+      return this.fail(new UpstreamUnavailable('closed', `upstream MTA: ${reply.code} ${reply.lines.join(' ')}`));
+    }
+    this.armTimer();
+    waiter.resolve(reply);
+    // RFC 5321 §3.8: after 421 the MTA closes; the reply is still the caller's answer.
+    if (reply.code === 421) return this.fail(new UpstreamUnavailable('closed', `upstream MTA closing: ${reply.lines.join(' ')}`));
+    if (this.awaiting.length === 0) {
+      const next = this.queued.shift();
+      if (next !== undefined) this.transmit(next.payload, next.waiter);
+    }
+  }
+
+  private armTimer(): void {
+    if (this.replyTimer !== undefined) clearTimeout(this.replyTimer);
+    this.replyTimer = undefined;
+    if (this.awaiting.length === 0 || this.broken) return;
+    this.replyTimer = setTimeout(() => {
+      this.fail(new UpstreamUnavailable('timeout', `upstream MTA did not reply within ${this.opts.replyTimeoutMs} ms`));
+    }, this.opts.replyTimeoutMs);
+  }
+
+  private fail(err: UpstreamUnavailable): void {
+    if (this.broken) return;
+    this.broken = true;
+    if (this.replyTimer !== undefined) clearTimeout(this.replyTimer);
+    this.replyTimer = undefined;
+    if (!this.socket.destroyed) this.socket.destroy();
+    if (this.counted) {
+      this.counted = false;
+      upstreamConnectionsOpen.dec({ protocol: 'submission' });
+    }
+    const waiters = [...this.awaiting, ...this.queued.map((q) => q.waiter)];
+    this.awaiting = [];
+    this.queued = [];
+    for (const w of waiters) w.reject(err);
+    this.runDrain();
+  }
+
+  private runDrain(): void {
+    const fns = this.drainFns;
+    this.drainFns = [];
+    for (const fn of fns) fn();
+  }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    socket.on('drain', this.onDrain);
+  }
+
+  private detach(socket: net.Socket): void {
+    socket.off('data', this.onData);
+    socket.off('error', this.onError);
+    socket.off('close', this.onClose);
+    socket.off('drain', this.onDrain);
+  }
+
+  private observe(mode: 'data' | 'bdat', result: 'accepted' | 'rejected' | 'error'): void {
+    smtpRelayDuration.observe({ mode, result }, (performance.now() - this.contentStarted) / 1000);
+  }
+}
