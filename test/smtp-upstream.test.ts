@@ -5,13 +5,11 @@
  * and DSN parameters. A tiny recording SMTP server checks exact wire bytes and faults.
  */
 import t from 'tap';
-import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { ImapFlow } from 'imapflow';
-import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { startLegacyStack, withoutTrace, type LegacyStack } from './helpers/stack.js';
 import { UpstreamSmtp, type UpstreamConfig } from '../src/smtp/upstream.js';
 import { RelayPool } from '../src/smtp/relay-pool.js';
 import { UpstreamUnavailable } from '../src/upstream/connect.js';
@@ -35,40 +33,8 @@ const upstreamCfg = (port: number): UpstreamConfig => ({
   connectTimeoutMs: 5_000,
 });
 
-async function count(user: string): Promise<number> {
-  return stack.waitForMessageCount(user, 'INBOX', 0, 0);
-}
 
-/** The newest message in user's INBOX, raw, once it holds n messages. */
-async function newestMessage(user: string, n: number): Promise<Buffer> {
-  assert.equal(await stack.waitForMessageCount(user, 'INBOX', n, 20_000), n, `${user} has ${n} messages`);
-  const client = new ImapFlow({
-    host: stack.imapHost, port: stack.imapPort, secure: false,
-    auth: { user: stack.master.user, pass: stack.master.password, authzid: user },
-    logger: false, disableAutoIdle: true,
-  });
-  await client.connect();
-  try {
-    await client.mailboxOpen('INBOX');
-    const msg = await client.fetchOne('*', { source: true });
-    if (!msg || !msg.source) throw new Error('no message');
-    return msg.source;
-  } finally {
-    await client.logout();
-  }
-}
 
-/** Drops the trace fields Postfix and Dovecot prepend (RFC 5321 §4.4). */
-function withoutTrace(raw: Buffer): Buffer {
-  let pos = 0;
-  while (true) {
-    const rest = raw.subarray(pos, pos + 20).toString('latin1');
-    if (!/^(Return-Path|Delivered-To|Received|X-Original-To):/i.test(rest)) return raw.subarray(pos);
-    let end = raw.indexOf('\r\n', pos);
-    while (raw[end + 2] === 0x20 || raw[end + 2] === 0x09) end = raw.indexOf('\r\n', end + 2);
-    pos = end + 2;
-  }
-}
 
 function headers(id: string, subject: string, to = 'alice@example.org'): string {
   return [
@@ -159,7 +125,7 @@ async function histogramCount(mode: string, result: string): Promise<number> {
 }
 
 t.test('DATA: pipelined envelope, dot-stuffing across writes, a last line without CRLF', async (t) => {
-  const before = await count('alice');
+  const before = await stack.messageCount('alice');
   const conn = await UpstreamSmtp.open(upstreamCfg(stack.smtpPort), { ...opts, preferChunking: false });
   t.ok(conn.has('pipelining') && conn.has('CHUNKING'), 'Postfix offers PIPELINING and CHUNKING');
   t.equal(conn.extensions.get('SIZE'), '10240000', 'EHLO parameters kept');
@@ -198,7 +164,7 @@ t.test('DATA: pipelined envelope, dot-stuffing across writes, a last line withou
   t.equal(final.enhanced, '2.0.0');
   t.match(final.lines[0], /^Ok: queued as /);
   t.ok(conn.usable, 'usable after the final reply');
-  const delivered = await newestMessage('alice', before + 1);
+  const delivered = await stack.newestMessage('alice', before + 1);
   const expected = Buffer.concat([message, Buffer.from('\r\n')]);
   t.equal(withoutTrace(delivered).toString('latin1'), expected.toString('latin1'), 'delivered byte-identical (CRLF added to the last line)');
   t.ok(withoutTrace(delivered).equals(expected));
@@ -208,7 +174,7 @@ t.test('DATA: pipelined envelope, dot-stuffing across writes, a last line withou
 });
 
 t.test('BDAT: 8-bit content in coalesced and large chunks', async (t) => {
-  const before = await count('alice');
+  const before = await stack.messageCount('alice');
   const conn = await UpstreamSmtp.open(upstreamCfg(stack.smtpPort), opts);
   t.equal(conn.usesChunking, true);
   const mail = conn.mail('bob@example.org', [['BODY', '8BITMIME']]);
@@ -234,7 +200,7 @@ t.test('BDAT: 8-bit content in coalesced and large chunks', async (t) => {
   const final = await conn.endContent();
   t.equal(final.code, 250, 'queued');
   t.equal(final.enhanced, '2.0.0');
-  const delivered = await newestMessage('alice', before + 1);
+  const delivered = await stack.newestMessage('alice', before + 1);
   t.ok(withoutTrace(delivered).equals(message), 'delivered byte-identical');
   t.ok((await histogramCount('bdat', 'accepted')) >= 1);
   await conn.quit();
@@ -285,7 +251,7 @@ t.test('per-recipient NOTIFY/ORCPT go upstream exactly as given', async (t) => {
   await fake.close();
 
   // And Postfix acts on them per recipient: a success DSN for bob only, ORCPT logged.
-  const carolBefore = await count('carol');
+  const carolBefore = await stack.messageCount('carol');
   const real = await UpstreamSmtp.open(upstreamCfg(stack.smtpPort), opts);
   const id = `dsn-${Date.now()}`;
   const replies = await Promise.all([
@@ -298,7 +264,7 @@ t.test('per-recipient NOTIFY/ORCPT go upstream exactly as given', async (t) => {
   real.writeContent(Buffer.from(headers(id, 'dsn per recipient', 'bob@example.org') + 'hello\r\n'));
   t.equal((await real.endContent()).code, 250);
   await real.quit();
-  const dsn = (await newestMessage('carol', carolBefore + 1)).toString('latin1');
+  const dsn = (await stack.newestMessage('carol', carolBefore + 1)).toString('latin1');
   t.match(dsn, /report-type=delivery-status/i, 'carol got a delivery status notification');
   t.match(dsn, /Original-Recipient: rfc822;\s*bob\+tag@example\.org/i, 'carrying the ORCPT');
   t.match(dsn, /Action: (delivered|relayed)/i, 'a success report (relayed: LMTP has no DSN)');
@@ -348,7 +314,7 @@ t.test('failures: refused, a silent MTA, a dead connection', async (t) => {
 });
 
 t.test('the pool reuses one connection for sequential transactions', async (t) => {
-  const before = await count('bob');
+  const before = await stack.messageCount('bob');
   const pool = new RelayPool(upstreamCfg(stack.smtpPort), { ...opts, poolSize: 2, checkAfterMs: 0 });
   const send = async (conn: UpstreamSmtp, n: number) => {
     const [m, r] = await Promise.all([conn.mail('alice@example.org', []), conn.rcpt('bob@example.org', [])]);

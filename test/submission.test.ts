@@ -9,8 +9,7 @@ import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import nodemailer from 'nodemailer';
 import MailComposer from 'nodemailer/lib/mail-composer';
-import { ImapFlow } from 'imapflow';
-import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { startLegacyStack, withoutTrace, type LegacyStack } from './helpers/stack.js';
 import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 
@@ -33,40 +32,8 @@ t.teardown(async () => {
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
-/** The newest message in user's INBOX, raw, after waiting for it to arrive. */
-async function newestMessage(user: string, count: number): Promise<Buffer> {
-  await stack.waitForMessageCount(user, 'INBOX', count, 20_000);
-  const client = new ImapFlow({
-    host: stack.imapHost, port: stack.imapPort, secure: false,
-    auth: { user: stack.master.user, pass: stack.master.password, authzid: user },
-    logger: false, disableAutoIdle: true,
-  });
-  await client.connect();
-  try {
-    await client.mailboxOpen('INBOX');
-    const msg = await client.fetchOne('*', { source: true });
-    if (!msg || !msg.source) throw new Error('no message');
-    return msg.source;
-  } finally {
-    await client.logout();
-  }
-}
 
-async function count(user: string): Promise<number> {
-  return stack.waitForMessageCount(user, 'INBOX', 0, 0);
-}
 
-/** Drops the trace headers the path added at the top (Return-Path, Delivered-To, Received). */
-function withoutTrace(raw: Buffer): Buffer {
-  let pos = 0;
-  while (true) {
-    const rest = raw.subarray(pos, pos + 20).toString('latin1');
-    if (!/^(Return-Path|Delivered-To|Received):/i.test(rest)) return raw.subarray(pos);
-    let end = raw.indexOf('\r\n', pos);
-    while (raw[end + 2] === 0x20 || raw[end + 2] === 0x09) end = raw.indexOf('\r\n', end + 2);
-    pos = end + 2;
-  }
-}
 
 /** Asserts two messages are byte-identical, showing where they first differ when not. */
 function sameBytes(t: Test, actual: Buffer, expected: Buffer, message: string): void {
@@ -96,7 +63,7 @@ t.test('nodemailer over STARTTLS and implicit TLS: delivered byte-identical', as
     ['implicit', gw.submissionsPort, true],
   ] as const) {
     const raw = await composed(`attachment via ${name}`, randomBytes(100_000));
-    const before = await count('bob');
+    const before = await stack.messageCount('bob');
     const transport = nodemailer.createTransport({
       host: '127.0.0.1', port, secure, requireTLS: !secure,
       auth: { user: 'alice', pass: 'password' }, tls: { rejectUnauthorized: false },
@@ -104,14 +71,14 @@ t.test('nodemailer over STARTTLS and implicit TLS: delivered byte-identical', as
     const info = await transport.sendMail({ envelope: { from: 'alice@example.org', to: ['bob@example.org'] }, raw });
     transport.close();
     t.match(info.response, /^250 /, `${name}: accepted`);
-    const delivered = await newestMessage('bob', before + 1);
+    const delivered = await stack.newestMessage('bob', before + 1);
     sameBytes(t, withoutTrace(delivered), raw, `${name}: body byte-identical`);
     t.match(delivered.toString('latin1'), /Received: from [^\r\n]*\r\n\tby localhost \(lemonade-gateway\) with ESMTPSA/, `${name}: our trace header`);
   }
 });
 
 t.test('swaks --pipeline with AUTH PLAIN', async (t) => {
-  const before = await count('bob');
+  const before = await stack.messageCount('bob');
   const { stdout } = await run('swaks', [
     '--server', `127.0.0.1:${gw.submissionPort}`, '--tls', '--auth', 'PLAIN', '--auth-user', 'alice', '--auth-password', 'password',
     '--from', 'alice@example.org', '--to', 'bob@example.org', '--pipeline', '--header', 'Subject: swaks pipelined',
@@ -121,11 +88,11 @@ t.test('swaks --pipeline with AUTH PLAIN', async (t) => {
   t.same(replies.slice(-6), ['235', '250', '250', '354', '250', '221'], 'AUTH, MAIL, RCPT, DATA, end of data, QUIT in order');
   t.match(stdout, /~> MAIL FROM:[^\n]*\n\s*~> RCPT TO:[^\n]*\n\s*~> DATA/, 'swaks pipelined MAIL, RCPT and DATA');
   t.match(stdout, /<~\s+250 2\.0\.0 Ok: \d+ bytes queued/);
-  await newestMessage('bob', before + 1);
+  await stack.newestMessage('bob', before + 1);
 });
 
 t.test('Python smtplib with STARTTLS and LOGIN', async (t) => {
-  const before = await count('carol');
+  const before = await stack.messageCount('carol');
   const script = `
 import smtplib, ssl
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -139,7 +106,7 @@ print('quit', s.quit()[0])
   const { stdout } = await run('python3', ['-c', script], { timeout: 30_000 });
   t.match(stdout, /refused \{\}/);
   t.match(stdout, /quit 221/);
-  await newestMessage('carol', before + 1);
+  await stack.newestMessage('carol', before + 1);
 });
 
 async function authed(port = gw.submissionsPort): Promise<RawSmtp> {
@@ -152,7 +119,7 @@ async function authed(port = gw.submissionsPort): Promise<RawSmtp> {
 }
 
 t.test('pipelined BDAT chunks (one binary) in one write: delivered byte-identical', async (t) => {
-  const before = await count('bob');
+  const before = await stack.messageCount('bob');
   // 8BITMIME content (RFC 6152): every octet 0x20-0xFF in CRLF lines; no NUL or bare CR/LF,
   // which Postfix and Dovecot would normalise (neither offers BINARYMIME). The chunks end
   // mid-line and between CR and LF, so the gateway must not treat chunk ends as line ends.
@@ -173,13 +140,13 @@ t.test('pipelined BDAT chunks (one binary) in one write: delivered byte-identica
   for (let i = 0; i < 5; i++) replies.push(await c.reply());
   t.same(replies.map((r) => r?.code), [250, 250, 250, 250, 250], replies.map((r) => r?.text).join(' | '));
   t.match(replies[4]?.text, /queued/);
-  const delivered = await newestMessage('bob', before + 1);
+  const delivered = await stack.newestMessage('bob', before + 1);
   sameBytes(t, withoutTrace(delivered), Buffer.concat([head, binary, tail]), 'byte-identical');
   c.close();
 });
 
 t.test('per-recipient DSN: NOTIFY=SUCCESS,FAILURE with ORCPT gets a DSN, NOTIFY=NEVER does not', async (t) => {
-  const aliceBefore = await count('alice');
+  const aliceBefore = await stack.messageCount('alice');
   const c = await authed();
   t.equal((await c.command('MAIL FROM:<alice@example.org> RET=HDRS ENVID=env+2Did42')).code, 250);
   t.equal((await c.command('RCPT TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Balias@example.org')).code, 250);
@@ -188,17 +155,33 @@ t.test('per-recipient DSN: NOTIFY=SUCCESS,FAILURE with ORCPT gets a DSN, NOTIFY=
   const r = await c.command('Subject: dsn test\r\n\r\nhello\r\n.');
   t.equal(r.code, 250);
   c.close();
-  const dsn = (await newestMessage('alice', aliceBefore + 1)).toString('latin1');
+  const dsn = (await stack.newestMessage('alice', aliceBefore + 1)).toString('latin1');
   t.match(dsn, /Original-Envelope-Id: env-id42/i, 'ENVID carried');
   t.match(dsn, /Original-Recipient: rfc822;\s*bob\+alias@example\.org/i, 'ORCPT carried for bob');
   t.match(dsn, /Action: (delivered|relayed)/i, 'a success DSN (relayed: Dovecot LMTP has no DSN)');
   t.match(dsn, /Content-Type: text\/rfc822-headers/i, 'RET=HDRS: headers only returned');
   t.notMatch(dsn, /carol@example\.org/, 'nothing about the NEVER recipient');
   await new Promise((r) => setTimeout(r, 2000));
-  t.equal(await count('alice'), aliceBefore + 1, 'exactly one DSN');
+  t.equal(await stack.messageCount('alice'), aliceBefore + 1, 'exactly one DSN');
 });
 
 t.test('every error gets its code, and the session carries on', async (t) => {
+  // Meanwhile another client submits normally: errors in one session touch no other.
+  const bobBefore = await stack.messageCount('bob');
+  const healthy = (async () => {
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1', port: gw.submissionsPort, secure: true,
+      auth: { user: 'alice', pass: 'password' }, tls: { rejectUnauthorized: false },
+    });
+    const responses: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const info = await transport.sendMail({ from: 'alice@example.org', to: 'bob@example.org', subject: `meanwhile ${i}`, text: 'still here' });
+      responses.push(info.response);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    transport.close();
+    return responses;
+  })();
   const plain = await RawSmtp.connect(gw.submissionPort);
   t.equal((await plain.reply())?.code, 220);
   const ehlo = await plain.command('EHLO client.example.org');
@@ -243,9 +226,18 @@ t.test('every error gets its code, and the session carries on', async (t) => {
   t.match(timeout?.text, /^421 4\.4\.2/, 'BDAT chunk shorter than announced: timeout');
   c.close();
 
+  const meanwhile = await healthy;
+  t.equal(meanwhile.filter((r) => /^250 /.test(r)).length, 5, 'the other session submitted all five meanwhile');
+  t.equal(await stack.messageCount('bob'), bobBefore + 5, 'and only those five were delivered');
+
   const m = await gw.metrics();
   t.ok(metricValue(m, 'lemonade_submission_messages_total', { result: 'rejected', reason: 'size' }) >= 2, 'size rejections counted');
+  t.ok(metricValue(m, 'lemonade_submission_messages_total', { result: 'accepted' }) >= 5, 'accepted messages counted');
+  t.ok(metricValue(m, 'lemonade_submission_messages_total', { result: 'rejected', reason: 'sender' }) >= 1, 'sender policy rejections counted');
   t.ok(metricValue(m, 'lemonade_submission_auth_total', { result: 'failed' }) >= 1, 'auth failure counted');
+  t.ok(metricValue(m, 'lemonade_smtp_relay_duration_seconds_count') >= 5, 'relay latency observed');
+  t.ok(metricValue(m, 'lemonade_bytes_total', { protocol: 'submission', direction: 'upstream_out' }) > 5 * 10, 'bytes relayed counted');
+  t.ok(metricValue(m, 'lemonade_sessions_total', { protocol: 'submission' }) >= 3, 'sessions counted');
 });
 
 t.test('a pipelined burst gets its replies in order', async (t) => {
@@ -265,7 +257,7 @@ t.test('a pipelined burst gets its replies in order', async (t) => {
 });
 
 t.test('upstream MTA down: 4xx, nothing reported as sent; served again once it is back', async (t) => {
-  const before = await count('bob');
+  const before = await stack.messageCount('bob');
   await stack.stopPostfix();
   try {
     const transport = nodemailer.createTransport({
@@ -287,6 +279,6 @@ t.test('upstream MTA down: 4xx, nothing reported as sent; served again once it i
   const info = await transport.sendMail({ from: 'alice@example.org', to: 'bob@example.org', subject: 'after restart', text: 'x' });
   transport.close();
   t.match(info.response, /^250 /, 'accepted once Postfix is back');
-  await newestMessage('bob', before + 1);
-  t.equal(await count('bob'), before + 1, 'only the accepted message was delivered');
+  await stack.newestMessage('bob', before + 1);
+  t.equal(await stack.messageCount('bob'), before + 1, 'only the accepted message was delivered');
 });

@@ -19,6 +19,7 @@ import { SmtpReader, type SmtpEvent } from './protocol/reader.js';
 import {
   SmtpSyntaxError,
   decodeBase64Strict,
+  parseBdatArgs,
   parseAuthArgs,
   parseCommandLine,
   parseMailFrom,
@@ -442,15 +443,14 @@ export class SubmissionSession {
 
   /** BDAT size [LAST] (RFC 3030 §2); the reader has already switched to reading the chunk. */
   private async bdat(args: string): Promise<void> {
-    const m = /^(\d{1,15})( +LAST)?$/i.exec(args.trim());
-    if (m === null) {
+    const parsed = parseBdatArgs(args);
+    if (parsed === undefined) {
       // The chunk's end cannot be found: the connection cannot continue (RFC 3030 §2).
       this.abortTransaction();
       this.close(reply(501, '5.5.4', 'Syntax: BDAT size [LAST]; closing connection'));
       return;
     }
-    const size = Number(m[1]);
-    const last = m[2] !== undefined;
+    const { size, last } = parsed;
     const tx = this.tx;
     let refusal: ChunkInProgress['refusal'];
     if (tx === undefined) refusal = { code: 503, enhanced: '5.5.1', text: 'Need MAIL command first' };

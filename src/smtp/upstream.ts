@@ -8,16 +8,12 @@ import type net from 'node:net';
 import type { Config } from '../config/schema.js';
 import { UpstreamUnavailable, classifySocketError, connectSocket, upgradeToTls } from '../upstream/connect.js';
 import { smtpRelayDuration, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
+import { ReplyParseError, ReplyReader, type ParsedReply } from './protocol/reply.js';
 
 export type UpstreamConfig = Config['submission']['upstream'];
 
-export interface SmtpReply {
-  code: number;
-  /** RFC 3463 status code ("5.7.1") when the MTA gave one (RFC 2034 ENHANCEDSTATUSCODES). */
-  enhanced?: string;
-  /** Text of each reply line, after the code and the enhanced code. */
-  lines: string[];
-}
+/** A reply of the MTA: code, RFC 3463 enhanced code when it gave one, text lines. */
+export type SmtpReply = ParsedReply;
 
 export interface UpstreamSmtpOptions {
   heloName: string;
@@ -28,10 +24,6 @@ export interface UpstreamSmtpOptions {
 
 export type SmtpParams = Array<[string, string | true]>;
 
-// RFC 5321 §4.5.3.1.5 allows 512 octets per reply line; real MTAs stay well within a few
-// hundred. Generous bounds still stop a broken or hostile upstream from growing memory.
-const MAX_REPLY_LINE = 8192;
-const MAX_REPLY_LINES = 200;
 // Small writes are coalesced into BDAT chunks of about this size: one command per client
 // packet would multiply round-trip replies for nothing.
 const BDAT_CHUNK = 64 * 1024;
@@ -53,26 +45,6 @@ interface QueuedCommand {
   waiter: Waiter;
 }
 
-/** Parses one reply line: code, whether more lines follow, and the text. */
-function parseReplyLine(line: string): { code: number; more: boolean; text: string } | undefined {
-  // RFC 5321 §4.2.1: "250-text" continues, "250 text" (or a bare "250") ends the reply.
-  const m = /^([2-5]\d\d)(?:([ -])(.*))?$/s.exec(line);
-  if (m === null) return undefined;
-  return { code: Number(m[1]), more: m[2] === '-', text: m[3] ?? '' };
-}
-
-/**
- * Splits off the RFC 3463 status code each line of the reply starts with (RFC 2034 §4),
- * when its class agrees with the reply code; otherwise the text is left whole.
- */
-export function buildReply(code: number, texts: string[]): SmtpReply {
-  const first = /^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)/.exec(texts[0] ?? '');
-  if (first === null || Number(first[1]) !== Math.floor(code / 100)) return { code, lines: texts };
-  const enhanced = `${first[1]}.${first[2]}.${first[3]}`;
-  const lines = texts.map((text) => (text === enhanced || text.startsWith(`${enhanced} `) ? text.slice(enhanced.length + 1) : text));
-  return { code, enhanced, lines };
-}
-
 function checkArg(what: string, value: string): void {
   // A CR or LF here would let envelope data inject commands into the upstream session.
   if (/[\r\n\0]/.test(value)) throw new Error(`${what} contains a line break or NUL`);
@@ -91,9 +63,7 @@ function formatParams(params: SmtpParams): string {
 export class UpstreamSmtp {
   readonly extensions = new Map<string, string>();
   private socket: net.Socket;
-  private inbuf: Buffer = Buffer.alloc(0);
-  private partial: string[] = [];
-  private partialCode = 0;
+  private readonly replies = new ReplyReader();
   /** Sent, reply not yet read; in order. */
   private awaiting: Waiter[] = [];
   /** Not yet sent because PIPELINING is off and a reply is outstanding. */
@@ -300,7 +270,7 @@ export class UpstreamSmtp {
     if (answer.code !== 220) throw new UpstreamUnavailable('tls', `upstream MTA refused STARTTLS: ${answer.code} ${answer.lines.join(' ')}`);
     // Anything the MTA sent after its 220 was sent in the clear and would be taken as
     // protected: refuse it (the STARTTLS command-injection class, RFC 3207 §5).
-    if (this.inbuf.length > 0) throw new UpstreamUnavailable('tls', 'upstream MTA sent data after its STARTTLS reply');
+    if (this.replies.buffered > 0) throw new UpstreamUnavailable('tls', 'upstream MTA sent data after its STARTTLS reply');
     const plain = this.socket;
     this.detach(plain);
     plain.on('error', () => undefined);
@@ -394,34 +364,20 @@ export class UpstreamSmtp {
   }
 
   private read(data: Buffer): void {
-    this.inbuf = this.inbuf.length === 0 ? data : Buffer.concat([this.inbuf, data]);
-    let start = 0;
-    while (!this.broken) {
-      const lf = this.inbuf.indexOf(LF, start);
-      if (lf === -1) break;
-      const end = lf > start && this.inbuf[lf - 1] === CR ? lf - 1 : lf;
-      const line = this.inbuf.subarray(start, end).toString('utf8');
-      start = lf + 1;
-      if (line.length > MAX_REPLY_LINE) return this.fail(new UpstreamUnavailable('other', 'upstream MTA reply line too long'));
-      this.line(line);
+    let replies: SmtpReply[];
+    try {
+      replies = this.replies.push(data);
+    } catch (err) {
+      if (!(err instanceof ReplyParseError)) throw err;
+      return this.fail(new UpstreamUnavailable('other', `upstream MTA: ${err.message}`));
     }
-    this.inbuf = this.inbuf.subarray(start);
-    if (this.inbuf.length > MAX_REPLY_LINE) this.fail(new UpstreamUnavailable('other', 'upstream MTA reply line too long'));
+    for (const reply of replies) {
+      if (this.broken) return;
+      this.answer(reply);
+    }
   }
 
-  private line(line: string): void {
-    const parsed = parseReplyLine(line);
-    if (parsed === undefined || (this.partial.length > 0 && parsed.code !== this.partialCode)) {
-      return this.fail(new UpstreamUnavailable('other', `upstream MTA sent a malformed reply: ${line.slice(0, 100)}`));
-    }
-    this.partialCode = parsed.code;
-    this.partial.push(parsed.text);
-    if (parsed.more) {
-      if (this.partial.length > MAX_REPLY_LINES) this.fail(new UpstreamUnavailable('other', 'upstream MTA reply has too many lines'));
-      return;
-    }
-    const reply = buildReply(parsed.code, this.partial);
-    this.partial = [];
+  private answer(reply: SmtpReply): void {
     const waiter = this.awaiting.shift();
     if (waiter === undefined) {
       // Unsolicited: in practice a 421 before the MTA closes (RFC 5321 §3.8).

@@ -2,86 +2,29 @@
  * A bare IMAP client over a socket, for assertions on the exact wire (imapflow hides it).
  * Reads responses line by line, with literals taken whole.
  */
-import net from 'node:net';
-import tls from 'node:tls';
+import { RawClient, openSocket } from './raw-client.js';
 
-export class RawImap {
-  private buffer = Buffer.alloc(0);
-  private waiters: Array<() => void> = [];
-  closed = false;
+export class RawImap extends RawClient {
   readonly received: string[] = [];
 
-  private constructor(public socket: net.Socket) {
-    this.attach(socket);
-  }
-
-  private attach(socket: net.Socket): void {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, chunk]);
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-    socket.on('error', () => undefined);
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const fn of w) fn();
-  }
-
-  static connect(port: number, opts: { tls?: boolean } = {}): Promise<RawImap> {
-    return new Promise((resolve, reject) => {
-      const socket = opts.tls
-        ? tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false })
-        : net.connect({ host: '127.0.0.1', port });
-      socket.once(opts.tls ? 'secureConnect' : 'connect', () => resolve(new RawImap(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  /** Upgrades after a STARTTLS OK. */
-  async starttls(): Promise<void> {
-    this.socket.removeAllListeners('data');
-    this.socket.removeAllListeners('close');
-    const secure = tls.connect({ socket: this.socket, rejectUnauthorized: false });
-    await new Promise<void>((resolve, reject) => {
-      secure.once('secureConnect', () => resolve());
-      secure.once('error', reject);
-    });
-    this.socket = secure;
-    this.attach(secure);
-  }
-
-  write(data: string | Buffer): void {
-    this.socket.write(data);
+  static async connect(port: number, opts: { tls?: boolean } = {}): Promise<RawImap> {
+    return new RawImap(await openSocket(port, opts));
   }
 
   /** Next complete line (CRLF stripped), or undefined once the connection is closed. */
-  async line(timeoutMs = 10_000): Promise<string | undefined> {
-    const deadline = Date.now() + timeoutMs;
-    while (true) {
-      const nl = this.buffer.indexOf('\r\n');
-      if (nl >= 0) {
+  line(timeoutMs = 10_000): Promise<string | undefined> {
+    return this.waitFor(
+      () => {
+        const nl = this.buffer.indexOf('\r\n');
+        if (nl < 0) return undefined;
         const line = this.buffer.subarray(0, nl).toString('utf8');
         this.buffer = this.buffer.subarray(nl + 2);
         this.received.push(line);
         return line;
-      }
-      if (this.closed) return undefined;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timeout waiting for a line; got so far: ${this.received.slice(-5).join(' | ')}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+      },
+      timeoutMs,
+      () => `a line; got so far: ${this.received.slice(-5).join(' | ')}`,
+    );
   }
 
   /** Reads lines until the tagged response for tag; returns all lines read (the tagged one last). */
@@ -110,7 +53,4 @@ export class RawImap {
     }
   }
 
-  close(): void {
-    this.socket.destroy();
-  }
 }

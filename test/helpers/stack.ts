@@ -65,6 +65,10 @@ export interface LegacyStack extends LegacyStackInfo {
    * `n` messages or `timeoutMs` passed; returns the last count either way.
    */
   waitForMessageCount(user: string, mailbox: string, n: number, timeoutMs?: number): Promise<number>;
+  /** Messages in user's INBOX now. */
+  messageCount(user: string): Promise<number>;
+  /** The newest message of user's INBOX, raw, once the INBOX holds n messages (throws if it never does). */
+  newestMessage(user: string, n: number, timeoutMs?: number): Promise<Buffer>;
 }
 
 export interface LegacyStackOptions {
@@ -145,17 +149,7 @@ export async function startLegacyStack(opts: LegacyStackOptions = {}): Promise<L
       }
     },
     async waitForMessageCount(user, mailbox, n, timeoutMs = 15_000) {
-      const client = new ImapFlow({
-        host: info.imapHost,
-        port: info.imapPort,
-        secure: false,
-        auth: { user: info.master.user, pass: info.master.password, authzid: user },
-        logger: false,
-        disableAutoIdle: true,
-      });
-      // Errors surface through the awaited calls; an unhandled 'error' event would crash the test.
-      client.on('error', () => {});
-      await client.connect();
+      const client = await masterClient(info, user);
       const deadline = Date.now() + timeoutMs;
       try {
         for (;;) {
@@ -169,6 +163,50 @@ export async function startLegacyStack(opts: LegacyStackOptions = {}): Promise<L
         await client.logout().catch(() => client.close());
       }
     },
+    messageCount(user) {
+      return stack.waitForMessageCount(user, 'INBOX', 0, 0);
+    },
+    async newestMessage(user, n, timeoutMs = 20_000) {
+      const count = await stack.waitForMessageCount(user, 'INBOX', n, timeoutMs);
+      if (count < n) throw new Error(`${user}'s INBOX holds ${count} messages, not ${n}`);
+      const client = await masterClient(info, user);
+      try {
+        await client.mailboxOpen('INBOX');
+        const msg = await client.fetchOne('*', { source: true });
+        if (!msg || !msg.source) throw new Error(`no newest message in ${user}'s INBOX`);
+        return msg.source;
+      } finally {
+        await client.logout().catch(() => client.close());
+      }
+    },
   };
   return stack;
+}
+
+/** An IMAP session as user, logged in through the master user (SASL PLAIN authzid). */
+async function masterClient(info: LegacyStackInfo, user: string): Promise<ImapFlow> {
+  const client = new ImapFlow({
+    host: info.imapHost,
+    port: info.imapPort,
+    secure: false,
+    auth: { user: info.master.user, pass: info.master.password, authzid: user },
+    logger: false,
+    disableAutoIdle: true,
+  });
+  // Errors surface through the awaited calls; an unhandled 'error' event would crash the test.
+  client.on('error', () => {});
+  await client.connect();
+  return client;
+}
+
+/** The message without the trace fields Postfix and Dovecot prepend (RFC 5321 §4.4), and the gateway's. */
+export function withoutTrace(raw: Buffer): Buffer {
+  let pos = 0;
+  while (true) {
+    const rest = raw.subarray(pos, pos + 20).toString('latin1');
+    if (!/^(Return-Path|Delivered-To|Received|X-Original-To):/i.test(rest)) return raw.subarray(pos);
+    let end = raw.indexOf('\r\n', pos);
+    while (raw[end + 2] === 0x20 || raw[end + 2] === 0x09) end = raw.indexOf('\r\n', end + 2);
+    pos = end + 2;
+  }
 }

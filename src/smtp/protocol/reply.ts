@@ -100,6 +100,11 @@ export class ReplyReader {
   private partLength = 0;
   private pending: { code: number; lines: string[] } | undefined;
 
+  /** Octets read but not yet part of a complete reply (a partial line or reply). */
+  get buffered(): number {
+    return this.partLength + (this.pending === undefined ? 0 : 1);
+  }
+
   push(chunk: Buffer): ParsedReply[] {
     const out: ParsedReply[] = [];
     let pos = 0;

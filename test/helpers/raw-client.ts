@@ -1,0 +1,86 @@
+/**
+ * The socket half of the bare test clients (RawImap, RawSmtp): connect with or without
+ * TLS, upgrade after STARTTLS, buffer what arrives, and wait until a protocol-specific
+ * parser can take something complete off the buffer.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+
+export function openSocket(port: number, opts: { tls?: boolean } = {}): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = opts.tls ? tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }) : net.connect({ host: '127.0.0.1', port });
+    socket.once(opts.tls ? 'secureConnect' : 'connect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+export class RawClient {
+  protected buffer: Buffer = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+  closed = false;
+
+  protected constructor(public socket: net.Socket) {
+    this.attach(socket);
+  }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', (chunk: Buffer) => {
+      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const fn of w) fn();
+  }
+
+  /** Upgrades the connection after the server's go-ahead for STARTTLS. */
+  async starttls(): Promise<void> {
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('close');
+    const secure = tls.connect({ socket: this.socket, rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', () => resolve());
+      secure.once('error', reject);
+    });
+    this.socket = secure;
+    this.attach(secure);
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  /**
+   * Waits until take() finds something complete in the buffer (it removes what it takes);
+   * undefined once the connection closed with nothing complete; throws after timeoutMs.
+   */
+  protected async waitFor<T>(take: () => T | undefined, timeoutMs: number, describe: () => string): Promise<T | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const got = take();
+      if (got !== undefined) return got;
+      if (this.closed) return undefined;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timeout waiting for ${describe()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
