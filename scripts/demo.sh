@@ -23,7 +23,11 @@ imap:
   upstream: { host: 127.0.0.1, port: $imap_port, tls: none }
   master: { user: gateway, password: masterpw }
 submission:
+  listen:
+    - { host: 127.0.0.1, port: ${SUBMISSION_PORT:-1587}, tls: starttls, allowPlaintextAuth: true }
+    - { host: 127.0.0.1, port: ${SUBMISSIONS_PORT:-1465}, tls: implicit }
   upstream: { host: 127.0.0.1, port: $smtp_port, tls: none }
+  senderPolicy: { mode: own, domains: [example.org, example.net] }
 metrics: { host: 127.0.0.1, port: ${METRICS_PORT:-9464} }
 log: { level: info }
 YAML
@@ -33,13 +37,15 @@ lemonade-gateway demo
   legacy Dovecot (IMAP, no CATENATE/URLAUTH/CONDSTORE/QRESYNC/UIDPLUS): 127.0.0.1:$imap_port
   legacy Postfix (SMTP, delivers example.org to Dovecot):                127.0.0.1:$smtp_port
   gateway IMAP STARTTLS: 127.0.0.1:${IMAP_PORT:-1143}   IMAP TLS: 127.0.0.1:${IMAPS_PORT:-1993}
+  gateway submission STARTTLS: 127.0.0.1:${SUBMISSION_PORT:-1587}   submission TLS: 127.0.0.1:${SUBMISSIONS_PORT:-1465}
   metrics: http://127.0.0.1:${METRICS_PORT:-9464}/metrics   health: http://127.0.0.1:${METRICS_PORT:-9464}/healthz
   users: alice, bob, carol (password "password")
 
 try:
   curl -k --user alice:password imaps://127.0.0.1:${IMAPS_PORT:-1993}/INBOX
   openssl s_client -quiet -connect 127.0.0.1:${IMAPS_PORT:-1993}
-  swaks --server 127.0.0.1:$smtp_port --from bob@example.org --to alice@example.org
+  swaks --server 127.0.0.1:${SUBMISSION_PORT:-1587} --tls --auth PLAIN --auth-user bob --auth-password password \\
+        --from bob@example.org --to alice@example.org --pipeline
 
 TXT
 node dist/main.js --config "$run_dir/config.yaml"
