@@ -2,12 +2,12 @@
  * A bare IMAP client over a socket, for assertions on the exact wire (imapflow hides it).
  * Reads responses line by line, with literals taken whole.
  */
-import { RawClient, openSocket } from './raw-client.js';
+import { RawClient, openSocket, type ConnectOptions } from './raw-client.js';
 
 export class RawImap extends RawClient {
   readonly received: string[] = [];
 
-  static async connect(port: number, opts: { tls?: boolean } = {}): Promise<RawImap> {
+  static async connect(port: number, opts: ConnectOptions = {}): Promise<RawImap> {
     return new RawImap(await openSocket(port, opts));
   }
 

@@ -6,9 +6,16 @@
 import net from 'node:net';
 import tls from 'node:tls';
 
-export function openSocket(port: number, opts: { tls?: boolean } = {}): Promise<net.Socket> {
+export interface ConnectOptions {
+  tls?: boolean;
+  /** Another loopback source address (127.0.0.2, ...) to look like a different client. */
+  localAddress?: string;
+}
+
+export function openSocket(port: number, opts: ConnectOptions = {}): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = opts.tls ? tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }) : net.connect({ host: '127.0.0.1', port });
+    const where = { host: '127.0.0.1', port, localAddress: opts.localAddress };
+    const socket = opts.tls ? tls.connect({ ...where, rejectUnauthorized: false }) : net.connect(where);
     socket.once(opts.tls ? 'secureConnect' : 'connect', () => resolve(socket));
     socket.once('error', reject);
   });

@@ -1,5 +1,5 @@
 /** A bare SMTP client for assertions on exact replies (nodemailer hides them). */
-import { RawClient, openSocket } from './raw-client.js';
+import { RawClient, openSocket, type ConnectOptions } from './raw-client.js';
 
 export interface Reply {
   code: number;
@@ -8,7 +8,7 @@ export interface Reply {
 }
 
 export class RawSmtp extends RawClient {
-  static async connect(port: number, opts: { tls?: boolean } = {}): Promise<RawSmtp> {
+  static async connect(port: number, opts: ConnectOptions = {}): Promise<RawSmtp> {
     return new RawSmtp(await openSocket(port, opts));
   }
 
