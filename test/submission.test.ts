@@ -221,6 +221,18 @@ t.test('every error gets its code, and the session carries on', async (t) => {
   t.equal((await c.command('NOOP')).code, 250, 'session continues');
   t.equal((await c.command('MAIL FROM:<alice@example.org>')).code, 250);
   t.equal((await c.command('RCPT TO:<bob@example.org>')).code, 250);
+  t.equal((await c.command('DATA')).code, 354);
+  c.write(`Subject: long line\r\n\r\n${'x'.repeat(1500)}\r\n`);
+  t.match((await c.command('.')).text, /^500 5\.5\.2/, 'message text line over 1000 octets (RFC 5321 §4.5.3.1.6)');
+  t.equal((await c.command('MAIL FROM:<alice@example.org>')).code, 250);
+  t.equal((await c.command('RCPT TO:<bob@example.org>')).code, 250);
+  const big = 2 * 1024 * 1024 + 10;
+  c.write(`BDAT ${big} LAST\r\n`);
+  c.write(Buffer.alloc(big, 0x61));
+  t.match((await c.reply(20_000))?.text, /^552 5\.3\.4/, 'BDAT content over the limit');
+  t.equal((await c.command('NOOP')).code, 250, 'session continues after the oversized chunk');
+  t.equal((await c.command('MAIL FROM:<alice@example.org>')).code, 250);
+  t.equal((await c.command('RCPT TO:<bob@example.org>')).code, 250);
   c.write('BDAT 100\r\nonly twenty bytes...');
   const timeout = await c.reply(10_000);
   t.match(timeout?.text, /^421 4\.4\.2/, 'BDAT chunk shorter than announced: timeout');
