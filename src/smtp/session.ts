@@ -234,10 +234,13 @@ export class SubmissionSession {
       case 'NOOP':
         return this.ok(250, '2.0.0', 'Ok');
       case 'QUIT':
+        // RFC 5321 §4.1.1.10: quit = "QUIT" CRLF.
+        if (cmd.args !== '') return this.error(501, '5.5.4', 'QUIT takes no arguments');
         this.abortTransaction();
         this.close(reply(221, '2.0.0', `${this.config.hostname} Bye`));
         return undefined;
       case 'VRFY':
+        if (cmd.args.trim() === '') return this.error(501, '5.5.4', 'Syntax: VRFY address');
         // RFC 5321 §3.5.3: 252 when the server will not verify but would try delivery.
         return this.ok(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery');
       case 'HELP':
