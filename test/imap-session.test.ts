@@ -81,6 +81,19 @@ t.test('pipelined commands get their responses, tags intact', async (t) => {
   c.close();
 });
 
+t.test('a command the gateway answers waits for the relayed ones before it (RFC 3501 §5.5)', async (t) => {
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  await c.line();
+  await c.command('a', 'LOGIN bob password');
+  c.write('q1 SELECT INBOX\r\nq2 CAPABILITY\r\nq3 STATUS INBOX (MESSAGES)\r\nq4 CAPABILITY\r\n');
+  const lines = await c.until('q4');
+  const order = lines.filter((l) => /^q\d /.test(l)).map((l) => l.slice(0, 2));
+  t.same(order, ['q1', 'q2', 'q3', 'q4'], 'completions in command order');
+  const q2 = lines.findIndex((l) => l.startsWith('q2 '));
+  t.match(lines[q2 - 1], /^\* CAPABILITY /, "CAPABILITY's data right before its completion, not inside SELECT's");
+  c.close();
+});
+
 t.test('IDLE on the wire: + idling, DONE, tagged OK', async (t) => {
   const c = await RawImap.connect(gw.imapsPort, { tls: true });
   await c.line();

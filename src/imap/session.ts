@@ -518,13 +518,23 @@ export class ImapSession implements CommandContext {
     this.hold('handler');
     this.lastLocalStatus = undefined;
     const label = commandLabel(mode.name);
+    const authenticated = this.state !== 'not-authenticated';
     Promise.resolve()
-      .then(() => handler(this, { ...line, tag: mode.tag }))
+      .then(async () => {
+        if (authenticated) {
+          // Replies keep the order of the commands (RFC 3501 §5.5): earlier relayed ones
+          // finish first, and the upstream waits while the handler writes its response.
+          await this.quiet();
+          this.holdUpstream(true);
+        }
+        return handler(this, { ...line, tag: mode.tag });
+      })
       .catch((err: unknown) => {
         this.log.error({ err: (err as Error).message, command: mode.name }, 'command handler failed');
         this.tagged(mode.tag, 'NO', 'Internal error', 'SERVERBUG');
       })
       .finally(() => {
+        if (authenticated) this.holdUpstream(false);
         commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - started) / 1e9);
         const status = this.lastLocalStatus;
         imapCommandsTotal.inc({ command: label, result: status === 'OK' ? 'ok' : status === 'NO' ? 'no' : status === 'BAD' ? 'bad' : 'error' });
@@ -616,13 +626,39 @@ export class ImapSession implements CommandContext {
     this.relayMidResponse = false;
     if (this.relaySkip) {
       this.relaySkip = false;
-      return this.flushLocal();
+      this.flushLocal();
+      return this.wakeQuiet();
     }
     const tagged = this.relayTagged;
     this.relayTagged = undefined;
     if (tagged) this.completeInFlight(tagged.upTag, tagged.status);
     this.flushLocal();
+    this.wakeQuiet();
   }
+
+  /** Resolves once no relayed command is in flight and no upstream response is half-written. */
+  private quiet(): Promise<void> {
+    if (this.inflight.size === 0 && !this.relayMidResponse) return Promise.resolve();
+    return new Promise((resolve) => this.quietWaiters.push(resolve));
+  }
+
+  private quietWaiters: Array<() => void> = [];
+
+  private wakeQuiet(): void {
+    if (this.inflight.size > 0 || this.relayMidResponse || this.quietWaiters.length === 0) return;
+    const waiters = this.quietWaiters;
+    this.quietWaiters = [];
+    for (const fn of waiters) fn();
+  }
+
+  /** While a local handler answers, the client's own upstream is not read (its output would interleave). */
+  private holdUpstream(hold: boolean): void {
+    this.handlerHoldsUpstream = hold;
+    if (hold) this.upstream?.pause();
+    else if (!this.upstreamPaused) this.upstream?.resume();
+  }
+
+  private handlerHoldsUpstream = false;
 
   private completeInFlight(upTag: string, status: string): void {
     const entry = this.inflight.get(upTag);
@@ -667,7 +703,7 @@ export class ImapSession implements CommandContext {
       upstream.pause();
       this.client.once('drain', () => {
         this.upstreamPaused = false;
-        upstream.resume();
+        if (!this.handlerHoldsUpstream) upstream.resume();
       });
     }
   }

@@ -39,10 +39,34 @@ export interface TaggedResult {
   text: string;
   /** Untagged responses seen while the command ran. */
   untagged: ParsedLine[];
+  /** Response codes of untagged status responses seen meanwhile ("UIDVALIDITY 42", ...). */
+  codes: string[];
 }
 
 /** One piece of an internal command: text as-is, or a string sent as a literal (RFC 3501 §4.3). */
 export type CommandPart = string | { literal: Buffer };
+
+/**
+ * Where the bytes of one response literal go instead of memory (a FETCH of a 10 MB part
+ * for CATENATE or URLFETCH). write() returning false pauses the upstream until the
+ * sink's drain.
+ */
+export interface LiteralSink {
+  write(chunk: Buffer): boolean;
+  onceDrain(fn: () => void): void;
+  end(): void;
+}
+
+export interface CommandOptions {
+  /** The line to send when the server asks for more (a SASL response, RFC 3501 §6.2.2). */
+  saslResponse?: string;
+  /**
+   * Called for each literal in an untagged response to this command, with the response's
+   * text up to the literal and the literal's size; a sink returned takes its bytes (the
+   * parsed response then shows an empty string in its place).
+   */
+  literalSink?(announcedBy: Buffer, size: number): LiteralSink | undefined;
+}
 
 export interface RelayHandler {
   onEvent(event: LexEvent): void;
@@ -52,12 +76,16 @@ export interface RelayHandler {
 interface PendingInternal {
   tag: string;
   untagged: ParsedLine[];
+  codes: string[];
   resolve(result: TaggedResult): void;
   reject(err: Error): void;
   /** Set while a synchronizing literal waits for the server's "+". */
   continuation?: () => void;
   /** The line to send when the server asks for more (a SASL response, RFC 3501 §6.2.2). */
   saslResponse?: string;
+  literalSink?: CommandOptions['literalSink'];
+  /** Restarts the no-progress timer. */
+  touch(): void;
 }
 
 /** Split "STATUS [CODE stuff] text" (the text after the tag) into its parts. */
@@ -170,6 +198,12 @@ export class UpstreamConnection {
   }
 
   private pendingCloseHandler: (() => void) | undefined;
+  /** The latest response segment, held back while it may announce a literal for a sink. */
+  private heldText: Buffer | undefined;
+  /** Whether the response being read is untagged (known from its first segment). */
+  private heldIsUntagged: boolean | undefined;
+  /** Takes the bytes of the literal being read, instead of the collector. */
+  private sink: LiteralSink | undefined;
 
   async refreshCapabilities(): Promise<string[]> {
     const result = await this.command(['CAPABILITY']);
@@ -181,21 +215,33 @@ export class UpstreamConnection {
     return hasCapability(this.capabilities, capability);
   }
 
-  /** Runs one gateway-internal command and resolves with its tagged result. */
-  command(parts: CommandPart[], saslResponse?: string): Promise<TaggedResult> {
+  /**
+   * Runs one gateway-internal command and resolves with its tagged result. It fails with
+   * UpstreamUnavailable when the upstream goes quiet for INTERNAL_COMMAND_TIMEOUT_MS (a
+   * long streamed literal that keeps moving is not a timeout).
+   */
+  command(parts: CommandPart[], opts: CommandOptions = {}): Promise<TaggedResult> {
     if (this.closed) return Promise.reject(new UpstreamUnavailable('closed', 'upstream connection closed'));
     if (this.pending) return Promise.reject(new Error('internal command already in progress'));
     const tag = `G${this.nextTag++}`;
     return new Promise<TaggedResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending = undefined;
-        reject(new UpstreamUnavailable('timeout', 'upstream did not answer in time'));
-        this.destroy();
-      }, INTERNAL_COMMAND_TIMEOUT_MS);
+      let timer: NodeJS.Timeout | undefined;
+      const touch = () => {
+        if (timer) clearTimeout(timer);
+        timer = setTimeout(() => {
+          this.pending = undefined;
+          reject(new UpstreamUnavailable('timeout', 'upstream did not answer in time'));
+          this.destroy();
+        }, INTERNAL_COMMAND_TIMEOUT_MS);
+      };
+      touch();
       this.pending = {
         tag,
         untagged: [],
-        saslResponse,
+        codes: [],
+        saslResponse: opts.saslResponse,
+        literalSink: opts.literalSink,
+        touch,
         resolve: (r) => {
           clearTimeout(timer);
           resolve(r);
@@ -257,6 +303,11 @@ export class UpstreamConnection {
     return this.closed;
   }
 
+  /** A gateway-internal command is still waiting for its tagged response. */
+  get busy(): boolean {
+    return this.pending !== undefined;
+  }
+
   destroy(): void {
     this.socket.destroy();
   }
@@ -277,8 +328,52 @@ export class UpstreamConnection {
     for (const ev of events) this.collect(ev);
   }
 
-  /** Internal mode: assemble whole responses. */
+  /** Internal mode: assemble whole responses (literals a sink takes stream past). */
   private collect(ev: LexEvent): void {
+    const pending = this.pending;
+    pending?.touch();
+    if (pending?.literalSink !== undefined || this.heldText !== undefined) {
+      // A segment is held until it is known whether a sink takes the literal it announces.
+      if (ev.type === 'text') {
+        this.flushHeld();
+        // The first segment of a response says whether it is untagged ("* ...").
+        this.heldIsUntagged ??= ev.data[0] === 0x2a;
+        this.heldText = ev.data;
+        return;
+      }
+      if (ev.type === 'literal-start' && this.heldText !== undefined && this.heldIsUntagged && pending?.literalSink) {
+        this.sink = pending.literalSink(this.heldText, ev.size);
+        if (this.sink) {
+          // The parsed response shows an empty string where the streamed literal was.
+          this.heldText = Buffer.from(this.heldText.toString('latin1').replace(/\{\d+\+?\}\r?\n$/, '{0}\r\n'), 'latin1');
+          ev = { ...ev, size: 0 };
+        }
+      }
+      this.flushHeld();
+      if (ev.type === 'literal-data' && this.sink) {
+        if (!this.sink.write(ev.data)) {
+          this.socket.pause();
+          this.sink.onceDrain(() => this.socket.resume());
+        }
+        return;
+      }
+      if (ev.type === 'literal-end' && this.sink) {
+        this.sink.end();
+        this.sink = undefined;
+      }
+      if (ev.type === 'end') this.heldIsUntagged = undefined;
+    }
+    this.collectOne(ev);
+  }
+
+  private flushHeld(): void {
+    const held = this.heldText;
+    if (held === undefined) return;
+    this.heldText = undefined;
+    this.collectOne({ type: 'text', data: held });
+  }
+
+  private collectOne(ev: LexEvent): void {
     const out = this.collector.push(ev);
     if (out === undefined || out.type === 'continue') return;
     if (out.type === 'error') {
@@ -314,6 +409,7 @@ export class UpstreamConnection {
       if (head.kind === 'CAPABILITY') {
         this.capabilities = parseCapabilityList(first.toString('latin1').replace(/^\* CAPABILITY\s*/i, ''));
       }
+      if (this.pending && STATUS_KINDS.has(head.kind) && head.code) this.pending.codes.push(head.code.raw);
       if (this.pending && !STATUS_KINDS.has(head.kind)) {
         try {
           this.pending.untagged.push(parseSegments(segments, literals));
@@ -329,7 +425,7 @@ export class UpstreamConnection {
     const rest = first.subarray(head.tag.length + 1).toString('utf8').replace(/\r?\n$/, '');
     const parts = splitStatusText(rest);
     const status: TaggedStatus = parts.status === 'OK' || parts.status === 'NO' ? parts.status : 'BAD';
-    pending.resolve({ status, code: head.code?.raw ?? parts.code, text: parts.text, untagged: pending.untagged });
+    pending.resolve({ status, code: head.code?.raw ?? parts.code, text: parts.text, untagged: pending.untagged, codes: pending.codes });
   }
 
   /** A [CAPABILITY ...] response code on any status response updates what we know. */
@@ -349,6 +445,7 @@ export class UpstreamConnection {
     this.closed = true;
     upstreamConnectionsOpen.dec({ protocol: 'imap' });
     this.pendingCloseHandler?.();
+    this.sink = undefined;
     this.failPending(new UpstreamUnavailable('closed', 'upstream closed the connection'));
     this.relay?.onClose(this.closeError);
   }
@@ -359,10 +456,10 @@ export async function loginUpstream(upstream: UpstreamConnection, creds: Credent
   if (upstream.has('AUTH=PLAIN')) {
     const ir = Buffer.from(`${creds.authzid ?? ''}\0${creds.user}\0${creds.password}`, 'utf8').toString('base64');
     if (upstream.has('SASL-IR')) return upstream.command([`AUTHENTICATE PLAIN ${ir}`]);
-    return upstream.command(['AUTHENTICATE PLAIN'], ir);
+    return upstream.command(['AUTHENTICATE PLAIN'], { saslResponse: ir });
   }
   if (creds.authzid !== undefined || upstream.has('LOGINDISABLED')) {
-    return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [] };
+    return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [], codes: [] };
   }
   const arg = (s: string): CommandPart[] => (isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }]);
   return upstream.command(['LOGIN ', ...arg(creds.user), ' ', ...arg(creds.password)]);

@@ -204,3 +204,13 @@ for (const state of RELAY_CONNECTION_STATES) smtpRelayConnections.set({ state },
 for (const mode of RELAY_CONTENT_MODES) {
   for (const result of RELAY_RESULTS) smtpRelayDuration.zero({ mode, result });
 }
+
+// ---- side connections (URLFETCH, CATENATE, BURL) --------------------------------------
+
+export const sideConnections = new Gauge({
+  name: 'lemonade_imap_side_connections_open',
+  help: 'Upstream IMAP connections the gateway opened on its own behalf, by state (idle, in_use).',
+  labelNames: ['state'] as const,
+  registers: [registry],
+});
+for (const state of ['idle', 'in_use']) sideConnections.set({ state }, 0);

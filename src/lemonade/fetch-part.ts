@@ -1,0 +1,99 @@
+/**
+ * Fetching one message, section or partial range from the upstream on a side connection,
+ * streamed to a sink: what URLFETCH (RFC 4467 §6.3), CATENATE URL parts (RFC 4469 §3) and
+ * BURL (RFC 4468 §3) all need. The mailbox is opened with EXAMINE (RFC 3501 §6.3.2), so
+ * nothing is marked \Seen and no \Recent flag is taken from the user's own session.
+ */
+import type { CommandPart, LiteralSink, UpstreamConnection } from '../imap/upstream.js';
+import type { ImapValue } from '../imap/protocol/parser.js';
+import { isQuotable, quoted } from '../imap/protocol/writer.js';
+
+export interface PartRef {
+  /** The mailbox name as the upstream knows it (modified UTF-7, RFC 3501 §5.1.3). */
+  mailbox: string;
+  uidValidity?: number;
+  uid: number;
+  /** RFC 3501 §6.4.5 section-spec ("2", "1.2.MIME", "HEADER"); undefined: the whole message. */
+  section?: string;
+  /** RFC 5092 ;PARTIAL=offset[.length]. */
+  partial?: { offset: number; length?: number };
+}
+
+/** Why a part could not be had; the caller maps it to NIL, [BADURL] or a 5xx. */
+export type PartFailure =
+  | 'no-mailbox' // EXAMINE refused: it does not exist, or the user may not see it
+  | 'uidvalidity' // the mailbox was recreated since the URL was made (RFC 5092 §6)
+  | 'no-message' // no message with that UID
+  | 'no-section'; // the upstream returned no data for the section
+
+export type PartResult = { ok: true; size: number } | { ok: false; reason: PartFailure };
+
+/**
+ * The sink is asked for at the moment the size is known (a literal's announcement, or a
+ * quoted string's end), so the caller can write a `{size}` header first.
+ */
+export type SinkFactory = (size: number) => LiteralSink;
+
+/** RFC 3501 §9 fetch-att: BODY.PEEK[section]<partial>, never setting \Seen. */
+export function fetchItem(ref: Pick<PartRef, 'section' | 'partial'>): string {
+  const partial = ref.partial ? `<${ref.partial.offset}.${ref.partial.length ?? 4294967295}>` : '';
+  return `BODY.PEEK[${ref.section ?? ''}]${partial}`;
+}
+
+/** A mailbox name as an astring: quoted when it can be, else a literal. */
+export function mailboxArgument(name: string): CommandPart[] {
+  return isQuotable(name) ? [quoted(name)] : [{ literal: Buffer.from(name, 'utf8') }];
+}
+
+export async function fetchPart(conn: UpstreamConnection, ref: PartRef, sinkFor: SinkFactory): Promise<PartResult> {
+  const examined = await conn.command(['EXAMINE ', ...mailboxArgument(ref.mailbox)]);
+  if (examined.status !== 'OK') return { ok: false, reason: 'no-mailbox' };
+  if (ref.uidValidity !== undefined) {
+    const code = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
+    if (code === undefined || Number(code.slice('UIDVALIDITY '.length)) !== ref.uidValidity) return { ok: false, reason: 'uidvalidity' };
+  }
+  let streamed: number | undefined;
+  const result = await conn.command([`UID FETCH ${ref.uid} (${fetchItem(ref)})`], {
+    literalSink: (_announcedBy, size) => {
+      // Only the one body item was asked for; any other literal is not ours to stream.
+      if (streamed !== undefined) return undefined;
+      streamed = size;
+      return sinkFor(size);
+    },
+  });
+  if (result.status !== 'OK') return { ok: false, reason: 'no-message' };
+  const fetched = result.untagged.find((line) => isFetchOf(line.items, ref.uid));
+  if (fetched === undefined) return { ok: false, reason: 'no-message' };
+  if (streamed !== undefined) return { ok: true, size: streamed };
+  // Small content may come quoted; NIL means the section does not exist.
+  const body = bodyValue(fetched.items);
+  if (body === undefined || body.type !== 'string') return { ok: false, reason: 'no-section' };
+  const sink = sinkFor(body.value.length);
+  sink.write(body.value);
+  sink.end();
+  return { ok: true, size: body.value.length };
+}
+
+/** `* n FETCH (... UID uid ...)`: items are [n, FETCH, (list)]. */
+function isFetchOf(items: ImapValue[], uid: number): boolean {
+  const [, name, list] = items;
+  if (name?.type !== 'atom' || name.value.toUpperCase() !== 'FETCH' || list?.type !== 'list') return false;
+  for (let i = 0; i + 1 < list.items.length; i += 2) {
+    const key = list.items[i]!;
+    const value = list.items[i + 1]!;
+    if (key.type === 'atom' && key.value.toUpperCase() === 'UID') return value.type === 'atom' && Number(value.value) === uid;
+  }
+  // A server may leave UID out of a UID FETCH response only against RFC 3501 §6.4.8.
+  return false;
+}
+
+/** The value of the BODY[...] item in a FETCH list. */
+function bodyValue(items: ImapValue[]): ImapValue | undefined {
+  const list = items[2];
+  if (list?.type !== 'list') return undefined;
+  for (let i = 0; i + 1 < list.items.length; i += 2) {
+    const key = list.items[i]!;
+    if (key.type === 'atom' && /^BODY\[/i.test(key.value)) return list.items[i + 1];
+  }
+  return undefined;
+}
