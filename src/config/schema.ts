@@ -114,6 +114,27 @@ const submissionRelay = z.strictObject({
   replyTimeoutSeconds: z.number().int().positive().default(120),
 });
 
+const sideConnections = z.strictObject({
+  /** Idle side connections kept, over all users. */
+  maxIdle: z.number().int().min(0).default(50),
+  /** An idle side connection is logged out after this many seconds. */
+  idleSeconds: z.number().int().positive().default(60),
+  /** Side connections open at most; more fetches wait for one. */
+  maxOpen: z.number().int().positive().default(100),
+});
+
+const urlauth = z.strictObject({
+  /**
+   * Upstream IMAP accounts that act as message submission servers: their sessions may
+   * URLFETCH "submit+user" URLs (RFC 4467 §3). The gateway's own BURL needs none.
+   */
+  submitUsers: z.array(z.string().min(1)).default([]),
+  /** Whether "anonymous" URLs may be fetched (they are issued either way). */
+  allowAnonymousFetch: z.boolean().default(false),
+  /** URLs fetched by one URLFETCH command at most. */
+  maxUrlsPerCommand: z.number().int().positive().default(100),
+});
+
 const master = z.strictObject({
   user: z.string().min(1),
   password: z.string().min(1),
@@ -142,6 +163,8 @@ export const configSchema = z.strictObject({
       ]),
       upstream: upstream(143).prefault({}),
       master: master.optional(),
+      sideConnections: sideConnections.prefault({}),
+      urlauth: urlauth.prefault({}),
       limits: imapLimits.prefault({}),
       timeouts: imapTimeouts.prefault({}),
       /** Re-probe the upstream's capabilities this often (they are also re-read when a connection shows them changed). */
