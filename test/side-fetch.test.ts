@@ -131,3 +131,39 @@ t.test('pool: reuse per user, cap on open connections, eviction logs out', async
   t.equal(pool.openCount, 0, 'and are closed');
   await pool.close();
 });
+
+t.test('APPENDUID discovery for an upstream without UIDPLUS: UIDNEXT before, the new UID after', async (t) => {
+  const { MailboxLocks, mailboxUids, appendedUid } = await import('../src/lemonade/appenduid.js');
+  const pool = new SidePool(config, { maxIdle: 2, idleMs: 60_000, maxOpen: 2 }, log);
+  const locks = new MailboxLocks();
+  const order: string[] = [];
+  const appendAs = async (name: string, body: string): Promise<number | undefined> => {
+    const release = await locks.acquire('alice\0INBOX');
+    try {
+      order.push(`${name} in`);
+      const before = await pool.withConnection('alice', (c) => mailboxUids(c, 'INBOX'));
+      const raw = Buffer.from(`Subject: ${name}\r\n\r\n${body}\r\n`);
+      await pool.withConnection('alice', (c) => c.command(['APPEND INBOX ', { literal: raw }]));
+      order.push(`${name} out`);
+      return pool.withConnection('alice', (c) => appendedUid(c, 'INBOX', before!, raw.length));
+    } finally {
+      release();
+    }
+  };
+  const [a, b] = await Promise.all([appendAs('one', 'first'), appendAs('two', 'second message')]);
+  t.same(order, ['one in', 'one out', 'two in', 'two out'], 'the lock serializes appends to one mailbox');
+  t.ok(a !== undefined && b !== undefined && a !== b, `distinct UIDs (${a}, ${b})`);
+  const check = new ImapFlow({
+    host: stack.imapHost, port: stack.imapPort, secure: false,
+    auth: { user: stack.master.user, pass: stack.master.password, authzid: 'alice' }, logger: false,
+  });
+  await check.connect();
+  await check.mailboxOpen('INBOX');
+  const one = await check.fetchOne(String(a), { source: true }, { uid: true });
+  const two = await check.fetchOne(String(b), { source: true }, { uid: true });
+  await check.logout();
+  t.match(one && one.source?.toString(), /Subject: one/, 'the first UID is the first message');
+  t.match(two && two.source?.toString(), /Subject: two/, 'the second UID is the second message');
+  t.equal(await pool.withConnection('alice', (c) => mailboxUids(c, 'NoSuchBox')), undefined, 'STATUS of a missing mailbox');
+  await pool.close();
+});

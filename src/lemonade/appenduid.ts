@@ -1,0 +1,85 @@
+/**
+ * APPENDUID for an upstream without UIDPLUS (RFC 4315 §3): which UID did the message we
+ * just appended get? The gateway serializes its own APPENDs per mailbox (MailboxLocks),
+ * notes UIDNEXT before, and afterwards looks at the messages from there on through a side
+ * connection. One candidate is the answer. More than one means something else appended
+ * meanwhile (a client not going through the gateway): the one whose size matches ours,
+ * and if sizes tie too, no answer rather than a wrong one.
+ */
+import type { UpstreamConnection } from '../imap/upstream.js';
+import { mailboxArgument } from './fetch-part.js';
+
+/** One async mutex per key: the gateway's APPENDs to one mailbox, one at a time. */
+export class MailboxLocks {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async acquire(key: string): Promise<() => void> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.tails.set(key, tail);
+    await previous;
+    return () => {
+      release();
+      // The last holder leaves no entry behind: the map stays as small as the contention.
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    };
+  }
+}
+
+export interface MailboxUids {
+  uidValidity: number;
+  uidNext: number;
+}
+
+/** STATUS (UIDNEXT UIDVALIDITY) of a mailbox (RFC 3501 §6.3.10); undefined if it does not exist. */
+export async function mailboxUids(conn: UpstreamConnection, mailbox: string): Promise<MailboxUids | undefined> {
+  const r = await conn.command(['STATUS ', ...mailboxArgument(mailbox), ' (UIDNEXT UIDVALIDITY)']);
+  if (r.status !== 'OK') return undefined;
+  for (const line of r.untagged) {
+    const [name, , list] = line.items;
+    if (name?.type !== 'atom' || name.value.toUpperCase() !== 'STATUS' || list?.type !== 'list') continue;
+    const values = new Map<string, number>();
+    for (let i = 0; i + 1 < list.items.length; i += 2) {
+      const k = list.items[i]!;
+      const v = list.items[i + 1]!;
+      if (k.type === 'atom' && v.type === 'atom') values.set(k.value.toUpperCase(), Number(v.value));
+    }
+    const uidValidity = values.get('UIDVALIDITY');
+    const uidNext = values.get('UIDNEXT');
+    if (uidValidity !== undefined && uidNext !== undefined) return { uidValidity, uidNext };
+  }
+  return undefined;
+}
+
+/** The UID of the message of `size` octets appended at or after `before.uidNext`; undefined when not certain. */
+export async function appendedUid(conn: UpstreamConnection, mailbox: string, before: MailboxUids, size: number): Promise<number | undefined> {
+  const examined = await conn.command(['EXAMINE ', ...mailboxArgument(mailbox)]);
+  if (examined.status !== 'OK') return undefined;
+  const validity = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
+  if (validity === undefined || Number(validity.slice(12)) !== before.uidValidity) return undefined;
+  const r = await conn.command([`UID FETCH ${before.uidNext}:* (UID RFC822.SIZE)`]);
+  if (r.status !== 'OK') return undefined;
+  const candidates: Array<{ uid: number; size: number }> = [];
+  for (const line of r.untagged) {
+    const [, name, list] = line.items;
+    if (name?.type !== 'atom' || name.value.toUpperCase() !== 'FETCH' || list?.type !== 'list') continue;
+    let uid: number | undefined;
+    let octets: number | undefined;
+    for (let i = 0; i + 1 < list.items.length; i += 2) {
+      const k = list.items[i]!;
+      const v = list.items[i + 1]!;
+      if (k.type !== 'atom' || v.type !== 'atom') continue;
+      if (k.value.toUpperCase() === 'UID') uid = Number(v.value);
+      if (k.value.toUpperCase() === 'RFC822.SIZE') octets = Number(v.value);
+    }
+    // "n:*" always includes the last message, even below n (RFC 3501 §6.4.8): skip that one.
+    if (uid !== undefined && octets !== undefined && uid >= before.uidNext) candidates.push({ uid, size: octets });
+  }
+  if (candidates.length === 1) return candidates[0]!.uid;
+  // RFC822.SIZE counts CRLF line ends (RFC 3501 §2.3.4), which is what we sent when the
+  // client's message had them; a bare-LF message may not match, and then gets no UID.
+  const sized = candidates.filter((c) => c.size === size);
+  return sized.length === 1 ? sized[0]!.uid : undefined;
+}
