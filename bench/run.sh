@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
-# npm run bench: builds the gateway and the benchmark, then runs it (see bench/RESULTS.md).
+# npm run bench: builds the gateway and the benchmarks, then runs them (see bench/RESULTS.md).
+#   bash bench/run.sh          both: the IMAP benchmark, then the submission benchmark
+#   bash bench/run.sh imap     bench/imap-bench.ts only
+#   bash bench/run.sh smtp     bench/smtp-bench.ts only
+# Settings come from the environment (BENCH_SECONDS, ...; see the top of each benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+which=${1:-all}
+case "$which" in
+  imap | smtp | all) ;;
+  *)
+    echo "usage: bash bench/run.sh [imap|smtp|all]" >&2
+    exit 2
+    ;;
+esac
 bash scripts/setup.sh
 npx tsc -p bench/tsconfig.json
 ulimit -n 65536 2>/dev/null || true
-node dist-bench/bench/imap-bench.js "$@"
+if [ "$which" = imap ] || [ "$which" = all ]; then
+  node dist-bench/bench/imap-bench.js
+fi
+if [ "$which" = smtp ] || [ "$which" = all ]; then
+  node dist-bench/bench/smtp-bench.js
+fi

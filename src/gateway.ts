@@ -9,6 +9,7 @@ import { TlsContextHolder } from './tls/certificates.js';
 import { CapabilityCache } from './imap/capability-cache.js';
 import { startImapServer, type ImapServer } from './imap/server.js';
 import { startSubmissionServer, type SubmissionServer } from './smtp/server.js';
+import { startLemonade } from './lemonade/services.js';
 import { startMetricsServer } from './metrics/server.js';
 import { tlsReloads } from './metrics/metrics.js';
 
@@ -31,7 +32,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   // Not fatal: the upstream may come up after the gateway; sessions re-learn the list.
   await capabilityCache.probe();
   capabilityCache.start(config.imap.capabilityRefreshSeconds);
-  const imap = await startImapServer(config, tlsHolder, capabilityCache, log);
+  const lemonade = await startLemonade(config, log);
+  const imap = await startImapServer(config, tlsHolder, capabilityCache, lemonade, log);
   const submission = await startSubmissionServer(config, tlsHolder, log);
   const metrics = config.metrics.enabled
     ? await startMetricsServer({
@@ -72,6 +74,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       for (const s of imap.sessions) s.bye('Server shutting down');
       for (const s of submission.sessions) s.close(`421 4.3.2 ${config.hostname} Service shutting down\r\n`);
       await metrics?.close();
+      await lemonade.close();
     },
   };
 }

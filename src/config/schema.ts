@@ -135,6 +135,13 @@ const urlauth = z.strictObject({
   maxUrlsPerCommand: z.number().int().positive().default(100),
 });
 
+const catenate = z.strictObject({
+  /** Parts (TEXT literals and URLs) in one CATENATE at most. */
+  maxParts: z.number().int().positive().default(100),
+  /** A message being assembled moves from memory to a file under dataDir past this size. */
+  spillBytes: z.number().int().min(0).default(1024 * 1024),
+});
+
 const master = z.strictObject({
   user: z.string().min(1),
   password: z.string().min(1),
@@ -165,6 +172,7 @@ export const configSchema = z.strictObject({
       master: master.optional(),
       sideConnections: sideConnections.prefault({}),
       urlauth: urlauth.prefault({}),
+      catenate: catenate.prefault({}),
       limits: imapLimits.prefault({}),
       timeouts: imapTimeouts.prefault({}),
       /** Re-probe the upstream's capabilities this often (they are also re-read when a connection shows them changed). */

@@ -24,6 +24,8 @@ function isUpstreamOnly(cap: string): boolean {
 }
 
 export interface CapabilityContext {
+  /** Capabilities the gateway emulates over this upstream (URLAUTH, CATENATE, ...). */
+  emulated: readonly string[];
   /** Before authentication. */
   preAuth: boolean;
   /** The client's link is protected by TLS. */
@@ -59,6 +61,7 @@ export function advertisedCapabilities(upstream: readonly string[], ctx: Capabil
     out.push(cap);
   }
   out.push('LITERAL+');
+  for (const cap of ctx.emulated) if (!hasCapability(out, cap)) out.push(cap);
   if (ctx.preAuth) {
     out.push('SASL-IR');
     if (ctx.starttlsOffered && !ctx.tlsActive) out.push('STARTTLS');

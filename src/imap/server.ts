@@ -4,6 +4,7 @@ import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
 import { startListeners, type BoundListener } from '../net/listeners.js';
 import type { CapabilityCache } from './capability-cache.js';
+import type { Lemonade } from '../lemonade/services.js';
 import { ImapSession } from './session.js';
 
 export interface ImapServer {
@@ -17,6 +18,7 @@ export async function startImapServer(
   config: Config,
   tlsHolder: TlsContextHolder,
   capabilityCache: CapabilityCache,
+  lemonade: Lemonade,
   log: Logger,
 ): Promise<ImapServer> {
   const sessions = new Set<ImapSession>();
@@ -35,6 +37,7 @@ export async function startImapServer(
         listener,
         tls: tlsHolder,
         capabilityCache,
+        lemonade,
         log,
         onClose: (s) => sessions.delete(s),
       });

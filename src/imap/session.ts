@@ -9,6 +9,7 @@
  * are queued while an upstream response is half-written, so the two never interleave.
  */
 import net from 'node:net';
+import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import type { Config, ListenerConfig } from '../config/schema.js';
@@ -19,9 +20,11 @@ import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } f
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
 import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
-import type { CommandContext, Credentials } from './commands/context.js';
+import type { CommandContext, CommandHandler, Credentials } from './commands/context.js';
 import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream.js';
 import type { CapabilityCache } from './capability-cache.js';
+import type { Lemonade } from '../lemonade/services.js';
+import { CatenateCommand, catenateStart, type CatenateHost } from './commands/catenate.js';
 import {
   bytesTotal,
   commandDuration,
@@ -42,6 +45,7 @@ export interface SessionDeps {
   listener: ListenerConfig;
   tls: TlsContextHolder;
   capabilityCache: CapabilityCache;
+  lemonade: Lemonade;
   log: Logger;
   onClose(session: ImapSession): void;
 }
@@ -54,7 +58,9 @@ type Mode =
   /** Dropping the rest of a command that was already answered. */
   | { kind: 'discard' }
   /** The client's answer to a continuation request (AUTHENTICATE). */
-  | { kind: 'continuation'; segments: Buffer[] };
+  | { kind: 'continuation'; segments: Buffer[] }
+  /** An APPEND with CATENATE being assembled by the gateway (RFC 4469). */
+  | { kind: 'catenate'; command: CatenateCommand };
 
 interface InFlight {
   clientTag: string;
@@ -150,6 +156,7 @@ export class ImapSession implements CommandContext {
     const preAuth = this.state === 'not-authenticated';
     const upstreamCaps = preAuth || !this.upstream ? this.deps.capabilityCache.preAuth() : this.upstream.capabilities;
     return advertisedCapabilities(upstreamCaps, {
+      emulated: this.deps.lemonade.emulated(upstreamCaps),
       preAuth,
       tlsActive: this.tlsActive,
       starttlsOffered: this.listener.tls === 'starttls',
@@ -157,8 +164,35 @@ export class ImapSession implements CommandContext {
     });
   }
 
+  get lemonade(): Lemonade {
+    return this.deps.lemonade;
+  }
+
+  get authenticatedUser(): string | undefined {
+    return this.user;
+  }
+
   untagged(text: string): void {
     this.writeLocal(`* ${text}\r\n`);
+  }
+
+  writeData(data: Buffer): boolean {
+    if (this.closed || this.client.destroyed) return true;
+    bytesTotal.inc({ protocol: 'imap', direction: 'client_out' }, data.length);
+    return this.client.write(data);
+  }
+
+  clientDrained(): Promise<void> {
+    if (this.closed || this.client.destroyed || !this.client.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.client.off('drain', done);
+        this.client.off('close', done);
+        resolve();
+      };
+      this.client.on('drain', done);
+      this.client.on('close', done);
+    });
   }
 
   tagged(tag: string, status: 'OK' | 'NO' | 'BAD', text: string, code?: string): void {
@@ -294,6 +328,10 @@ export class ImapSession implements CommandContext {
         return this.relayClientEvent(mode, ev);
       case 'collect':
         return this.collectClientEvent(mode, ev);
+      case 'catenate':
+        // A non-synchronizing literal too large to read leaves no way to find the next command (RFC 7888 §4).
+        if (ev.type === 'error' && ev.code === 'literal-too-large' && ev.sync === false) return this.bye('Literal too large');
+        return this.waitFor('catenate-event', mode.command.onEvent(ev));
       case 'discard':
         if (ev.type === 'literal-start' && ev.sync) this.lexer.abortLiteral();
         if (ev.type === 'end' || (ev.type === 'literal-start' && ev.sync)) this.mode = undefined;
@@ -342,7 +380,11 @@ export class ImapSession implements CommandContext {
       return this.discardRest();
     }
     const authenticated = this.state !== 'not-authenticated';
-    const handler = authenticated ? postAuthHandlers.get(head.name) : preAuthHandlers.get(head.name);
+    if (head.name === 'APPEND' && authenticated && this.upstream && this.deps.lemonade.intercepts('APPEND', this.upstream.capabilities)) {
+      const start = catenateStart(ev.data);
+      if (start !== undefined) return this.startCatenate(start);
+    }
+    const handler = authenticated ? this.postAuthHandler(head.name) : preAuthHandlers.get(head.name);
     if (handler === undefined && authenticated && this.upstream && !upstreamSupports(spec, this.upstream.capabilities)) {
       this.tagged(head.tag, 'BAD', `Unknown command ${head.name}`);
       return this.discardRest();
@@ -365,6 +407,89 @@ export class ImapSession implements CommandContext {
     this.relayClientEvent(this.mode, { type: 'text', data: Buffer.concat([Buffer.from(upTag), ev.data.subarray(head.rest)]) });
   }
 
+  /** The gateway's own handler for a command after login: CAPABILITY, and what it emulates. */
+  private postAuthHandler(name: string): CommandHandler | undefined {
+    const handler = postAuthHandlers.get(name);
+    if (handler === undefined) return undefined;
+    if (name === 'CAPABILITY') return handler;
+    return this.upstream && this.deps.lemonade.intercepts(name, this.upstream.capabilities) ? handler : undefined;
+  }
+
+  // ---- APPEND CATENATE (RFC 4469) --------------------------------------------------
+
+  private startCatenate(start: NonNullable<ReturnType<typeof catenateStart>>): void {
+    const command = new CatenateCommand(this.catenateHost(), start);
+    this.mode = { kind: 'catenate', command };
+    this.waitFor('catenate-event', command.begin());
+  }
+
+  /** Holds the client's input until work for the current command is done. */
+  private waitFor(reason: string, work: Promise<void> | undefined): void {
+    if (work === undefined) return;
+    this.hold(reason);
+    work
+      .catch((err: unknown) => {
+        this.log.error({ err: (err as Error).stack }, 'CATENATE failed');
+        this.bye('Internal error');
+      })
+      .finally(() => this.release(reason));
+  }
+
+  private catenateHost(): CatenateHost {
+    return {
+      config: this.config,
+      log: this.log,
+      lemonade: this.deps.lemonade,
+      authenticatedUser: this.user,
+      hold: (reason) => this.hold(reason),
+      release: (reason) => this.release(reason),
+      continueLiteral: () => this.writeLocal('+ Ready for literal data\r\n'),
+      refuseLiteral: () => this.lexer.abortLiteral(),
+      appendUpstream: (tag, prefix, data, size) => this.appendUpstream(tag, prefix, data, size),
+      answer: async (tag, status, text, code) => {
+        await this.quiet();
+        this.tagged(tag, status, text, code);
+      },
+      done: () => {
+        this.mode = undefined;
+      },
+    };
+  }
+
+  /**
+   * Sends an APPEND the gateway built to the client's own upstream, as a relayed command:
+   * its responses (TRYCREATE, APPENDUID, ...) reach the client under the client's tag.
+   */
+  private async appendUpstream(clientTag: string, prefix: string, data: Readable, size: number): Promise<void> {
+    const upstream = this.upstream;
+    if (!upstream || upstream.isClosed()) {
+      data.destroy();
+      return;
+    }
+    const upTag = `C${this.nextUpTag++}`;
+    this.inflight.set(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), idle: false, logout: false });
+    const nonSync = upstream.has('LITERAL+');
+    this.writeUpstream(Buffer.from(`${upTag}${prefix}{${size}${nonSync ? '+' : ''}}\r\n`, 'latin1'));
+    if (!nonSync) {
+      const go = await new Promise<boolean>((resolve) => {
+        this.upstreamContinuation = (ok) => {
+          this.upstreamContinuation = undefined;
+          resolve(ok);
+        };
+      });
+      if (!go) {
+        // The upstream answered the APPEND already (NO [TRYCREATE] ...): relayed as is.
+        data.destroy();
+        return;
+      }
+    }
+    for await (const chunk of data) {
+      if (upstream.isClosed()) break;
+      if (!upstream.write(chunk as Buffer)) await new Promise<void>((resolve) => upstream.onceDrain(resolve));
+    }
+    this.writeUpstream(Buffer.from('\r\n'));
+  }
+
   /** Answered already: drop the rest of the command, including a literal the client will not send. */
   private discardRest(): void {
     this.mode = { kind: 'discard' };
@@ -377,7 +502,9 @@ export class ImapSession implements CommandContext {
       this.tagged(tag, 'BAD', 'Command line too long', 'TOOBIG');
     } else if (ev.code === 'literal-too-large') {
       malformedCommands.inc({ reason: 'literal_too_large' });
-      this.tagged(tag, 'BAD', 'Literal too large', 'TOOBIG');
+      // RFC 4469 §6: a CATENATE part that makes the message too big is NO [TOOBIG].
+      if (catenateStart(ev.text) !== undefined) this.tagged(tag, 'NO', 'Message too large', 'TOOBIG');
+      else this.tagged(tag, 'BAD', 'Literal too large', 'TOOBIG');
       // RFC 7888 §4: a too-large non-synchronizing literal is already on its way; we cannot find the next command.
       if (ev.sync === false) return this.bye('Literal too large');
     } else {
@@ -509,8 +636,7 @@ export class ImapSession implements CommandContext {
       malformedCommands.inc({ reason: 'syntax' });
       return this.tagged(mode.tag, 'BAD', `Syntax error: ${(err as Error).message.slice(0, 100)}`);
     }
-    const handler =
-      this.state === 'not-authenticated' ? preAuthHandlers.get(mode.name) : postAuthHandlers.get(mode.name);
+    const handler = this.state === 'not-authenticated' ? preAuthHandlers.get(mode.name) : this.postAuthHandler(mode.name);
     if (handler === undefined) {
       return this.tagged(mode.tag, 'BAD', `${mode.name} is not valid in this state`);
     }

@@ -214,3 +214,67 @@ export const sideConnections = new Gauge({
   registers: [registry],
 });
 for (const state of ['idle', 'in_use']) sideConnections.set({ state }, 0);
+
+// ---- URLAUTH (RFC 4467) ----------------------------------------------------------------
+
+/** Why a URLAUTH URL was not served (lemonade/authorize-url.ts Refusal plus fetch failures). */
+export const URLAUTH_FETCH_REASONS = [
+  'none',
+  'syntax',
+  'not_ours',
+  'no_token',
+  'mechanism',
+  'token',
+  'expired',
+  'access',
+  'anonymous_disabled',
+  'no_mailbox',
+  'uidvalidity',
+  'no_message',
+  'no_section',
+  'unavailable',
+] as const;
+
+export const urlauthIssued = new Counter({
+  name: 'lemonade_urlauth_issued_total',
+  help: 'URLAUTH-authorized URLs issued by GENURLAUTH, by access identifier kind (submit, user, authuser, anonymous).',
+  labelNames: ['access'] as const,
+  registers: [registry],
+});
+
+export const urlauthFetches = new Counter({
+  name: 'lemonade_urlauth_fetches_total',
+  help: 'URLAUTH URLs resolved (URLFETCH, BURL), by user (urlfetch, burl), result (allowed, refused) and reason.',
+  labelNames: ['by', 'result', 'reason'] as const,
+  registers: [registry],
+});
+
+export const urlauthFetchBytes = new Counter({
+  name: 'lemonade_urlauth_fetch_bytes_total',
+  help: 'Bytes of message data served for URLAUTH URLs, which the client never had to download and upload.',
+  labelNames: ['by'] as const,
+  registers: [registry],
+});
+
+for (const access of ['submit', 'user', 'authuser', 'anonymous']) urlauthIssued.inc({ access }, 0);
+for (const by of ['urlfetch', 'burl']) {
+  urlauthFetchBytes.inc({ by }, 0);
+  urlauthFetches.inc({ by, result: 'allowed', reason: 'none' }, 0);
+  for (const reason of URLAUTH_FETCH_REASONS.slice(1)) urlauthFetches.inc({ by, result: 'refused', reason }, 0);
+}
+
+// ---- CATENATE (RFC 4469) ----------------------------------------------------------------
+
+export const catenateAppends = new Counter({
+  name: 'lemonade_catenate_appends_total',
+  help: 'APPEND CATENATE commands the gateway assembled, by result (appended, badurl, toobig, unavailable, bad).',
+  labelNames: ['result'] as const,
+  registers: [registry],
+});
+
+export const catenateUrlBytes = new Counter({
+  name: 'lemonade_catenate_url_bytes_total',
+  help: 'Bytes of URL parts the gateway fetched upstream for CATENATE: what clients did not have to send.',
+  registers: [registry],
+});
+for (const result of ['appended', 'badurl', 'toobig', 'unavailable', 'bad']) catenateAppends.inc({ result }, 0);

@@ -26,7 +26,7 @@ export type SmtpParams = Array<[string, string | true]>;
 
 // Small writes are coalesced into BDAT chunks of about this size: one command per client
 // packet would multiply round-trip replies for nothing.
-const BDAT_CHUNK = 64 * 1024;
+const BDAT_CHUNK = 256 * 1024;
 
 const QUIT_WAIT_MS = 5_000;
 
@@ -328,15 +328,19 @@ export class UpstreamSmtp {
   private transmit(payload: Array<string | Buffer>, waiter: Waiter): void {
     this.awaiting.push(waiter);
     if (this.awaiting.length === 1) this.armTimer();
+    // One TCP segment train for a command and its data (a BDAT header and its chunk).
+    this.socket.cork();
     for (const part of payload) this.socket.write(part);
+    this.socket.uncork();
   }
 
   private flushChunk(last: boolean): Promise<SmtpReply> {
-    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLen);
+    // The pieces go out as they are (no copy into one buffer), corked behind their header.
+    const pieces = this.pending;
+    const size = this.pendingLen;
     this.pending = [];
     this.pendingLen = 0;
-    const header = `BDAT ${data.length}${last ? ' LAST' : ''}\r\n`;
-    const reply = this.command(data.length > 0 ? [header, data] : [header]);
+    const reply = this.command([`BDAT ${size}${last ? ' LAST' : ''}\r\n`, ...pieces]);
     // Awaited together at the end; until then a failure must not count as unhandled.
     reply.catch(() => undefined);
     if (!last) this.chunkReplies.push(reply);

@@ -27,6 +27,22 @@ export class RawImap extends RawClient {
     );
   }
 
+  /** The next n bytes exactly (a literal's content), or throws once the connection is closed. */
+  async bytes(n: number, timeoutMs = 30_000): Promise<Buffer> {
+    const got = await this.waitFor(
+      () => {
+        if (this.buffer.length < n) return undefined;
+        const out = this.buffer.subarray(0, n);
+        this.buffer = this.buffer.subarray(n);
+        return out;
+      },
+      timeoutMs,
+      () => `${n} bytes; have ${this.buffer.length}`,
+    );
+    if (got === undefined) throw new Error(`closed before ${n} bytes arrived`);
+    return got;
+  }
+
   /** Reads lines until the tagged response for tag; returns all lines read (the tagged one last). */
   async until(tag: string, timeoutMs = 10_000): Promise<string[]> {
     const lines: string[] = [];

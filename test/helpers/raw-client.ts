@@ -25,6 +25,9 @@ export class RawClient {
   protected buffer: Buffer = Buffer.alloc(0);
   private waiters: Array<() => void> = [];
   closed = false;
+  /** Application bytes written and read on this connection (after TLS, before it). */
+  bytesSent = 0;
+  bytesReceived = 0;
 
   protected constructor(public socket: net.Socket) {
     this.attach(socket);
@@ -32,6 +35,7 @@ export class RawClient {
 
   private attach(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => {
+      this.bytesReceived += chunk.length;
       this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
       this.wake();
     });
@@ -62,6 +66,7 @@ export class RawClient {
   }
 
   write(data: string | Buffer): void {
+    this.bytesSent += typeof data === 'string' ? Buffer.byteLength(data) : data.length;
     this.socket.write(data);
   }
 

@@ -7,6 +7,7 @@ import type { Logger } from '../../log/logger.js';
 import type { ParsedLine } from '../protocol/parser.js';
 import type { SessionState } from './registry.js';
 import type { UpstreamConnection } from '../upstream.js';
+import type { Lemonade } from '../../lemonade/services.js';
 
 export interface Credentials {
   /** Authentication identity (RFC 4616 authcid). */
@@ -40,6 +41,19 @@ export interface CommandContext {
   /** Sends BYE-less close after a LOGOUT handled locally. */
   logout(tag: string): void;
   readonly upstream: UpstreamConnection | undefined;
+  /** The user the session is logged in as (the authorization identity), once authenticated. */
+  readonly authenticatedUser: string | undefined;
+  /** The shared emulation services (store, side connections, URL authority). */
+  readonly lemonade: Lemonade;
+  /**
+   * Writes response bytes as they are (a streamed literal); false when the client's
+   * buffer is full: await clientDrained() before writing more. Only while the handler
+   * runs, when nothing else writes to the client.
+   */
+  writeData(data: Buffer): boolean;
+  clientDrained(): Promise<void>;
+  /** Ends the session with an untagged BYE (RFC 3501 §7.1.5). */
+  bye(text: string): void;
 }
 
 export type CommandHandler = (ctx: CommandContext, line: ParsedLine) => Promise<void> | void;

@@ -7,6 +7,9 @@ import { id } from './id.js';
 import { starttls } from './starttls.js';
 import { login } from './login.js';
 import { authenticate } from './authenticate.js';
+import { genurlauth } from './genurlauth.js';
+import { urlfetch } from './urlfetch.js';
+import { resetkey } from './resetkey.js';
 
 /** Handled locally before authentication (there is no upstream session yet). */
 export const preAuthHandlers = new Map<string, CommandHandler>([
@@ -19,5 +22,14 @@ export const preAuthHandlers = new Map<string, CommandHandler>([
   ['AUTHENTICATE', authenticate],
 ]);
 
-/** Intercepted after authentication; all other valid commands go upstream. */
-export const postAuthHandlers = new Map<string, CommandHandler>([['CAPABILITY', capability]]);
+/**
+ * Intercepted after authentication; all other valid commands go upstream. Apart from
+ * CAPABILITY these are emulations, used only where the upstream lacks the extension
+ * (lemonade/services.ts decides).
+ */
+export const postAuthHandlers = new Map<string, CommandHandler>([
+  ['CAPABILITY', capability],
+  ['GENURLAUTH', genurlauth], // RFC 4467
+  ['URLFETCH', urlfetch],
+  ['RESETKEY', resetkey],
+]);

@@ -1,0 +1,561 @@
+/**
+ * Submission throughput benchmark (issue 3). One client — nodemailer's pooled SMTP
+ * transport, one kept-open connection per client — sends 1 KB and 1 MB messages to local
+ * users of the legacy stack (every accepted message is then delivered to Dovecot over
+ * LMTP by Postfix, a cost all targets share) through several targets side by side:
+ *   direct                  straight to the legacy Postfix (plain, no AUTH: loopback is in mynetworks)
+ *   socat                   through a plain TCP relay (socat) in front of Postfix, the floor for any proxy
+ *   gateway                 lemonade-gateway's plain submission listener (AUTH PLAIN allowed on loopback)
+ *   gateway-tls             lemonade-gateway's implicit-TLS submission listener
+ *   dovecot-submission      Dovecot's submission service relaying to the same Postfix, plain
+ *   dovecot-submission-tls  the same with implicit TLS
+ * Targets and sizes take turns in short slices, so drift on the machine falls on all alike;
+ * after each slice the bench waits for Postfix's queue to drain and empties the INBOXes,
+ * so no target pays for another's deliveries. Also reported: each relay's CPU time per
+ * message (gateway, socat, Dovecot: the process and its descendants, from /proc), the
+ * gateway's RSS before and after, and the EHLO keywords of every target.
+ *
+ * Not a test: run on demand with `bash bench/run.sh smtp`; results go in bench/RESULTS.md.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import nodemailer from 'nodemailer';
+import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
+import { startGateway } from '../test/helpers/gateway.js';
+import { RawImap } from '../test/helpers/imap-raw.js';
+import { RawSmtp } from '../test/helpers/smtp-raw.js';
+
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
+/** Timed seconds per target and message size (split into slices). */
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 9);
+const SLICE_SECONDS = Number(process.env.BENCH_SLICE_SECONDS ?? 3);
+/** Extra node flags for the gateway (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"); they replace its shebang's. */
+const GATEWAY_NODE_ARGS = process.env.BENCH_GATEWAY_NODE_ARGS?.split(/\s+/).filter(Boolean);
+/** Only these targets (comma-separated names), e.g. for profiling one of them. */
+const ONLY = process.env.BENCH_TARGETS?.split(',').filter(Boolean);
+const USERS = ['alice', 'bob', 'carol'];
+const PASSWORD = 'password';
+const SENDER = 'bench@example.org';
+
+interface Target {
+  name: string;
+  port: number;
+  tls: boolean;
+  auth: boolean;
+  /** The relay's process (gateway, socat, Dovecot master): CPU of it and its descendants is tallied. */
+  relayPid?: () => number;
+}
+
+interface Size {
+  label: string;
+  bytes: number;
+}
+
+/** BENCH_SIZES=1KB or 1MB runs only that size (e.g. for profiling). */
+const SIZES: Size[] = [
+  { label: '1 KB', bytes: 1024 },
+  { label: '1 MB', bytes: 1024 * 1024 },
+].filter((s) => !process.env.BENCH_SIZES || process.env.BENCH_SIZES.split(',').includes(s.label.replace(' ', '')));
+
+/** A message of exactly `bytes` octets: a few headers, then 76-character lines as in a base64 attachment. */
+function makeMessage(bytes: number): Buffer {
+  const header = [
+    `From: ${SENDER}`,
+    'To: bench-recipient@example.org',
+    `Subject: submission benchmark, ${bytes} bytes`,
+    `Message-ID: <bench-${bytes}@example.org>`,
+    'Date: Sun, 29 Nov 2026 00:00:00 +0000',
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=us-ascii',
+    '',
+    '',
+  ].join('\r\n');
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  let body = '';
+  let n = 0;
+  while (header.length + body.length < bytes) {
+    let line = '';
+    for (let i = 0; i < 76; i++) line += alphabet[(n++ * 7 + i) % 64];
+    body += `${line}\r\n`;
+  }
+  // Trim to the exact size, still ending in CRLF.
+  const text = (header + body).slice(0, bytes - 2) + '\r\n';
+  const buf = Buffer.from(text, 'latin1');
+  if (buf.length !== bytes) throw new Error(`message is ${buf.length} bytes, not ${bytes}`);
+  return buf;
+}
+
+interface Tally {
+  latencies: number[];
+  errors: number;
+  seconds: number;
+  /** The relay's CPU (user + system, with its descendants') in ms over this target's slices. */
+  cpuMs: number;
+  /** Time the relay's threads waited for a CPU while runnable, in ms, over this target's slices. */
+  waitMs: number;
+}
+
+const newTally = (): Tally => ({ latencies: [], errors: 0, seconds: 0, cpuMs: 0, waitMs: 0 });
+
+/** The PIDs of a process and all its descendants, from /proc. */
+function processTree(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+  }
+  const out: number[] = [];
+  const visit = (pid: number) => {
+    out.push(pid);
+    for (const c of children.get(pid) ?? []) visit(c);
+  };
+  visit(root);
+  return out;
+}
+
+/**
+ * CPU time (user + system) in ms of a process and all its descendants (clock ticks are
+ * 100 Hz on Linux): each live process's own time plus what its exited, reaped children
+ * used (cutime/cstime of a live child count in that child's entry, not its parent's).
+ * Deltas are right as long as children that exit are reaped before the interval ends
+ * (socat and Dovecot's master reap at once).
+ */
+function treeCpuMs(root: number): number {
+  let ticks = 0;
+  for (const pid of processTree(root)) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      // utime stime cutime cstime: fields 14-17 of stat(5), 12-15 counting from state.
+      ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+    } catch {
+      // exited meanwhile: its time is in its parent's cutime once reaped
+    }
+  }
+  return ticks * 10;
+}
+
+/**
+ * Time in ms that the processes of a tree spent runnable but waiting for a CPU: the second
+ * field of /proc/PID/schedstat, the main thread's (the gateway's event loop; socat and
+ * Dovecot's processes have one thread). Read while the session processes are alive: a
+ * process that exits takes its count with it.
+ */
+function treeRunqueueWaitMs(root: number): number {
+  let ns = 0;
+  for (const pid of processTree(root)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return ns / 1e6;
+}
+
+function transportFor(target: Target, user: string) {
+  return nodemailer.createTransport({
+    host: '127.0.0.1',
+    port: target.port,
+    secure: target.tls,
+    // Plain targets stay plain (no STARTTLS), so each target is measured as named.
+    ignoreTLS: !target.tls,
+    tls: { rejectUnauthorized: false },
+    ...(target.auth ? { auth: { user, pass: PASSWORD } } : {}),
+    // One connection per client, kept open for every message of the slice.
+    pool: true,
+    maxConnections: 1,
+    maxMessages: Infinity,
+    connectionTimeout: 10_000,
+    socketTimeout: 60_000,
+  });
+}
+
+/**
+ * One slice: CLIENTS clients each open their connection and send one untimed message
+ * (connection setup, EHLO, AUTH), then send back to back until the deadline. A latency is
+ * one whole transaction on the open connection: MAIL FROM through the 250 after the data.
+ */
+async function runSlice(target: Target, message: Buffer, tally: Tally, seconds: number): Promise<void> {
+  const clients = Array.from({ length: CLIENTS }, (_, i) => {
+    const user = USERS[i % USERS.length]!;
+    return { user, to: `${user}@example.org`, transport: transportFor(target, user) };
+  });
+  let errors = 0;
+  const note = (err: unknown) => {
+    errors++;
+    if (tally.errors + errors <= 5) console.error(`${target.name}: ${(err as Error).message}`);
+  };
+  try {
+    await Promise.all(
+      clients.map((c) => c.transport.sendMail({ envelope: { from: SENDER, to: c.to }, raw: message }).catch(note)),
+    );
+    const cpuBefore = target.relayPid ? treeCpuMs(target.relayPid()) : 0;
+    const waitBefore = target.relayPid ? treeRunqueueWaitMs(target.relayPid()) : 0;
+    const started = performance.now();
+    const deadline = started + seconds * 1000;
+    await Promise.all(
+      clients.map(async (c) => {
+        while (performance.now() < deadline) {
+          const t0 = performance.now();
+          try {
+            await c.transport.sendMail({ envelope: { from: SENDER, to: c.to }, raw: message });
+            tally.latencies.push(performance.now() - t0);
+          } catch (err) {
+            note(err);
+          }
+        }
+      }),
+    );
+    tally.seconds += (performance.now() - started) / 1000;
+    if (target.relayPid) tally.waitMs += treeRunqueueWaitMs(target.relayPid()) - waitBefore;
+    for (const c of clients) c.transport.close();
+    // Let connection-per-process relays (socat, Dovecot) finish and be reaped, then count.
+    await new Promise((r) => setTimeout(r, 300));
+    if (target.relayPid) tally.cpuMs += treeCpuMs(target.relayPid()) - cpuBefore;
+  } finally {
+    for (const c of clients) c.transport.close();
+    tally.errors += errors;
+  }
+}
+
+function summarize(tally: Tally): { perSec: number; p50: number; p99: number; n: number } {
+  const latencies = [...tally.latencies].sort((a, b) => a - b);
+  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
+  return { perSec: latencies.length / tally.seconds, p50: q(0.5), p99: q(0.99), n: latencies.length };
+}
+
+// ---- between slices -------------------------------------------------------------------
+
+/** Files in Postfix's queue (messages accepted but not yet delivered, or deferred). */
+function queuedFiles(stack: LegacyStack): number {
+  let n = 0;
+  const walk = (dir: string) => {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e);
+      try {
+        if (statSync(p).isDirectory()) walk(p);
+        else n++;
+      } catch {
+        // delivered and removed while we looked
+      }
+    }
+  };
+  for (const q of ['maildrop', 'incoming', 'active', 'deferred', 'hold']) walk(path.join(stack.dir, 'postfix', 'queue', q));
+  return n;
+}
+
+/** Waits until Postfix has delivered everything (at most 60 s); returns how long it took. */
+async function drainQueue(stack: LegacyStack): Promise<number> {
+  const started = performance.now();
+  while (queuedFiles(stack) > 0 && performance.now() - started < 60_000) await new Promise((r) => setTimeout(r, 100));
+  return performance.now() - started;
+}
+
+/** Expunges every user's INBOX (through the master user) so Dovecot's state is the same for every slice. */
+async function emptyInboxes(stack: LegacyStack): Promise<void> {
+  for (const user of USERS) {
+    const c = await RawImap.connect(stack.imapPort);
+    await c.line();
+    await c.command('l', `LOGIN ${user}*${stack.master.user} ${stack.master.password}`);
+    const selected = await c.command('s', 'SELECT INBOX');
+    if (!selected.some((l) => / 0 EXISTS/.test(l))) {
+      await c.command('f', 'STORE 1:* +FLAGS.SILENT (\\Deleted)');
+      await c.command('e', 'EXPUNGE');
+    }
+    await c.command('o', 'LOGOUT');
+    c.close();
+  }
+}
+
+// ---- the other targets ----------------------------------------------------------------
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`port ${port} never opened`);
+}
+
+async function startSocat(upstreamPort: number): Promise<{ port: number; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${upstreamPort}`], { stdio: 'ignore' });
+  await waitForPort(port);
+  return { port, proc };
+}
+
+/**
+ * Dovecot's own submission service (dovecot-submissiond) as a second Dovecot instance,
+ * relaying to the stack's Postfix: the peer an operator would otherwise deploy. Users
+ * authenticate against a static passdb (any of the bench users, password "password").
+ */
+async function startDovecotSubmission(relayPort: number, certPem: string, keyPem: string): Promise<{ plain: number; tls: number; log: string; masterPid(): number; stop(): Promise<void> }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-dsubmit-'));
+  const plain = await freePort();
+  const submissions = await freePort();
+  writeFileSync(path.join(dir, 'cert.pem'), certPem);
+  writeFileSync(path.join(dir, 'key.pem'), keyPem);
+  execFileSync('chmod', ['o+x', dir]);
+  const log = path.join(dir, 'dovecot.log');
+  writeFileSync(
+    path.join(dir, 'dovecot.conf'),
+    `instance_name = lemonade-dsubmit-${process.pid}
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+log_path = ${log}
+protocols = submission
+listen = 127.0.0.1
+hostname = localhost
+ssl = yes
+ssl_cert = <${dir}/cert.pem
+ssl_key = <${dir}/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_username_format = %Ln
+default_internal_user = lemonademail
+default_internal_group = lemonademail
+default_login_user = lemonademail
+mail_uid = lemonademail
+mail_gid = lemonademail
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:${dir}/mail/%u
+submission_relay_host = 127.0.0.1
+submission_relay_port = ${relayPort}
+submission_relay_trusted = yes
+submission_relay_ssl = no
+default_process_limit = 512
+passdb {
+  driver = static
+  args = password=${PASSWORD}
+}
+userdb {
+  driver = static
+  args = uid=lemonademail gid=lemonademail home=${dir}/home/%u
+}
+service submission-login {
+  inet_listener submission {
+    address = 127.0.0.1
+    port = ${plain}
+  }
+  inet_listener submissions {
+    address = 127.0.0.1
+    port = ${submissions}
+    ssl = yes
+  }
+}
+`,
+  );
+  execFileSync('dovecot', ['-c', path.join(dir, 'dovecot.conf')], { stdio: 'ignore' });
+  await waitForPort(plain);
+  return {
+    plain,
+    tls: submissions,
+    log,
+    masterPid: () => Number(readFileSync(path.join(dir, 'run', 'master.pid'), 'utf8')),
+    async stop() {
+      const pid = Number(readFileSync(path.join(dir, 'run', 'master.pid'), 'utf8'));
+      process.kill(pid, 'SIGTERM');
+      // Remove the instance's directory once its master (and so every child) is gone.
+      for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 100));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The EHLO keywords a target offers (to record which extensions each one has). */
+async function ehloKeywords(target: Target): Promise<string> {
+  const c = await RawSmtp.connect(target.port, { tls: target.tls });
+  try {
+    await c.reply();
+    const r = await c.command('EHLO bench.example.org');
+    await c.command('QUIT').catch(() => undefined);
+    return r.text
+      .split('\n')
+      .slice(1)
+      .map((l) => l.slice(4))
+      .join(', ');
+  } finally {
+    c.close();
+  }
+}
+
+async function main(): Promise<void> {
+  console.log(
+    `# Submission benchmark: ${CLIENTS} clients, ${SECONDS} s per target and size in ${SLICE_SECONDS} s slices, ` +
+      `${os.cpus().length} cores, node ${process.version}`,
+  );
+  const stack = await startLegacyStack({ postfix: true });
+  const stops: Array<() => unknown> = [() => stack.stop()];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) {
+      try {
+        await stop();
+      } catch (err) {
+        console.error(`stopping: ${(err as Error).message}`);
+      }
+    }
+  };
+  try {
+    // The harness reads the gateway's "ready" log line, which is logged at info.
+    const gw = await startGateway(stack, {
+      config: {
+        log: { level: 'info' },
+        submission: {
+          listen: [
+            { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: true },
+            { host: '127.0.0.1', port: 0, tls: 'implicit' },
+          ],
+          senderPolicy: { mode: 'any' },
+          limits: { maxMessageSize: 64 * 1024 * 1024, maxSessions: 1000 },
+          relay: { poolSize: CLIENTS * 2 },
+        },
+      },
+      ...(GATEWAY_NODE_ARGS ? { nodeArgs: GATEWAY_NODE_ARGS } : {}),
+    });
+    stops.push(async () => {
+      await gw.stop();
+      rmSync(gw.dir, { recursive: true, force: true });
+    });
+    const socat = await startSocat(stack.smtpPort);
+    stops.push(() => socat.proc.kill());
+    const tlsDir = path.join(gw.dir, 'data', 'tls');
+    let dsub: Awaited<ReturnType<typeof startDovecotSubmission>> | undefined;
+    try {
+      dsub = await startDovecotSubmission(
+        stack.smtpPort,
+        readFileSync(path.join(tlsDir, 'selfsigned-cert.pem'), 'utf8'),
+        readFileSync(path.join(tlsDir, 'selfsigned-key.pem'), 'utf8'),
+      );
+      const d = dsub;
+      stops.push(() => d.stop());
+    } catch (err) {
+      console.error(`dovecot submission not started: ${(err as Error).message}`);
+    }
+    const all: Target[] = [
+      { name: 'direct', port: stack.smtpPort, tls: false, auth: false },
+      { name: 'socat', port: socat.port, tls: false, auth: false, relayPid: () => socat.proc.pid! },
+      { name: 'gateway', port: gw.submissionPort, tls: false, auth: true, relayPid: () => gw.pid },
+      { name: 'gateway-tls', port: gw.submissionsPort, tls: true, auth: true, relayPid: () => gw.pid },
+      ...(dsub
+        ? [
+            { name: 'dovecot-submission', port: dsub.plain, tls: false, auth: true, relayPid: dsub.masterPid },
+            { name: 'dovecot-submission-tls', port: dsub.tls, tls: true, auth: true, relayPid: dsub.masterPid },
+          ]
+        : []),
+    ];
+    const targets = all.filter((t) => t.name === 'direct' || !ONLY || ONLY.includes(t.name));
+
+    console.log('\nEHLO keywords:');
+    for (const t of targets) console.log(`  ${t.name}: ${await ehloKeywords(t).catch((err: unknown) => `(${(err as Error).message})`)}`);
+
+    const messages = new Map(SIZES.map((s) => [s.label, makeMessage(s.bytes)]));
+    const tallies = new Map<string, Tally>();
+    for (const s of SIZES) for (const t of targets) tallies.set(`${s.label}/${t.name}`, newTally());
+
+    // Warm-up: every target once, untimed, so the first one does not pay for cold caches.
+    for (const t of targets) await runSlice(t, messages.get(SIZES[0]!.label)!, newTally(), 1);
+    await drainQueue(stack);
+    await emptyInboxes(stack);
+
+    await new Promise((r) => setTimeout(r, 1000));
+    const rssBefore = gw.rssKiB();
+    let rssPeak = rssBefore;
+    const sampler = setInterval(() => {
+      try {
+        rssPeak = Math.max(rssPeak, gw.rssKiB());
+      } catch {
+        // gone
+      }
+    }, 250);
+    const drainMs = new Map<string, number>();
+    const runStarted = performance.now();
+    try {
+      // Targets and sizes take turns in short slices, so drift on the machine falls on all alike.
+      const slices = Math.max(1, Math.round(SECONDS / SLICE_SECONDS));
+      for (let i = 0; i < slices; i++) {
+        for (const s of SIZES) {
+          for (const t of targets) {
+            const key = `${s.label}/${t.name}`;
+            await runSlice(t, messages.get(s.label)!, tallies.get(key)!, SECONDS / slices);
+            drainMs.set(key, (drainMs.get(key) ?? 0) + (await drainQueue(stack)));
+            await emptyInboxes(stack);
+          }
+        }
+        console.error(
+          `round ${i + 1}/${slices} done after ${((performance.now() - runStarted) / 1000).toFixed(0)} s, ` +
+            `gateway RSS ${(gw.rssKiB() / 1024).toFixed(1)} MiB`,
+        );
+      }
+    } finally {
+      clearInterval(sampler);
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+    const rssAfter = gw.rssKiB();
+
+    for (const s of SIZES) {
+      const direct = summarize(tallies.get(`${s.label}/direct`)!);
+      console.log(`\n${s.label} messages:\n`);
+      console.log('| target | messages/s | p50 ms | p99 ms | messages | errors | vs direct | relay CPU ms/msg | relay runqueue wait ms/msg |');
+      console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+      for (const t of targets) {
+        const tally = tallies.get(`${s.label}/${t.name}`)!;
+        const r = summarize(tally);
+        const cpu = t.relayPid && r.n > 0 ? (tally.cpuMs / r.n).toFixed(2) : '';
+        const wait = t.relayPid && r.n > 0 ? (tally.waitMs / r.n).toFixed(2) : '';
+        console.log(
+          `| ${t.name} | ${r.perSec.toFixed(1)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.n} | ${tally.errors} | ` +
+            `${(r.perSec / direct.perSec).toFixed(2)}x | ${cpu} | ${wait} |`,
+        );
+      }
+    }
+    console.log('\nPostfix queue drain after slices (s, total per target):');
+    for (const [key, ms] of drainMs) console.log(`  ${key}: ${(ms / 1000).toFixed(1)}`);
+    console.log(
+      `\nGateway RSS: ${(rssBefore / 1024).toFixed(1)} MiB before, ${(rssAfter / 1024).toFixed(1)} MiB after ` +
+        `(peak sampled ${(rssPeak / 1024).toFixed(1)} MiB)`,
+    );
+    const warnings = gw.logs.filter((l) => /"level":(40|50|60)/.test(l));
+    if (warnings.length > 0) console.log(`Gateway warnings/errors: ${warnings.length}; first: ${warnings[0]!.slice(0, 300)}`);
+  } finally {
+    await stopAll();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,68 @@
+/**
+ * Deciding whether a URLAUTH-authorized URL may be served, and what it names upstream:
+ * the one check URLFETCH (RFC 4467 §6.3) and BURL (RFC 4468 §3.2, "as URLFETCH would")
+ * share. Every failure is a reason, never an exception, so one bad URL among several
+ * gives NIL for that URL only.
+ */
+import { ImapUrlError, expireTime, parseImapUrl, rumpUrl, type ImapUrl } from '../imap/protocol/url.js';
+import { encodeMutf7 } from '../imap/protocol/mutf7.js';
+import type { PartRef } from './fetch-part.js';
+import { admits, expired, type Fetcher, type UrlAuthority } from './urlauth.js';
+
+export type AuthorizeFailure =
+  | 'syntax' // not an absolute, authorized message URL
+  | 'not_ours' // names another host (RFC 4467 §6.3: only this server's URLs)
+  | 'no_token' // a rump URL without ":mech:token"
+  | 'mechanism'
+  | 'token'
+  | 'expired'
+  | 'access'
+  | 'anonymous_disabled';
+
+export type Authorization = { ok: true; owner: string; url: ImapUrl; ref: PartRef } | { ok: false; reason: AuthorizeFailure };
+
+export interface AuthorizeOptions {
+  hostname: string;
+  allowAnonymous: boolean;
+  now?: Date;
+}
+
+/** Whether host names this gateway (RFC 3986 §6.2.2.1: host names compare case-insensitively). */
+export function isOurHost(host: string, hostname: string): boolean {
+  return host.toLowerCase() === hostname.toLowerCase();
+}
+
+export async function authorizeUrl(
+  authority: UrlAuthority,
+  text: string,
+  fetcher: Fetcher,
+  opts: AuthorizeOptions,
+): Promise<Authorization> {
+  let url: ImapUrl;
+  try {
+    const parsed = parseImapUrl(text);
+    if (parsed.form !== 'absolute') return { ok: false, reason: 'syntax' };
+    url = parsed.url;
+  } catch (err) {
+    if (err instanceof ImapUrlError) return { ok: false, reason: 'syntax' };
+    throw err;
+  }
+  const auth = url.urlauth;
+  const owner = url.server?.user;
+  if (url.server === undefined || owner === undefined || url.mailbox === undefined || url.uid === undefined || auth === undefined) {
+    return { ok: false, reason: 'syntax' };
+  }
+  if (!isOurHost(url.server.host, opts.hostname)) return { ok: false, reason: 'not_ours' };
+  if (auth.mechanism === undefined || auth.token === undefined) return { ok: false, reason: 'no_token' };
+  // The token first: nothing about the URL's validity is told to someone without it.
+  const refusal = await authority.verify({ owner, mailbox: url.mailbox, rump: rumpUrl(url) }, auth.mechanism, auth.token);
+  if (refusal !== undefined) return { ok: false, reason: refusal };
+  if (auth.expire !== undefined && expired(new Date(expireTime(auth.expire)), opts.now)) return { ok: false, reason: 'expired' };
+  const denied = admits(auth.access, fetcher, opts.allowAnonymous);
+  if (denied !== undefined) return { ok: false, reason: denied === 'anonymous-disabled' ? 'anonymous_disabled' : denied };
+  const ref: PartRef = { mailbox: encodeMutf7(url.mailbox), uid: url.uid };
+  if (url.uidValidity !== undefined) ref.uidValidity = url.uidValidity;
+  if (url.section !== undefined) ref.section = url.section;
+  if (url.partial !== undefined) ref.partial = url.partial;
+  return { ok: true, owner, url, ref };
+}

@@ -1,0 +1,62 @@
+/**
+ * What the emulations share across sessions: the store (mailbox access keys), the pool of
+ * side connections, and the URL authority. Which extensions are emulated is decided here,
+ * from the upstream's capabilities: an extension the upstream has natively is passed
+ * through instead (DESIGN.md, "use the upstream's native support when it advertises it").
+ */
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import { hasCapability } from '../imap/capabilities.js';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/store.js';
+import { SidePool } from '../upstream/side-pool.js';
+import { UrlAuthority } from './urlauth.js';
+
+export interface Lemonade {
+  readonly config: Config;
+  readonly store: Store;
+  readonly sidePool: SidePool;
+  readonly urlauth: UrlAuthority;
+  /** Capabilities the gateway adds to the upstream's (in the order they are listed). */
+  emulated(upstream: readonly string[]): string[];
+  /** Whether this command is answered by an emulation rather than relayed. */
+  intercepts(command: string, upstream: readonly string[]): boolean;
+  close(): Promise<void>;
+}
+
+/** Commands each emulated capability brings (RFC 4467 §6). */
+const COMMANDS: Record<string, readonly string[]> = {
+  URLAUTH: ['GENURLAUTH', 'URLFETCH', 'RESETKEY'],
+  // RFC 4469: APPEND is intercepted only when its data is a CATENATE list.
+  CATENATE: ['APPEND'],
+};
+
+export async function startLemonade(config: Config, log: Logger): Promise<Lemonade> {
+  const store = await openStore(config);
+  const side = config.imap.sideConnections;
+  const sidePool = new SidePool(config, { maxIdle: side.maxIdle, idleMs: side.idleSeconds * 1000, maxOpen: side.maxOpen }, log);
+  const urlauth = new UrlAuthority(store);
+  if (config.imap.master === undefined) {
+    log.warn('imap.master is not configured: URLAUTH is not emulated (it needs side connections)');
+  }
+  const emulated = (upstream: readonly string[]): string[] => {
+    // Fetching parts on the user's behalf needs the master identity.
+    if (!sidePool.available) return [];
+    return Object.keys(COMMANDS).filter((cap) => !hasCapability(upstream, cap));
+  };
+  return {
+    config,
+    store,
+    sidePool,
+    urlauth,
+    emulated,
+    intercepts(command, upstream) {
+      const name = command.toUpperCase();
+      return emulated(upstream).some((cap) => COMMANDS[cap]!.includes(name));
+    },
+    async close() {
+      await sidePool.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,190 @@
+/**
+ * CATENATE emulated over the legacy Dovecot (issue 4): the forward of the profile draft
+ * step by step, a 10 MB attachment forwarded while the client's link carries a few KB,
+ * URLAUTH URLs to another user's message, and every error with its response code.
+ */
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { ImapFlow } from 'imapflow';
+import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
+import { RawImap } from './helpers/imap-raw.js';
+
+let stack: LegacyStack;
+let gw: RunningGateway;
+
+const MAX_LITERAL = 20 * 1024 * 1024;
+
+t.before(async () => {
+  stack = await startLegacyStack({ postfix: false });
+  gw = await startGateway(stack, { config: { imap: { limits: { maxLiteralSize: MAX_LITERAL }, catenate: { spillBytes: 256 * 1024 } } } });
+});
+t.teardown(async () => {
+  await gw?.stop();
+  await stack?.stop();
+});
+
+function withAttachment(bytes: number): { raw: Buffer; mimeHeader: string; body: string } {
+  const body = randomBytes(bytes).toString('base64').replace(/.{76}/g, '$&\r\n');
+  const mimeHeader = 'Content-Type: application/octet-stream; name="data.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n';
+  const raw = Buffer.from(
+    'From: bob@example.org\r\nTo: alice@example.org\r\nSubject: the data\r\nMIME-Version: 1.0\r\n' +
+      'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n--outer\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n' +
+      `--outer\r\n${mimeHeader}${body}\r\n--outer--\r\n`,
+  );
+  return { raw, mimeHeader, body };
+}
+
+/** Puts a message into user's INBOX (directly upstream) and returns its UID and the UIDVALIDITY. */
+async function seed(user: string, raw: Buffer): Promise<{ uid: number; uidValidity: number }> {
+  const client = new ImapFlow({
+    host: stack.imapHost, port: stack.imapPort, secure: false,
+    auth: { user: stack.master.user, pass: stack.master.password, authzid: user }, logger: false,
+  });
+  await client.connect();
+  await client.append('INBOX', raw);
+  const box = await client.mailboxOpen('INBOX');
+  await client.logout();
+  return { uid: Number(box.uidNext) - 1, uidValidity: Number(box.uidValidity) };
+}
+
+/** The newest message of a mailbox of user, raw. */
+async function newest(user: string, mailbox: string): Promise<Buffer> {
+  const client = new ImapFlow({
+    host: stack.imapHost, port: stack.imapPort, secure: false,
+    auth: { user: stack.master.user, pass: stack.master.password, authzid: user }, logger: false,
+  });
+  await client.connect();
+  try {
+    await client.mailboxOpen(mailbox);
+    const msg = await client.fetchOne('*', { source: true, flags: true });
+    if (!msg || !msg.source) throw new Error('no message');
+    return msg.source;
+  } finally {
+    await client.logout();
+  }
+}
+
+async function login(user: string): Promise<RawImap> {
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  await c.line();
+  const r = await c.command('l', `LOGIN ${user} password`);
+  if (!/^l OK/.test(r.at(-1)!)) throw new Error(r.join('\n'));
+  await c.command('cr', 'CREATE Sent');
+  return c;
+}
+
+/** Sends an APPEND CATENATE with synchronizing TEXT literals, waiting for each "+". */
+async function catenate(c: RawImap, tag: string, head: string, parts: Array<{ text: string } | { url: string }>): Promise<string[]> {
+  let line = `${tag} APPEND ${head} CATENATE (`;
+  let first = true;
+  for (const part of parts) {
+    line += first ? '' : ' ';
+    first = false;
+    if ('url' in part) {
+      line += `URL "${part.url}"`;
+      continue;
+    }
+    c.write(`${line}TEXT {${Buffer.byteLength(part.text)}}\r\n`);
+    const cont = await c.line();
+    if (!cont?.startsWith('+')) return [cont ?? 'closed', ...(await c.until(tag).catch(() => []))];
+    c.write(part.text);
+    line = '';
+  }
+  c.write(`${line})\r\n`);
+  return c.until(tag);
+}
+
+t.test('the forward of the profile draft, step by step (RFC 4469 §5, draft-ietf-lemonade-profile)', async (t) => {
+  const original = withAttachment(3000);
+  const { uid, uidValidity } = await seed('alice', original.raw);
+  const c = await login('alice');
+  await c.command('s', 'SELECT INBOX');
+  const bs = await c.command('b', `UID FETCH ${uid} (BODYSTRUCTURE)`);
+  t.match(bs[0], /BODYSTRUCTURE \(\("TEXT" "PLAIN".*\)\("APPLICATION" "OCTET-STREAM"/i, 'the client learns the structure: part 2 is the attachment');
+  const head = 'From: alice@example.org\r\nTo: carol@example.org\r\nSubject: Fwd: the data\r\nMIME-Version: 1.0\r\n' +
+    'Content-Type: multipart/mixed; boundary="fwd"\r\n\r\n--fwd\r\nContent-Type: text/plain\r\n\r\nSee the attached data.\r\n--fwd\r\n';
+  const tail = '\r\n--fwd--\r\n';
+  const url = `/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}`;
+  const r = await catenate(c, 'a', 'Sent (\\Seen)', [{ text: head }, { url: `${url}/;SECTION=2.MIME` }, { url: `${url}/;SECTION=2` }, { text: tail }]);
+  t.match(r.at(-1), /^a OK/, String(r.at(-1)));
+  const expected = Buffer.from(head + original.mimeHeader + original.body + tail);
+  const appended = await newest('alice', 'Sent');
+  t.ok(appended.equals(expected), 'the appended message is exactly text + MIME header + attachment + text');
+  const flags = await c.command('f', 'STATUS Sent (MESSAGES UNSEEN)');
+  t.match(flags[0], /MESSAGES 1 UNSEEN 0/, 'flags given with APPEND (\\Seen) applied');
+  t.match((await c.command('n', 'NOOP')).at(-1), /^n OK/, 'session goes on');
+  c.close();
+});
+
+t.test('a 10 MB attachment forwarded: the client sends and receives under 8 KB', async (t) => {
+  const original = withAttachment(10 * 1024 * 1024);
+  const { uid, uidValidity } = await seed('bob', original.raw);
+  const c = await login('bob');
+  const sent0 = c.bytesSent;
+  const received0 = c.bytesReceived;
+  const head = 'From: bob@example.org\r\nTo: alice@example.org\r\nSubject: Fwd: big\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="z"\r\n\r\n--z\r\n';
+  const tail = '\r\n--z--\r\n';
+  const url = `/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}/;SECTION=2`;
+  // LITERAL+ for the text parts: one write, no round trips.
+  c.write(`big APPEND Sent CATENATE (TEXT {${head.length}+}\r\n${head} URL "${url}.MIME" URL "${url}" TEXT {${tail.length}+}\r\n${tail})\r\n`);
+  const r = await c.until('big', 60_000);
+  t.match(r.at(-1), /^big OK/, String(r.at(-1)));
+  const used = c.bytesSent - sent0 + (c.bytesReceived - received0);
+  t.ok(used < 8 * 1024, `client bytes for the whole exchange: ${used}`);
+  const appended = await newest('bob', 'Sent');
+  // What a download-and-upload client would have produced from the same parts.
+  t.ok(appended.equals(Buffer.from(head + original.mimeHeader + original.body + tail)), 'byte-identical to download and upload');
+  const m = await gw.metrics();
+  t.ok(metricValue(m, 'lemonade_catenate_url_bytes_total') > 10 * 1024 * 1024, 'bytes the client did not send, counted');
+  c.close();
+});
+
+t.test("URLAUTH URL parts: alice forwards bob's message with a URL bob authorized", async (t) => {
+  const original = withAttachment(2000);
+  const { uid, uidValidity } = await seed('bob', original.raw);
+  const bob = await login('bob');
+  const gen = await bob.command('g', `GENURLAUTH "imap://bob@localhost/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}/;SECTION=2;URLAUTH=user+alice" INTERNAL`);
+  const url = /"([^"]+)"/.exec(gen[0]!)![1]!;
+  bob.close();
+  const alice = await login('alice');
+  const r = await catenate(alice, 'x', 'Sent', [{ text: 'Subject: from bob\r\n\r\n' }, { url }]);
+  t.match(r.at(-1), /^x OK/);
+  t.ok((await newest('alice', 'Sent')).equals(Buffer.from(`Subject: from bob\r\n\r\n${original.body}`)));
+  const plain = await catenate(alice, 'y', 'Sent', [{ text: 'x' }, { url: `imap://bob@localhost/INBOX/;UID=${uid}` }]);
+  t.match(plain.at(-1), /^y NO \[BADURL imap:\/\/bob@localhost\/INBOX\/;UID=\d+\]/, "bob's mailbox without URLAUTH: BADURL");
+  alice.close();
+});
+
+t.test('errors: BADURL, TOOBIG, missing literal, bad syntax; the session goes on', async (t) => {
+  const original = withAttachment(1000);
+  const { uid, uidValidity } = await seed('carol', original.raw);
+  const c = await login('carol');
+  const ok = /^\S+ OK/;
+  const nouid = await catenate(c, 'e1', 'Sent', [{ text: 'a' }, { url: `/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid + 50}` }, { text: 'b' }]);
+  t.match(nouid.at(-1), /^e1 NO \[BADURL \/INBOX;UIDVALIDITY=\d+\/;UID=\d+\]/, 'nonexistent UID: BADURL, and the next literal is refused');
+  t.match((await c.command('n1', 'NOOP')).at(-1), ok);
+  const stale = await catenate(c, 'e2', 'Sent', [{ url: `/INBOX;UIDVALIDITY=${uidValidity + 1}/;UID=${uid}` }]);
+  t.match(stale.at(-1), /^e2 NO \[BADURL /, 'UIDVALIDITY changed: BADURL');
+  const garbage = await catenate(c, 'e3', 'Sent', [{ url: '/INBOX/;UID=abc' }]);
+  t.match(garbage.at(-1), /^e3 NO \[BADURL /, 'malformed URL: BADURL');
+  const other = await catenate(c, 'e4', 'Sent', [{ url: `imap://carol@elsewhere.example/INBOX/;UID=${uid}` }]);
+  t.match(other.at(-1), /^e4 NO \[BADURL /, 'another host: BADURL (no SSRF)');
+  c.write(`e5 APPEND Sent CATENATE (TEXT {${MAX_LITERAL + 1}}\r\n`);
+  t.match((await c.until('e5')).at(-1), /^e5 NO \[TOOBIG\]/, 'a part over the limit: TOOBIG, literal refused');
+  c.write('e6 APPEND Sent CATENATE (TEXT {3+}\r\nabc FROB)\r\n');
+  t.match((await c.until('e6')).at(-1), /^e6 BAD /, 'unknown cat-part: BAD');
+  c.write('e7 APPEND Sent CATENATE (TEXT {3+}\r\nabc\r\n');
+  t.match((await c.until('e7')).at(-1), /^e7 BAD /, 'missing ")": BAD');
+  c.write('e8 APPEND Sent CATENATE (TEXT)\r\n');
+  t.match((await c.until('e8')).at(-1), /^e8 BAD /, 'TEXT without its literal: BAD');
+  const missingBox = await catenate(c, 'e9', 'NoSuchBox', [{ text: 'Subject: x\r\n\r\nx\r\n' }]);
+  t.match(missingBox.at(-1), /^e9 NO \[TRYCREATE\]/, "the upstream's own answer (TRYCREATE) is relayed");
+  c.write(`e10 APPEND Sent CATENATE (URL "/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}" TEXT {1+}\r\nz)\r\ne11 NOOP\r\n`);
+  t.match((await c.until('e10')).at(-1), /^e10 OK/, 'pipelined: CATENATE then NOOP');
+  t.match((await c.until('e11')).at(-1), /^e11 OK/);
+  t.match((await c.command('p', 'APPEND Sent {5+}\r\nhello')).at(-1), ok, 'plain APPEND still relayed');
+  const m = await gw.metrics();
+  t.ok(metricValue(m, 'lemonade_catenate_appends_total', { result: 'badurl' }) >= 4, 'refusals counted');
+  c.close();
+});
