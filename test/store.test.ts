@@ -1,54 +1,202 @@
-/** The embedded store: mailbox access keys (RFC 4467 §5) and its schema migrations. */
+/**
+ * The store: mailbox access keys (RFC 4467 §5, RESETKEY §6.2), INBOX normalization
+ * (RFC 3501 §5.1), meta values, migrations, file permissions and open errors. Real
+ * SQLite files in a temporary directory; the cross-process race uses real processes.
+ */
 import t from 'tap';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { fork } from 'node:child_process';
+import { mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { openStore, sqlitePath } from '../src/store/index.js';
+import { migrate, type Migration } from '../src/store/migrate.js';
+import { SQLITE_MIGRATIONS } from '../src/store/sqlite-schema.js';
 import { SqliteStore } from '../src/store/sqlite.js';
+import { normalizeMailbox, StoreError } from '../src/store/store.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-store-'));
+const thisFile = fileURLToPath(import.meta.url);
 
-t.test('keys: 128 bits, created once, stable across reopen, per user and mailbox', async (t) => {
-  const file = path.join(dir, 'a', 'store.sqlite');
-  const store = new SqliteStore(file);
-  const k1 = await store.mailboxAccessKey('alice', 'INBOX');
-  t.equal(k1.length, 16);
-  t.ok((await store.mailboxAccessKey('alice', 'inbox')).equals(k1), 'INBOX is case-insensitive');
-  t.notOk((await store.mailboxAccessKey('alice', 'Sent')).equals(await store.mailboxAccessKey('alice', 'sent')), 'other names are exact');
-  t.notOk((await store.mailboxAccessKey('bob', 'INBOX')).equals(k1), 'per user');
-  t.equal(statSync(file).mode & 0o777, 0o600, 'file mode 0600');
-  t.equal(store.schemaVersion, 1);
+// Child mode for the cross-process race: take many first-use keys, report them, exit.
+if (process.argv[2] === 'race') {
+  const store = SqliteStore.open(process.argv[3]!);
+  // Start together: the parent says go once every racer has loaded and opened the file.
+  await new Promise<void>((resolve) => {
+    process.on('message', (m) => (m as { go?: boolean }).go && resolve());
+    process.send!({ ready: true });
+  });
+  const users = Array.from({ length: 30 }, (_, i) => `racer${i}`);
+  const keys = await Promise.all(users.map((u) => store.mailboxAccessKey(u, 'INBOX')));
   await store.close();
-  const again = new SqliteStore(file);
-  t.ok((await again.mailboxAccessKey('alice', 'INBOX')).equals(k1), 'same key after reopen');
-  t.equal(again.schemaVersion, 1, 'migrations ran once');
-  await again.close();
-});
+  process.send!({ raced: keys.map((k) => k.toString('hex')) }, () => process.exit(0));
+} else {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-store-'));
+  const file = (name: string) => path.join(dir, name, 'store.sqlite');
 
-t.test('concurrent first use from two stores on one file: one key', async (t) => {
-  const file = path.join(dir, 'b.sqlite');
-  const [a, b] = [new SqliteStore(file), new SqliteStore(file)];
-  const keys = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).mailboxAccessKey('carol', 'Drafts')));
-  t.ok(keys.every((k) => k.equals(keys[0]!)), 'every caller got the same key');
-  await a.close();
-  await b.close();
-});
+  t.test('a key is 128 bits, made once, and the same after reopening', async (t) => {
+    const f = file('stable');
+    const store = SqliteStore.open(f);
+    const k = await store.mailboxAccessKey('alice', 'INBOX');
+    t.equal(k.length, 16);
+    t.ok((await store.mailboxAccessKey('alice', 'INBOX')).equals(k), 'same key on second use');
+    await store.close();
+    await store.close(); // idempotent
+    const again = SqliteStore.open(f);
+    t.ok((await again.mailboxAccessKey('alice', 'INBOX')).equals(k), 'same key after reopen');
+    await again.close();
+  });
 
-t.test('reset: one mailbox, or all of one user, nobody else', async (t) => {
-  const store = new SqliteStore(path.join(dir, 'c.sqlite'));
-  const inbox = await store.mailboxAccessKey('alice', 'INBOX');
-  const sent = await store.mailboxAccessKey('alice', 'Sent');
-  const bobs = await store.mailboxAccessKey('bob', 'INBOX');
-  await store.resetAccessKeys('alice', 'inbox');
-  t.notOk((await store.mailboxAccessKey('alice', 'INBOX')).equals(inbox), 'INBOX key changed');
-  t.ok((await store.mailboxAccessKey('alice', 'Sent')).equals(sent), 'Sent key kept');
-  await store.resetAccessKeys('alice');
-  t.notOk((await store.mailboxAccessKey('alice', 'Sent')).equals(sent), 'all of alice changed');
-  t.ok((await store.mailboxAccessKey('bob', 'INBOX')).equals(bobs), "bob's kept");
-  await store.close();
-});
+  t.test('keys differ per user and per mailbox; only INBOX ignores case', async (t) => {
+    const store = SqliteStore.open(file('names'));
+    const key = (u: string, m: string) => store.mailboxAccessKey(u, m).then((b) => b.toString('hex'));
+    const inbox = await key('alice', 'INBOX');
+    t.equal(await key('alice', 'inbox'), inbox, 'inbox');
+    t.equal(await key('alice', 'InBoX'), inbox, 'InBoX');
+    t.not(await key('bob', 'INBOX'), inbox, 'other user');
+    t.not(await key('Alice', 'INBOX'), inbox, 'user names are case-sensitive');
+    t.not(await key('alice', 'Sent'), await key('alice', 'sent'), 'other names are case-sensitive');
+    t.not(await key('alice', 'INBOX/Sub'), await key('alice', 'inbox/Sub'), 'only INBOX itself is special');
+    t.equal(new Set([inbox, await key('alice', 'Sent'), await key('alice', 'sent'), await key('bob', 'INBOX')]).size, 4);
+    t.equal(normalizeMailbox('iNbOx'), 'INBOX');
+    t.equal(normalizeMailbox('Inboxes'), 'Inboxes');
+    await store.close();
+  });
 
-t.test('a file that is not a database: a clear error', async (t) => {
-  const file = path.join(dir, 'garbage.sqlite');
-  writeFileSync(file, 'this is not sqlite'.repeat(100));
-  t.throws(() => new SqliteStore(file), /cannot open the store .*garbage\.sqlite/);
-});
+  t.test('concurrent first use ends with one key', async (t) => {
+    const f = file('race');
+    const a = SqliteStore.open(f);
+    const b = SqliteStore.open(f);
+    const keys = await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).mailboxAccessKey('carol', 'Drafts')));
+    t.equal(new Set(keys.map((k) => k.toString('hex'))).size, 1, 'many calls over two stores on one file');
+
+    // Four processes race for the same 30 fresh keys on one file.
+    const racers = 4;
+    let ready = 0;
+    const children: ReturnType<typeof fork>[] = [];
+    const runs = await Promise.all(
+      Array.from({ length: racers }, () =>
+        new Promise<string[]>((resolve, reject) => {
+          const child = fork(thisFile, ['race', f], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+          children.push(child);
+          // tap's own machinery talks on the channel too: take only our messages.
+          child.on('message', (m) => {
+            const msg = m as { ready?: boolean; raced?: string[] };
+            if (msg.ready && ++ready === racers) for (const c of children) c.send({ go: true });
+            if (msg.raced !== undefined) resolve(msg.raced);
+          });
+          child.once('error', reject);
+          child.once('exit', (code) => reject(new Error(`racer exited ${code} without an answer`)));
+        }),
+      ),
+    );
+    t.equal(runs[0]!.length, 30);
+    t.equal(new Set(runs[0]).size, 30, 'a key per user');
+    for (const run of runs.slice(1)) t.same(run, runs[0], 'every process got the same keys');
+    t.equal((await a.mailboxAccessKey('racer7', 'inbox')).toString('hex'), runs[0]![7], 'and they are the stored ones');
+    await a.close();
+    await b.close();
+  });
+
+  t.test('RESETKEY: one mailbox, or every key of one user and no one else', async (t) => {
+    const store = SqliteStore.open(file('reset'));
+    const other = SqliteStore.open(file('reset'));
+    const inbox = await store.mailboxAccessKey('alice', 'INBOX');
+    const sent = await store.mailboxAccessKey('alice', 'Sent');
+    const bob = await store.mailboxAccessKey('bob', 'INBOX');
+    await store.resetAccessKeys('alice', 'inbox');
+    const inbox2 = await other.mailboxAccessKey('alice', 'INBOX');
+    t.notOk(inbox2.equals(inbox), 'the INBOX key changed, seen at once by another store on the file');
+    t.ok((await store.mailboxAccessKey('alice', 'Sent')).equals(sent), 'Sent kept');
+    await store.resetAccessKeys('alice');
+    t.notOk((await other.mailboxAccessKey('alice', 'Sent')).equals(sent), "alice's Sent changed");
+    t.notOk((await other.mailboxAccessKey('alice', 'INBOX')).equals(inbox2), "alice's INBOX changed");
+    t.ok((await store.mailboxAccessKey('bob', 'INBOX')).equals(bob), "bob's kept");
+    await store.close();
+    await other.close();
+  });
+
+  t.test('meta values', async (t) => {
+    const f = file('meta');
+    const store = SqliteStore.open(f);
+    t.equal(await store.getMeta('secret'), undefined);
+    t.equal(await store.initMeta('secret', 'first'), 'first');
+    t.equal(await store.initMeta('secret', 'second'), 'first', 'initMeta keeps what is stored');
+    await store.setMeta('other', 'a');
+    await store.setMeta('other', 'b');
+    await store.close();
+    const again = SqliteStore.open(f);
+    t.equal(await again.getMeta('secret'), 'first');
+    t.equal(await again.getMeta('other'), 'b');
+    await again.close();
+  });
+
+  t.test('the file is 0600 in a new 0700 directory; WAL and synchronous=FULL', async (t) => {
+    const f = file('mode');
+    const store = SqliteStore.open(f);
+    await store.mailboxAccessKey('alice', 'INBOX');
+    t.equal(statSync(f).mode & 0o777, 0o600, 'file');
+    t.equal(statSync(path.dirname(f)).mode & 0o777, 0o700, 'directory');
+    t.equal(statSync(`${f}-wal`).mode & 0o777, 0o600, 'WAL file');
+    await store.close();
+    const loose = path.join(dir, 'loose.sqlite');
+    writeFileSync(loose, '', { mode: 0o644 });
+    await SqliteStore.open(loose).close();
+    t.equal(statSync(loose).mode & 0o777, 0o600, 'an existing readable file is tightened');
+    const db = new Database(f, { readonly: true });
+    t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    db.close();
+  });
+
+  t.test('migrations run once and the version is recorded', async (t) => {
+    const f = file('migrate');
+    const store = SqliteStore.open(f);
+    t.equal(store.schemaVersion, SQLITE_MIGRATIONS.length);
+    await store.close();
+    await SqliteStore.open(f).close();
+    const db = new Database(f, { readonly: true });
+    const rows = db.prepare('SELECT version, name FROM schema_version ORDER BY version').all() as { version: number; name: string }[];
+    t.same(rows.map((r) => r.version), SQLITE_MIGRATIONS.map((m) => m.version), 'each version once, in order');
+    db.close();
+
+    // The mechanism itself, on a scratch database.
+    const mem = new Database(':memory:');
+    const m1: Migration = { version: 1, name: 'one', sql: 'CREATE TABLE one (x)' };
+    const m2: Migration = { version: 2, name: 'two', sql: 'CREATE TABLE two (y)' };
+    t.same(migrate(mem, [m1]), [1]);
+    t.same(migrate(mem, [m1]), [], 'nothing to do the second time');
+    t.same(migrate(mem, [m1, m2]), [2], 'only the new one');
+    t.throws(() => migrate(mem, [m1]), /schema version 2 is newer than this program knows \(1\)/);
+    const bad: Migration = { version: 3, name: 'bad', sql: 'CREATE TABLE three (z); CREATE TABLE one (x)' };
+    t.throws(() => migrate(mem, [m1, m2, bad]), /already exists/);
+    t.same(mem.prepare("SELECT name FROM sqlite_master WHERE name = 'three'").all(), [], 'a failed migration leaves nothing');
+    t.throws(() => migrate(mem, [m2]), /version 2, expected 1/, 'gaps are refused');
+    mem.close();
+  });
+
+  t.test('a corrupt or unwritable path gives a clear error', async (t) => {
+    const garbage = path.join(dir, 'garbage.sqlite');
+    writeFileSync(garbage, 'this is not an SQLite file\n'.repeat(200));
+    t.throws(() => SqliteStore.open(garbage), { name: 'StoreError', message: /^cannot open the store .*garbage\.sqlite: file is not a database/ });
+    const notDir = path.join(dir, 'plain-file');
+    writeFileSync(notDir, '');
+    const under = path.join(notDir, 'store.sqlite');
+    const err = t.throws(() => SqliteStore.open(under)) as Error;
+    t.ok(err instanceof StoreError, 'a StoreError');
+    t.match(err.message, /^cannot open the store .*plain-file\/store\.sqlite: .*(ENOTDIR|EEXIST)/);
+    const isDir = path.join(dir, 'a-directory');
+    mkdirSync(isDir);
+    t.throws(() => SqliteStore.open(isDir), { message: /^cannot open the store .*a-directory: .*EISDIR/ });
+  });
+
+  t.test('openStore uses store.path under dataDir', async (t) => {
+    const config = { dataDir: path.join(dir, 'data'), store: { kind: 'sqlite' as const, path: 'sub/gw.sqlite' } };
+    t.equal(sqlitePath(config), path.join(dir, 'data', 'sub', 'gw.sqlite'));
+    t.equal(sqlitePath({ ...config, store: { ...config.store, path: '/abs/x.sqlite' } }), '/abs/x.sqlite');
+    const store = await openStore(config);
+    t.equal((await store.mailboxAccessKey('u', 'INBOX')).length, 16);
+    await store.close();
+    t.ok(statSync(sqlitePath(config)).isFile());
+    await t.rejects(openStore({ ...config, store: { kind: 'postgres' as 'sqlite', path: 'x' } }), /store\.kind postgres is not implemented/);
+  });
+}

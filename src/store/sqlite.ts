@@ -1,84 +1,129 @@
 /**
- * The embedded store: one SQLite file under dataDir (better-sqlite3). WAL with
- * synchronous=FULL: a committed write survives a crash (keys now, a spool index later).
- * Schema changes are ordered migrations recorded in schema_version, so later issues add
- * tables without ad-hoc DDL.
+ * The embedded store: one SQLite file under dataDir, through better-sqlite3 (synchronous;
+ * the Store interface is async for the PostgreSQL store to come).
+ *
+ * Durability: WAL with synchronous=FULL, so a committed write is on disk before the call
+ * resolves. A lost access key only invalidates URLs, but the FUTURERELEASE spool index
+ * that will live here must survive a crash.
  */
-import { chmodSync, mkdirSync } from 'node:fs';
-import path from 'node:path';
+import { closeSync, fstatSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import Database from 'better-sqlite3';
-import { normalizeMailbox, type Store } from './store.js';
+import { migrate, schemaVersion } from './migrate.js';
+import { SQLITE_MIGRATIONS } from './sqlite-schema.js';
+import { ACCESS_KEY_BYTES, normalizeMailbox, StoreError, type Store } from './store.js';
 
-/** Applied in order, each once; never edit one that has shipped, add the next. */
-const MIGRATIONS: readonly string[] = [
-  // 1: mailbox access keys (RFC 4467 §5)
-  `CREATE TABLE mailbox_keys (
-     user TEXT NOT NULL,
-     mailbox TEXT NOT NULL,
-     key BLOB NOT NULL,
-     created_at INTEGER NOT NULL,
-     PRIMARY KEY (user, mailbox)
-   ) WITHOUT ROWID`,
-];
+/** How long a statement waits for another process's write lock before SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5000;
 
 export class SqliteStore implements Store {
+  readonly file: string;
   private readonly db: Database.Database;
-  private readonly insertKey: Database.Statement<[string, string, Buffer, number]>;
-  private readonly selectKey: Database.Statement<[string, string], { key: Buffer }>;
-  private readonly deleteKey: Database.Statement<[string, string]>;
-  private readonly deleteUserKeys: Database.Statement<[string]>;
+  // Prepared once: better-sqlite3 statements are reusable and cheaper than re-parsing.
+  private readonly stmt: ReturnType<typeof prepare>;
 
-  constructor(file: string) {
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    try {
-      this.db = new Database(file);
-      chmodSync(file, 0o600);
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
-      this.db.pragma('busy_timeout = 5000');
-      this.migrate();
-    } catch (err) {
-      throw new Error(`cannot open the store ${file}: ${(err as Error).message}`, { cause: err });
-    }
-    this.insertKey = this.db.prepare('INSERT OR IGNORE INTO mailbox_keys (user, mailbox, key, created_at) VALUES (?, ?, ?, ?)');
-    this.selectKey = this.db.prepare('SELECT key FROM mailbox_keys WHERE user = ? AND mailbox = ?');
-    this.deleteKey = this.db.prepare('DELETE FROM mailbox_keys WHERE user = ? AND mailbox = ?');
-    this.deleteUserKeys = this.db.prepare('DELETE FROM mailbox_keys WHERE user = ?');
+  private constructor(file: string, db: Database.Database) {
+    this.file = file;
+    this.db = db;
+    this.stmt = prepare(db);
   }
 
-  /** The schema version now (the number of migrations applied). */
+  /** Opens (creating it, its directory and its schema as needed) the store in file. */
+  static open(file: string): SqliteStore {
+    let db: Database.Database | undefined;
+    try {
+      createPrivate(file);
+      db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+      // journal_mode answers with the mode in force: a read-only or odd file may refuse WAL.
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
+      db.pragma('synchronous = FULL');
+      migrate(db, SQLITE_MIGRATIONS);
+      return new SqliteStore(file, db);
+    } catch (err) {
+      db?.close();
+      throw new StoreError(`cannot open the store ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** The schema version in the file (migrations applied). */
   get schemaVersion(): number {
-    return (this.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number | null }).v ?? 0;
+    return schemaVersion(this.db);
   }
 
   async mailboxAccessKey(user: string, mailbox: string): Promise<Buffer> {
     const box = normalizeMailbox(mailbox);
-    // INSERT OR IGNORE then SELECT: whoever inserted first, everyone reads that key.
-    this.insertKey.run(user, box, randomBytes(16), Date.now());
-    return this.selectKey.get(user, box)!.key;
+    const found = this.stmt.selectKey.get(user, box);
+    if (found !== undefined) return found.key;
+    // First use: INSERT OR IGNORE then SELECT in one write transaction, so whoever
+    // inserted first (this process or another) is the key everyone reads, and a
+    // RESETKEY cannot fall between the two.
+    return this.stmt.createKey.immediate(user, box);
   }
 
   async resetAccessKeys(user: string, mailbox?: string): Promise<void> {
-    // Deleted, not replaced: the next use makes a new random key.
-    if (mailbox === undefined) this.deleteUserKeys.run(user);
-    else this.deleteKey.run(user, normalizeMailbox(mailbox));
+    // Deleted, not replaced: the old keys are gone at once (no token verifies against a
+    // key that does not exist), and the next use makes a new random one.
+    if (mailbox === undefined) this.stmt.deleteUserKeys.run(user);
+    else this.stmt.deleteKey.run(user, normalizeMailbox(mailbox));
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    return this.stmt.getMeta.get(key)?.value;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    this.stmt.setMeta.run(key, value);
+  }
+
+  async initMeta(key: string, value: string): Promise<string> {
+    return this.stmt.initMeta.immediate(key, value);
   }
 
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
+}
 
-  private migrate(): void {
-    this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-    const apply = this.db.transaction(() => {
-      const current = (this.db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number | null }).v ?? 0;
-      for (let v = current + 1; v <= MIGRATIONS.length; v++) {
-        this.db.exec(MIGRATIONS[v - 1]!);
-        this.db.prepare('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)').run(v, Date.now());
-      }
-    });
-    // IMMEDIATE: two processes opening one file at once do not both migrate.
-    apply.immediate();
+function prepare(db: Database.Database) {
+  const insertKey = db.prepare<[string, string, Buffer, number]>(
+    'INSERT OR IGNORE INTO mailbox_keys (user, mailbox, key, created_at) VALUES (?, ?, ?, ?)',
+  );
+  const selectKey = db.prepare<[string, string], { key: Buffer }>('SELECT key FROM mailbox_keys WHERE user = ? AND mailbox = ?');
+  const insertMeta = db.prepare<[string, string]>('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)');
+  const getMeta = db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?');
+  return {
+    selectKey,
+    createKey: db.transaction((user: string, mailbox: string): Buffer => {
+      insertKey.run(user, mailbox, randomBytes(ACCESS_KEY_BYTES), Date.now());
+      return selectKey.get(user, mailbox)!.key;
+    }),
+    deleteKey: db.prepare<[string, string]>('DELETE FROM mailbox_keys WHERE user = ? AND mailbox = ?'),
+    deleteUserKeys: db.prepare<[string]>('DELETE FROM mailbox_keys WHERE user = ?'),
+    getMeta,
+    setMeta: db.prepare<[string, string]>(
+      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+    ),
+    initMeta: db.transaction((key: string, value: string): string => {
+      insertMeta.run(key, value);
+      return getMeta.get(key)!.value;
+    }),
+  };
+}
+
+/**
+ * Creates file mode 0600 in a directory created 0700, before SQLite opens it: SQLite
+ * would create it 0644, and its -wal and -shm files copy the database file's mode. An
+ * existing file that others can read is tightened. An existing directory is left as the
+ * operator made it (dataDir holds other things too).
+ */
+function createPrivate(file: string): void {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const fd = openSync(file, 'a', 0o600);
+  try {
+    if ((fstatSync(fd).mode & 0o077) !== 0) fchmodSync(fd, 0o600);
+  } finally {
+    closeSync(fd);
   }
 }
