@@ -27,6 +27,10 @@ export type SmtpParams = Array<[string, string | true]>;
 // Small writes are coalesced into BDAT chunks of about this size: one command per client
 // packet would multiply round-trip replies for nothing.
 const BDAT_CHUNK = 256 * 1024;
+// Content queued toward the MTA before the client is paused. The socket's own mark (16 KiB)
+// would stop the client after every chunk and serialize the two links; this keeps both
+// moving while still bounding what one session holds.
+const MAX_WRITE_BUFFER = 1024 * 1024;
 
 const QUIT_WAIT_MS = 5_000;
 
@@ -188,19 +192,19 @@ export class UpstreamSmtp {
       this.socket.write(this.dotStuff(chunk));
       this.lastByte = chunk[chunk.length - 1]!;
       this.wroteAny = true;
-      return !this.socket.writableNeedDrain;
+      return this.socket.writableLength < MAX_WRITE_BUFFER;
     }
     if (this.content === 'bdat') {
       this.pending.push(chunk);
       this.pendingLen += chunk.length;
       if (this.pendingLen >= BDAT_CHUNK) this.flushChunk(false);
-      return !this.socket.writableNeedDrain;
+      return this.socket.writableLength < MAX_WRITE_BUFFER;
     }
     throw new Error('writeContent before startContent');
   }
 
   onceDrain(fn: () => void): void {
-    if (this.broken || !this.socket.writableNeedDrain) {
+    if (this.broken || this.socket.writableLength < MAX_WRITE_BUFFER) {
       queueMicrotask(fn);
       return;
     }
