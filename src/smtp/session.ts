@@ -63,6 +63,8 @@ interface Transaction {
   /** Set when the message can no longer be accepted; the reply given at its end. */
   failure?: { code: number; enhanced: string; text: string; reason: string };
   started: number;
+  /** The MTA refused MAIL (known once its reply came): the transaction never began. */
+  mailRefused?: boolean;
 }
 
 /** A BDAT command whose chunk is being read (RFC 3030 §2: replies come after the chunk). */
@@ -99,6 +101,15 @@ export class SubmissionSession {
   private sasl: SaslStep | undefined;
   private errors = 0;
   private timer: NodeJS.Timeout | undefined;
+  /**
+   * Replies still owed, in command order: MAIL and RCPT go to the MTA without waiting for
+   * its verdict (PIPELINING both ways, RFC 2920 §3.1), so later replies queue behind them.
+   */
+  private owed: Promise<void> = Promise.resolve();
+  /** Reply slots in command order; a slot waits for its text while the MTA answers. */
+  private slots: Array<{ text?: string; after?: () => void }> = [];
+  /** The slot the reply being made fills (set while an MTA verdict is turned into a reply). */
+  private filling: { text?: string; after?: () => void } | undefined;
 
   constructor(
     socket: net.Socket,
@@ -153,7 +164,7 @@ export class SubmissionSession {
     if (this.busy) return;
     this.busy = true;
     try {
-      while (!this.closed) {
+      while (!this.closed && !this.closing) {
         const ev = this.queue.shift();
         if (ev === undefined) break;
         const pending = this.handle(ev);
@@ -353,7 +364,8 @@ export class SubmissionSession {
     if (this.helo === undefined) return this.error(503, '5.5.1', 'Send EHLO first');
     // RFC 6409 §4.3: submission requires authentication.
     if (this.user === undefined) return this.error(530, '5.7.0', 'Authentication required');
-    if (this.tx !== undefined) return this.error(503, '5.5.1', 'Nested MAIL command');
+    if (this.tx !== undefined && !this.tx.mailRefused) return this.error(503, '5.5.1', 'Nested MAIL command');
+    if (this.tx !== undefined) this.abortTransaction();
     const ctx = this.extensionContext();
     let parsed;
     try {
@@ -379,19 +391,7 @@ export class SubmissionSession {
     } catch (err) {
       return this.upstreamFailed(err);
     }
-    let answer: SmtpReply;
-    try {
-      answer = await conn.mail(parsed.address, checked.relay);
-    } catch (err) {
-      conn.destroy();
-      return this.upstreamFailed(err);
-    }
-    if (answer.code >= 300) {
-      this.deps.pool.release(conn, true);
-      submissionMessages.inc({ result: 'rejected', reason: 'upstream' });
-      return this.relayReply(answer);
-    }
-    this.tx = {
+    const tx: Transaction = {
       id: randomBytes(8).toString('hex'),
       from: parsed.address,
       conn,
@@ -401,12 +401,27 @@ export class SubmissionSession {
       size: 0,
       started: Date.now(),
     };
-    return this.relayReply(answer);
+    this.tx = tx;
+    // Sent now; the next pipelined command is read while the MTA thinks (RFC 2920 §3.1).
+    this.owe(
+      conn.mail(parsed.address, checked.relay),
+      (answer) => {
+        if (answer.code >= 300) {
+          tx.mailRefused = true;
+          submissionMessages.inc({ result: 'rejected', reason: 'upstream' });
+        }
+        return this.relayReply(answer);
+      },
+      (err) => {
+        if (this.tx === tx) this.abortTransaction();
+        return this.upstreamFailed(err);
+      },
+    );
   }
 
-  private async rcpt(args: string): Promise<void> {
+  private rcpt(args: string): undefined {
     const tx = this.tx;
-    if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
+    if (tx === undefined || tx.mailRefused) return this.error(503, '5.5.1', 'Need MAIL command first');
     if (tx.content !== undefined) return this.error(503, '5.5.1', 'Message content already started');
     // RFC 5321 §4.5.3.1.8: 452 for too many recipients, the client may send the rest later.
     if (tx.rcptCount >= this.config.submission.limits.maxRecipients) return this.error(452, '4.5.3', 'Too many recipients');
@@ -420,20 +435,25 @@ export class SubmissionSession {
     const checked = checkParams(parsed.params, rcptParams, ctx);
     if ('code' in checked) return this.error(checked.code, checked.enhanced, checked.text);
     tx.rcptCount++;
-    let answer: SmtpReply;
-    try {
-      answer = await tx.conn.rcpt(parsed.address, checked.relay);
-    } catch (err) {
-      this.abortTransaction();
-      return this.upstreamFailed(err);
-    }
-    if (answer.code < 300) tx.accepted.push(parsed.address);
-    return this.relayReply(answer);
+    const address = parsed.address;
+    this.owe(
+      tx.conn.rcpt(address, checked.relay),
+      (answer) => {
+        if (answer.code < 300 && !tx.mailRefused) tx.accepted.push(address);
+        return this.relayReply(answer);
+      },
+      (err) => {
+        if (this.tx === tx) this.abortTransaction();
+        return this.upstreamFailed(err);
+      },
+    );
   }
 
   private async data(args: string): Promise<void> {
     if (args !== '') return this.error(501, '5.5.4', 'DATA takes no arguments');
-    const tx = this.tx;
+    // The verdicts on MAIL and every RCPT decide whether there is a message to take.
+    await this.owed;
+    const tx = this.tx?.mailRefused ? undefined : this.tx;
     if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
     if (tx.content === 'bdat') return this.error(503, '5.5.1', 'DATA not allowed after BDAT');
     if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
@@ -454,7 +474,8 @@ export class SubmissionSession {
       return;
     }
     const { size, last } = parsed;
-    const tx = this.tx;
+    await this.owed;
+    const tx = this.tx?.mailRefused ? undefined : this.tx;
     let refusal: ChunkInProgress['refusal'];
     if (tx === undefined) refusal = { code: 503, enhanced: '5.5.1', text: 'Need MAIL command first' };
     else if (tx.content === 'data') refusal = { code: 503, enhanced: '5.5.1', text: 'BDAT not allowed during DATA' };
@@ -593,7 +614,62 @@ export class SubmissionSession {
     }
   }
 
+  /**
+   * A reply that comes later (the MTA's verdict on a pipelined MAIL or RCPT): its place
+   * among the replies is taken now; onReply / onError make its text when the MTA answers.
+   */
+  private owe(verdict: Promise<SmtpReply>, onReply: (answer: SmtpReply) => undefined, onError: (err: unknown) => undefined): void {
+    const slot: { text?: string; after?: () => void } = {};
+    this.slots.push(slot);
+    const inSlot = (make: () => undefined) => () => {
+      this.filling = slot;
+      try {
+        make();
+      } finally {
+        this.filling = undefined;
+      }
+    };
+    const done = verdict
+      .then(
+        (answer) => inSlot(() => onReply(answer))(),
+        (err: unknown) => inSlot(() => onError(err))(),
+      )
+      .catch((err: unknown) => {
+        this.log.error({ err: (err as Error).stack }, 'submission reply failed');
+        this.abortTransaction();
+        this.close(reply(421, '4.3.0', `${this.config.hostname} Internal error, closing connection`));
+      })
+      .finally(() => {
+        // A verdict that made no reply (the session closed meanwhile) frees its place.
+        slot.text ??= '';
+        this.flushSlots();
+      });
+    this.owed = Promise.all([this.owed, done]).then(() => undefined);
+  }
+
+  private flushSlots(): void {
+    while (this.slots.length > 0 && this.slots[0]!.text !== undefined) {
+      const slot = this.slots.shift()!;
+      if (slot.text !== '') this.write(slot.text!);
+      slot.after?.();
+    }
+  }
+
   private send(text: string): void {
+    if (this.filling !== undefined) {
+      const slot = this.filling;
+      this.filling = undefined;
+      slot.text = text;
+      return this.flushSlots();
+    }
+    if (this.slots.length > 0) {
+      this.slots.push({ text });
+      return;
+    }
+    this.write(text);
+  }
+
+  private write(text: string): void {
     if (this.closed || this.client.destroyed) return;
     bytesTotal.inc({ protocol: 'submission', direction: 'client_out' }, text.length);
     this.client.write(text);
@@ -633,13 +709,22 @@ export class SubmissionSession {
 
   /** Sends a last reply and closes (421 or 221). */
   close(last: string): void {
-    if (this.closed) return;
-    this.send(last);
-    this.client.end();
-    const socket = this.client;
-    setTimeout(() => socket.destroy(), 2000).unref();
-    this.teardown();
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    const finish = () => {
+      this.write(last);
+      this.client.end();
+      const socket = this.client;
+      setTimeout(() => socket.destroy(), 2000).unref();
+      this.teardown();
+    };
+    // Replies still owed go out first (a pipelined QUIT gets its 221 last).
+    if (this.slots.length > 0) this.slots.push({ text: '', after: finish });
+    else finish();
   }
+
+  /** close() was called; the last reply waits for the ones owed before it. */
+  private closing = false;
 
   private teardown(): void {
     if (this.closed) return;
