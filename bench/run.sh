@@ -3,14 +3,15 @@
 #   bash bench/run.sh          both: the IMAP benchmark, then the submission benchmark
 #   bash bench/run.sh imap     bench/imap-bench.ts only
 #   bash bench/run.sh smtp     bench/smtp-bench.ts only
+#   bash bench/run.sh forward  bench/forward-bench.ts only (forward without download, issue 4)
 # Settings come from the environment (BENCH_SECONDS, ...; see the top of each benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
 case "$which" in
-  imap | smtp | all) ;;
+  imap | smtp | forward | all) ;;
   *)
-    echo "usage: bash bench/run.sh [imap|smtp|all]" >&2
+    echo "usage: bash bench/run.sh [imap|smtp|forward|all]" >&2
     exit 2
     ;;
 esac
@@ -22,4 +23,7 @@ if [ "$which" = imap ] || [ "$which" = all ]; then
 fi
 if [ "$which" = smtp ] || [ "$which" = all ]; then
   node dist-bench/bench/smtp-bench.js
+fi
+if [ "$which" = forward ] || [ "$which" = all ]; then
+  node dist-bench/bench/forward-bench.js
 fi

@@ -31,13 +31,13 @@ export class RawImap extends RawClient {
   async bytes(n: number, timeoutMs = 30_000): Promise<Buffer> {
     const got = await this.waitFor(
       () => {
-        if (this.buffer.length < n) return undefined;
+        if (this.buffered < n) return undefined;
         const out = this.buffer.subarray(0, n);
         this.buffer = this.buffer.subarray(n);
         return out;
       },
       timeoutMs,
-      () => `${n} bytes; have ${this.buffer.length}`,
+      () => `${n} bytes; have ${this.buffered}`,
     );
     if (got === undefined) throw new Error(`closed before ${n} bytes arrived`);
     return got;

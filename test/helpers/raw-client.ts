@@ -22,7 +22,24 @@ export function openSocket(port: number, opts: ConnectOptions = {}): Promise<net
 }
 
 export class RawClient {
-  protected buffer: Buffer = Buffer.alloc(0);
+  /** Received and not yet taken; joined only when looked at (a 10 MB literal arrives in hundreds of chunks). */
+  private parts: Buffer[] = [];
+  private partsLength = 0;
+
+  protected get buffer(): Buffer {
+    if (this.parts.length !== 1) this.parts = [Buffer.concat(this.parts, this.partsLength)];
+    return this.parts[0]!;
+  }
+
+  protected set buffer(value: Buffer) {
+    this.parts = [value];
+    this.partsLength = value.length;
+  }
+
+  /** Bytes received and not yet taken. */
+  protected get buffered(): number {
+    return this.partsLength;
+  }
   private waiters: Array<() => void> = [];
   closed = false;
   /** Application bytes written and read on this connection (after TLS, before it). */
@@ -36,7 +53,8 @@ export class RawClient {
   private attach(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => {
       this.bytesReceived += chunk.length;
-      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+      this.parts.push(chunk);
+      this.partsLength += chunk.length;
       this.wake();
     });
     socket.on('close', () => {
