@@ -107,10 +107,15 @@ t.test('the forward of the profile draft, step by step (RFC 4469 §5, draft-ietf
   const tail = '\r\n--fwd--\r\n';
   const url = `/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}`;
   const r = await catenate(c, 'a', 'Sent (\\Seen)', [{ text: head }, { url: `${url}/;SECTION=2.MIME` }, { url: `${url}/;SECTION=2` }, { text: tail }]);
-  t.match(r.at(-1), /^a OK/, String(r.at(-1)));
+  const ok = /^a OK \[APPENDUID (\d+) (\d+)\]/.exec(r.at(-1) ?? '');
+  t.ok(ok, `OK [APPENDUID v uid]: ${r.at(-1)}`);
   const expected = Buffer.from(head + original.mimeHeader + original.body + tail);
   const appended = await newest('alice', 'Sent');
   t.ok(appended.equals(expected), 'the appended message is exactly text + MIME header + attachment + text');
+  await c.command('ex', 'EXAMINE Sent');
+  const byUid = await c.command('u', `UID FETCH ${ok?.[2]} (RFC822.SIZE)`);
+  t.match(byUid[0], new RegExp(`RFC822.SIZE ${expected.length}`), 'the APPENDUID names that message');
+  await c.command('s2', 'SELECT INBOX');
   const flags = await c.command('f', 'STATUS Sent (MESSAGES UNSEEN)');
   t.match(flags[0], /MESSAGES 1 UNSEEN 0/, 'flags given with APPEND (\\Seen) applied');
   t.match((await c.command('n', 'NOOP')).at(-1), /^n OK/, 'session goes on');
@@ -187,4 +192,39 @@ t.test('errors: BADURL, TOOBIG, missing literal, bad syntax; the session goes on
   const m = await gw.metrics();
   t.ok(metricValue(m, 'lemonade_catenate_appends_total', { result: 'badurl' }) >= 4, 'refusals counted');
   c.close();
+});
+
+t.test('APPENDUID worked out by the gateway (the upstream has no UIDPLUS): two clients appending at once', async (t) => {
+  const a = await login('alice');
+  const b = await login('alice');
+  await a.command('c', 'CREATE Shared');
+  const sent: Array<{ uid: number; text: string }> = [];
+  const appendMany = async (c: RawImap, who: string) => {
+    for (let i = 0; i < 6; i++) {
+      const text = `Subject: ${who} ${i}\r\n\r\n${'x'.repeat(10 + i * 7 + (who === 'b' ? 3 : 0))}\r\n`;
+      const r = i % 2 === 0
+        ? await c.command(`${who}${i}`, `APPEND Shared {${Buffer.byteLength(text)}+}\r\n${text}`)
+        : await catenate(c, `${who}${i}`, 'Shared', [{ text }]);
+      const m = /^\S+ OK \[APPENDUID (\d+) (\d+)\]/.exec(r.at(-1) ?? '');
+      if (!m) throw new Error(`no APPENDUID: ${r.at(-1)}`);
+      sent.push({ uid: Number(m[2]), text });
+    }
+  };
+  await Promise.all([appendMany(a, 'a'), appendMany(b, 'b')]);
+  t.equal(new Set(sent.map((s) => s.uid)).size, 12, 'twelve distinct UIDs');
+  await a.command('s', 'EXAMINE Shared');
+  for (const { uid, text } of sent) {
+    const lines = await a.command('f', `UID FETCH ${uid} (BODY.PEEK[HEADER.FIELDS (SUBJECT)])`);
+    t.match(lines.join('\n'), new RegExp(text.split('\r\n')[0]!), `UID ${uid} is "${text.split('\r\n')[0]}"`);
+  }
+  a.close();
+  b.close();
+});
+
+t.test('withAppendUid replaces an unadvertised code and leaves failures alone', async (t) => {
+  const { withAppendUid } = await import('../src/lemonade/appenduid.js');
+  t.equal(withAppendUid(Buffer.from('a OK [APPENDUID 1 9] Append completed.\r\n'), 5, 7).toString(), 'a OK [APPENDUID 5 7] Append completed.\r\n');
+  t.equal(withAppendUid(Buffer.from('a OK Append completed.\r\n'), 5, 7).toString(), 'a OK [APPENDUID 5 7] Append completed.\r\n');
+  t.equal(withAppendUid(Buffer.from('a OK [APPENDUID 1 9] done\r\n'), 5, undefined).toString(), 'a OK done\r\n', 'not certain: no code rather than a wrong one');
+  t.equal(withAppendUid(Buffer.from('a NO [TRYCREATE] no\r\n'), 5, 7).toString(), 'a NO [TRYCREATE] no\r\n');
 });

@@ -25,6 +25,8 @@ import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream
 import type { CapabilityCache } from './capability-cache.js';
 import type { Lemonade } from '../lemonade/services.js';
 import { CatenateCommand, catenateStart, type CatenateHost } from './commands/catenate.js';
+import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
+import { normalizeMailbox } from '../store/store.js';
 import {
   bytesTotal,
   commandDuration,
@@ -68,7 +70,13 @@ interface InFlight {
   started: bigint;
   idle: boolean;
   logout: boolean;
+  /** Rewrites the tagged completion before the client sees it (APPENDUID, RFC 4315). */
+  rewriteTagged?: (line: Buffer) => Promise<Buffer>;
+  /** Called if the command never completes (the session or upstream ends first). */
+  abandon?: () => void;
 }
+
+type AppendUidTracker = Pick<InFlight, 'rewriteTagged' | 'abandon'>;
 
 /** Tag and command name at the start of a command line (RFC 3501 §9 "tag SP command"). */
 export function commandHead(first: Buffer): { tag: string; name: string; rest: number } | undefined {
@@ -394,6 +402,21 @@ export class ImapSession implements CommandContext {
       this.collector.reset();
       return this.handleClientEvent(ev);
     }
+    if (head.name === 'APPEND' && this.upstream && this.deps.lemonade.synthesizesAppendUid(this.upstream.capabilities)) {
+      const append = plainAppend(ev.data);
+      if (append !== undefined) {
+        // The UID is worked out around the APPEND: wait for the mailbox's lock and UIDNEXT first.
+        return this.waitFor(
+          'appenduid',
+          this.appendUidTracker(append.mailbox, append.size).then((tracker) => this.beginRelay(head, ev, tracker)),
+        );
+      }
+    }
+    this.beginRelay(head, ev);
+  }
+
+  /** Streams the command to the upstream under a tag of ours. */
+  private beginRelay(head: { tag: string; name: string; rest: number }, ev: Extract<LexEvent, { type: 'text' }>, tracker?: AppendUidTracker): void {
     const upTag = `C${this.nextUpTag++}`;
     this.inflight.set(upTag, {
       clientTag: head.tag,
@@ -401,6 +424,7 @@ export class ImapSession implements CommandContext {
       started: process.hrtime.bigint(),
       idle: head.name === 'IDLE',
       logout: head.name === 'LOGOUT',
+      ...tracker,
     });
     if (head.name === 'LOGOUT') this.state = 'logout';
     this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false };
@@ -429,7 +453,7 @@ export class ImapSession implements CommandContext {
     this.hold(reason);
     work
       .catch((err: unknown) => {
-        this.log.error({ err: (err as Error).stack }, 'CATENATE failed');
+        this.log.error({ err: (err as Error).stack }, 'command failed');
         this.bye('Internal error');
       })
       .finally(() => this.release(reason));
@@ -466,8 +490,11 @@ export class ImapSession implements CommandContext {
       data.destroy();
       return;
     }
+    const mailbox = plainAppend(Buffer.from(`${clientTag}${prefix}{${size}}\r\n`, 'latin1'))?.mailbox;
+    const tracker =
+      mailbox !== undefined && this.deps.lemonade.synthesizesAppendUid(upstream.capabilities) ? await this.appendUidTracker(mailbox, size) : undefined;
     const upTag = `C${this.nextUpTag++}`;
-    this.inflight.set(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), idle: false, logout: false });
+    this.inflight.set(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), idle: false, logout: false, ...tracker });
     const nonSync = upstream.has('LITERAL+');
     this.writeUpstream(Buffer.from(`${upTag}${prefix}{${size}${nonSync ? '+' : ''}}\r\n`, 'latin1'));
     if (!nonSync) {
@@ -488,6 +515,46 @@ export class ImapSession implements CommandContext {
       if (!upstream.write(chunk as Buffer)) await new Promise<void>((resolve) => upstream.onceDrain(resolve));
     }
     this.writeUpstream(Buffer.from('\r\n'));
+  }
+
+  /**
+   * APPENDUID for an upstream without UIDPLUS (lemonade/appenduid.ts): the mailbox's lock
+   * and its UIDNEXT before the APPEND, the new UID found after its OK.
+   */
+  private async appendUidTracker(mailbox: string, size: number): Promise<AppendUidTracker | undefined> {
+    const user = this.user;
+    if (user === undefined) return undefined;
+    const lemonade = this.deps.lemonade;
+    const release = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`);
+    let released = false;
+    const free = () => {
+      if (!released) {
+        released = true;
+        release();
+      }
+    };
+    let before: MailboxUids | undefined;
+    try {
+      before = await lemonade.sidePool.withConnection(user, (c) => mailboxUids(c, mailbox));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'APPENDUID: mailbox status unavailable');
+    }
+    return {
+      abandon: free,
+      rewriteTagged: async (line) => {
+        try {
+          if (!/^\S+ OK/i.test(line.subarray(0, 80).toString('latin1'))) return line;
+          let uid: number | undefined;
+          if (before !== undefined) {
+            const known = before;
+            uid = await lemonade.sidePool.withConnection(user, (c) => appendedUid(c, mailbox, known, size)).catch(() => undefined);
+          }
+          return withAppendUid(line, before?.uidValidity ?? 0, uid);
+        } finally {
+          free();
+        }
+      },
+    };
   }
 
   /** Answered already: drop the rest of the command, including a literal the client will not send. */
@@ -672,11 +739,15 @@ export class ImapSession implements CommandContext {
 
   private onUpstreamEvent(ev: LexEvent): void {
     if (this.closed) return;
+    // Behind a tagged completion being rewritten: kept in order until it is written.
+    if (this.upstreamBacklog !== undefined) return void this.upstreamBacklog.push(ev);
     switch (ev.type) {
       case 'text':
         if (!this.relayMidResponse) return this.startUpstreamResponse(ev.data);
+        if (this.heldTagged) return void this.heldTagged.parts.push(Buffer.from(ev.data));
         return this.writeClient(ev.data);
       case 'literal-data':
+        if (this.heldTagged) return void this.heldTagged.parts.push(Buffer.from(ev.data));
         return this.writeClient(ev.data);
       case 'literal-start':
       case 'literal-end':
@@ -716,6 +787,11 @@ export class ImapSession implements CommandContext {
       }
       this.relayTagged = { upTag: head.tag, status: head.kind };
       out = Buffer.concat([Buffer.from(entry.clientTag), first.subarray(head.tag.length)]);
+      if (entry.rewriteTagged) {
+        // Kept back until the response ends and the rewrite is done.
+        this.heldTagged = { rewrite: entry.rewriteTagged, parts: [out] };
+        return;
+      }
     }
     if (head.code?.name.toUpperCase() === 'CAPABILITY') out = this.rewriteCapabilityCode(out, head.tag, first);
     this.writeClient(out);
@@ -757,10 +833,50 @@ export class ImapSession implements CommandContext {
     }
     const tagged = this.relayTagged;
     this.relayTagged = undefined;
+    const held = this.heldTagged;
+    this.heldTagged = undefined;
+    if (held !== undefined && tagged !== undefined) return this.finishHeldTagged(held, tagged);
     if (tagged) this.completeInFlight(tagged.upTag, tagged.status);
     this.flushLocal();
     this.wakeQuiet();
   }
+
+  private heldTagged: { rewrite: (line: Buffer) => Promise<Buffer>; parts: Buffer[] } | undefined;
+
+  /** Writes a kept-back tagged completion once rewritten; the upstream is not read meanwhile. */
+  private finishHeldTagged(held: NonNullable<typeof this.heldTagged>, tagged: { upTag: string; status: string }): void {
+    this.relayMidResponse = true; // local output still waits
+    this.upstreamBacklog = [];
+    this.upstream?.pause();
+    const line = Buffer.concat(held.parts);
+    held
+      .rewrite(line)
+      .catch((err: unknown) => {
+        this.log.warn({ err: (err as Error).message }, 'tagged response rewrite failed');
+        return line;
+      })
+      .then((out) => {
+        this.relayMidResponse = false;
+        this.writeClient(out);
+        this.completeInFlight(tagged.upTag, tagged.status);
+        const backlog = this.upstreamBacklog ?? [];
+        this.upstreamBacklog = undefined;
+        for (let i = 0; i < backlog.length; i++) {
+          if (this.upstreamBacklog !== undefined) {
+            // Another completion is being rewritten: the rest waits behind it.
+            (this.upstreamBacklog as LexEvent[]).push(...backlog.slice(i));
+            return;
+          }
+          this.onUpstreamEvent(backlog[i]!);
+        }
+        if (this.upstreamBacklog !== undefined) return;
+        if (!this.upstreamPaused && !this.handlerHoldsUpstream) this.upstream?.resume();
+        this.flushLocal();
+        this.wakeQuiet();
+      });
+  }
+
+  private upstreamBacklog: LexEvent[] | undefined;
 
   /** Resolves once no relayed command is in flight and no upstream response is half-written. */
   private quiet(): Promise<void> {
@@ -888,6 +1004,8 @@ export class ImapSession implements CommandContext {
     if (this.timer) clearTimeout(this.timer);
     this.upstream?.end();
     this.upstreamContinuation?.(false);
+    // Commands that will never complete give back what they hold (APPENDUID's mailbox lock).
+    for (const entry of this.inflight.values()) entry.abandon?.();
     sessionsOpen.dec({ protocol: 'imap' });
     this.log.debug({ user: this.user }, 'session closed');
     this.deps.onClose(this);

@@ -83,3 +83,25 @@ export async function appendedUid(conn: UpstreamConnection, mailbox: string, bef
   const sized = candidates.filter((c) => c.size === size);
   return sized.length === 1 ? sized[0]!.uid : undefined;
 }
+
+/** "tag APPEND mailbox [flags] [date] {n}" (RFC 3501 §6.3.11): the mailbox (wire form) and the literal's size. */
+export function plainAppend(first: Buffer): { mailbox: string; size: number } | undefined {
+  const m = /^\S+ APPEND ("(?:[^"\\\r\n]|\\.)*"|[^\s(){%*"\\\]\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? ~?\{(\d{1,12})\+?\}\r?\n$/i.exec(
+    first.toString('latin1'),
+  );
+  if (m === null) return undefined;
+  const raw = m[1]!;
+  const mailbox = raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
+  return { mailbox, size: Number(m[2]) };
+}
+
+/**
+ * The tagged completion with our APPENDUID (RFC 4315 §3) in place of any the upstream
+ * gave without advertising UIDPLUS (such codes are not to be trusted, nor shown).
+ */
+export function withAppendUid(line: Buffer, uidValidity: number, uid: number | undefined): Buffer {
+  const m = /^(\S+) OK (?:\[(?:APPENDUID|COPYUID) [^\]]*\] )?(.*)$/is.exec(line.toString('latin1'));
+  if (m === null) return line;
+  const code = uid === undefined ? '' : `[APPENDUID ${uidValidity} ${uid}] `;
+  return Buffer.from(`${m[1]} OK ${code}${m[2]}`, 'latin1');
+}

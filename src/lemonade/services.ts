@@ -11,12 +11,20 @@ import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
 import { SidePool } from '../upstream/side-pool.js';
 import { UrlAuthority } from './urlauth.js';
+import { MailboxLocks } from './appenduid.js';
 
 export interface Lemonade {
   readonly config: Config;
   readonly store: Store;
   readonly sidePool: SidePool;
   readonly urlauth: UrlAuthority;
+  /** The gateway's APPENDs to one mailbox, one at a time (for APPENDUID without UIDPLUS). */
+  readonly appendLocks: MailboxLocks;
+  /**
+   * Whether the gateway works out APPENDUID itself: the upstream has no UIDPLUS (and no
+   * MULTIAPPEND, whose several messages one size cannot tell apart).
+   */
+  synthesizesAppendUid(upstream: readonly string[]): boolean;
   /** Capabilities the gateway adds to the upstream's (in the order they are listed). */
   emulated(upstream: readonly string[]): string[];
   /** Whether this command is answered by an emulation rather than relayed. */
@@ -49,6 +57,9 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
     store,
     sidePool,
     urlauth,
+    appendLocks: new MailboxLocks(),
+    synthesizesAppendUid: (upstream) =>
+      sidePool.available && !hasCapability(upstream, 'UIDPLUS') && !hasCapability(upstream, 'MULTIAPPEND'),
     emulated,
     intercepts(command, upstream) {
       const name = command.toUpperCase();
