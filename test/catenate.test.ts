@@ -228,3 +228,46 @@ t.test('withAppendUid replaces an unadvertised code and leaves failures alone', 
   t.equal(withAppendUid(Buffer.from('a OK [APPENDUID 1 9] done\r\n'), 5, undefined).toString(), 'a OK done\r\n', 'not certain: no code rather than a wrong one');
   t.equal(withAppendUid(Buffer.from('a NO [TRYCREATE] no\r\n'), 5, 7).toString(), 'a NO [TRYCREATE] no\r\n');
 });
+
+t.test('UIDPLUS emulated: advertised, COPYUID for COPY and UID COPY, UID EXPUNGE of exactly the set', async (t) => {
+  const c = await login('carol');
+  t.match((await c.command('cap', 'CAPABILITY'))[0], / UIDPLUS( |$)/, 'UIDPLUS advertised');
+  await c.command('c1', 'CREATE Src');
+  await c.command('c2', 'CREATE Dst');
+  const uids: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const text = `Subject: m${i}\r\n\r\nbody ${i}\r\n`;
+    const r = await c.command(`a${i}`, `APPEND Src {${text.length}+}\r\n${text}`);
+    uids.push(Number(/APPENDUID \d+ (\d+)/.exec(r.at(-1)!)![1]));
+  }
+  await c.command('s', 'SELECT Src');
+  const copy = await c.command('cp', 'COPY 2:3 Dst');
+  const m = /^cp OK \[COPYUID (\d+) (\S+) (\S+)\]/.exec(copy.at(-1)!);
+  t.ok(m, `COPY: ${copy.at(-1)}`);
+  t.equal(m?.[2], `${uids[1]}:${uids[2]}`, 'source UIDs of messages 2 and 3');
+  const ucopy = await c.command('uc', `UID COPY ${uids[4]},${uids[0]} Dst`);
+  const u = /^uc OK \[COPYUID (\d+) (\S+) (\S+)\]/.exec(ucopy.at(-1)!);
+  t.equal(u?.[2], `${uids[0]},${uids[4]}`, 'UID COPY: source set in UID order');
+  // The destination UIDs name the copies.
+  const dst = await RawImap.connect(gw.imapsPort, { tls: true });
+  await dst.line();
+  await dst.command('l', 'LOGIN carol password');
+  await dst.command('e', 'EXAMINE Dst');
+  const [d1, d2] = (u?.[3] ?? '').split(/[,:]/).map(Number);
+  t.match((await dst.command('f', `UID FETCH ${d1} (BODY.PEEK[HEADER.FIELDS (SUBJECT)])`)).join('\n'), /Subject: m0/);
+  t.match((await dst.command('g', `UID FETCH ${d2} (BODY.PEEK[HEADER.FIELDS (SUBJECT)])`)).join('\n'), /Subject: m4/);
+  dst.close();
+  t.match((await c.command('nc', 'COPY 1 NoSuchBox')).at(-1), /^nc NO \[TRYCREATE\]/, 'the upstream refusal relayed');
+  // UID EXPUNGE: 1, 2, 4 deleted; expunge only 2 and 4.
+  await c.command('st', `UID STORE ${uids[0]},${uids[1]},${uids[3]} +FLAGS.SILENT (\\Deleted)`);
+  const ex = await c.command('x', `UID EXPUNGE ${uids[1]},${uids[3]}`);
+  t.match(ex.at(-1), /^x OK/);
+  t.equal(ex.filter((l) => / EXPUNGE$/.test(l)).length, 2, 'two EXPUNGE responses reach the client');
+  t.notMatch(ex.join('\n'), /\* SEARCH/, "the gateway's own SEARCH stays hidden");
+  const left = await c.command('ls', 'UID SEARCH ALL');
+  t.equal(left[0], `* SEARCH ${uids[0]} ${uids[2]} ${uids[4]}`, 'only the two in the set are gone');
+  const del = await c.command('ld', 'UID SEARCH DELETED');
+  t.equal(del[0], `* SEARCH ${uids[0]}`, 'the other deleted message is still \\Deleted');
+  t.match((await c.command('bad', 'UID EXPUNGE x')).at(-1), /^bad BAD/);
+  c.close();
+});

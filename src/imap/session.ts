@@ -74,6 +74,8 @@ interface InFlight {
   rewriteTagged?: (line: Buffer) => Promise<Buffer>;
   /** Called if the command never completes (the session or upstream ends first). */
   abandon?: () => void;
+  /** A command of the gateway's own on the client's connection (see internalCommand). */
+  internal?: { capture: (line: string) => boolean; done: (status: string, line: string) => void };
 }
 
 type AppendUidTracker = Pick<InFlight, 'rewriteTagged' | 'abandon'>;
@@ -518,6 +520,38 @@ export class ImapSession implements CommandContext {
   }
 
   /**
+   * Runs a command of the gateway's own on the client's upstream connection, where the
+   * client's selected mailbox is (UID EXPUNGE and COPYUID emulation need its view). Only
+   * from a local handler, after quiet(): nothing of the client's is in flight, so untagged
+   * data capture() claims is this command's; everything else (EXPUNGE, FETCH) still
+   * reaches the client, whose mailbox it describes.
+   */
+  async internalCommand(text: string, capture: (line: string) => boolean = () => false): Promise<{ status: string; line: string }> {
+    const upstream = this.upstream;
+    if (!upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
+    const upTag = `I${this.nextUpTag++}`;
+    const result = new Promise<{ status: string; line: string }>((resolve) => {
+      this.inflight.set(upTag, {
+        clientTag: '',
+        command: 'INTERNAL',
+        started: process.hrtime.bigint(),
+        idle: false,
+        logout: false,
+        internal: { capture, done: (status, line) => resolve({ status, line }) },
+        abandon: () => resolve({ status: 'BYE', line: '' }),
+      });
+    });
+    // The handler holds the upstream still; its own command's answer must be read.
+    this.holdUpstream(false);
+    this.writeUpstream(Buffer.from(`${upTag} ${text}\r\n`, 'utf8'));
+    try {
+      return await result;
+    } finally {
+      this.holdUpstream(true);
+    }
+  }
+
+  /**
    * APPENDUID for an upstream without UIDPLUS (lemonade/appenduid.ts): the mailbox's lock
    * and its UIDNEXT before the APPEND, the new UID found after its OK.
    */
@@ -770,6 +804,13 @@ export class ImapSession implements CommandContext {
     }
     let out = first;
     if (head.tag === '*') {
+      // The gateway's own command runs alone, so the untagged data it asked for is its own.
+      for (const entry of this.inflight.values()) {
+        if (entry.internal?.capture(first.toString('latin1'))) {
+          this.relaySkip = true;
+          return;
+        }
+      }
       if (head.kind === 'CAPABILITY') {
         this.upstream!.capabilities = parseCapabilityList(first.toString('latin1').replace(/^\* CAPABILITY /i, ''));
         out = Buffer.from(`* CAPABILITY ${this.capabilities().join(' ')}\r\n`);
@@ -782,6 +823,13 @@ export class ImapSession implements CommandContext {
       if (entry === undefined) {
         // Not a tag we sent: never show it to the client.
         this.log.warn({ tag: head.tag.slice(0, 40) }, 'upstream answered an unknown tag');
+        this.relaySkip = true;
+        return;
+      }
+      if (entry.internal) {
+        // Never shown to the client; the caller gets the result.
+        this.inflight.delete(head.tag);
+        entry.internal.done(head.kind, first.toString('latin1'));
         this.relaySkip = true;
         return;
       }

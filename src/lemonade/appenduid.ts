@@ -105,3 +105,37 @@ export function withAppendUid(line: Buffer, uidValidity: number, uid: number | u
   const code = uid === undefined ? '' : `[APPENDUID ${uidValidity} ${uid}] `;
   return Buffer.from(`${m[1]} OK ${code}${m[2]}`, 'latin1');
 }
+
+/** UIDs as a compact RFC 3501 §9 sequence-set ("3:5,9"); uids ascending. */
+export function uidSet(uids: readonly number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < uids.length; ) {
+    let j = i;
+    while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
+    out.push(j === i ? String(uids[i]) : `${uids[i]}:${uids[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
+}
+
+/** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
+export function searchResult(line: string): number[] | undefined {
+  const m = /^\* SEARCH((?: \d+)*)\s*$/i.exec(line);
+  if (m === null) return undefined;
+  return m[1]!.trim() === '' ? [] : m[1]!.trim().split(' ').map(Number);
+}
+
+/** The UIDs that messages copied into a mailbox got, in order, when exactly `count` arrived from before.uidNext on. */
+export async function copiedUids(conn: UpstreamConnection, mailbox: string, before: MailboxUids, count: number): Promise<number[] | undefined> {
+  const examined = await conn.command(['EXAMINE ', ...mailboxArgument(mailbox)]);
+  if (examined.status !== 'OK') return undefined;
+  const validity = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
+  if (validity === undefined || Number(validity.slice(12)) !== before.uidValidity) return undefined;
+  const r = await conn.command([`UID SEARCH UID ${before.uidNext}:*`]);
+  if (r.status !== 'OK') return undefined;
+  const line = r.untagged.find((l) => l.items[0]?.type === 'atom' && l.items[0].value.toUpperCase() === 'SEARCH');
+  const uids = (line?.items.slice(1) ?? []).flatMap((v) => (v.type === 'atom' ? [Number(v.value)] : [])).filter((u) => u >= before.uidNext);
+  uids.sort((a, b) => a - b);
+  // Anything else arriving meanwhile makes the mapping uncertain: no COPYUID then.
+  return uids.length === count ? uids : undefined;
+}

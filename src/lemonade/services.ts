@@ -37,6 +37,8 @@ const COMMANDS: Record<string, readonly string[]> = {
   URLAUTH: ['GENURLAUTH', 'URLFETCH', 'RESETKEY'],
   // RFC 4469: APPEND is intercepted only when its data is a CATENATE list.
   CATENATE: ['APPEND'],
+  // RFC 4315: APPENDUID is worked out around every APPEND; these two are answered here.
+  UIDPLUS: ['UID EXPUNGE', 'COPY', 'UID COPY'],
 };
 
 export async function startLemonade(config: Config, log: Logger): Promise<Lemonade> {
@@ -50,7 +52,8 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
   const emulated = (upstream: readonly string[]): string[] => {
     // Fetching parts on the user's behalf needs the master identity.
     if (!sidePool.available) return [];
-    return Object.keys(COMMANDS).filter((cap) => !hasCapability(upstream, cap));
+    // UIDPLUS's APPENDUID cannot tell MULTIAPPEND's several messages apart by one size.
+    return Object.keys(COMMANDS).filter((cap) => !hasCapability(upstream, cap) && (cap !== 'UIDPLUS' || !hasCapability(upstream, 'MULTIAPPEND')));
   };
   return {
     config,

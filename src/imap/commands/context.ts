@@ -52,6 +52,11 @@ export interface CommandContext {
    */
   writeData(data: Buffer): boolean;
   clientDrained(): Promise<void>;
+  /**
+   * A command of the gateway's own on the client's upstream connection (nothing else is
+   * in flight then); untagged lines capture() claims are not shown to the client.
+   */
+  internalCommand(text: string, capture?: (line: string) => boolean): Promise<{ status: string; line: string }>;
   /** Ends the session with an untagged BYE (RFC 3501 §7.1.5). */
   bye(text: string): void;
 }

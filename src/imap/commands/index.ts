@@ -10,6 +10,8 @@ import { authenticate } from './authenticate.js';
 import { genurlauth } from './genurlauth.js';
 import { urlfetch } from './urlfetch.js';
 import { resetkey } from './resetkey.js';
+import { uidExpunge } from './uid-expunge.js';
+import { copy } from './copy.js';
 
 /** Handled locally before authentication (there is no upstream session yet). */
 export const preAuthHandlers = new Map<string, CommandHandler>([
@@ -32,4 +34,7 @@ export const postAuthHandlers = new Map<string, CommandHandler>([
   ['GENURLAUTH', genurlauth], // RFC 4467
   ['URLFETCH', urlfetch],
   ['RESETKEY', resetkey],
+  ['UID EXPUNGE', uidExpunge], // RFC 4315
+  ['COPY', copy],
+  ['UID COPY', copy],
 ]);

@@ -1,0 +1,58 @@
+/**
+ * COPY and UID COPY with COPYUID (RFC 4315 §3) over an upstream without UIDPLUS. The
+ * source UIDs come from the client's own session (UID SEARCH of the given set), the copy
+ * runs as UID COPY of exactly those, in order, and the new UIDs are read from the target
+ * mailbox on a side connection under the same per-mailbox lock APPENDs take. When anything
+ * else arrived there meanwhile the answer has no COPYUID rather than a wrong one.
+ */
+import type { CommandHandler } from './context.js';
+import { stringArgument } from './arguments.js';
+import { isQuotable, quoted } from '../protocol/writer.js';
+import { copiedUids, mailboxUids, searchResult, uidSet, type MailboxUids } from '../../lemonade/appenduid.js';
+import { normalizeMailbox } from '../../store/store.js';
+import { SEQUENCE_SET } from './uid-expunge.js';
+
+export const copy: CommandHandler = async (ctx, line) => {
+  const byUid = line.items[0]?.type === 'atom' && line.items[0].value.toUpperCase() === 'UID';
+  const args = line.items.slice(byUid ? 2 : 1);
+  const set = args[0];
+  const mailbox = stringArgument(args[1]);
+  const name = byUid ? 'UID COPY' : 'COPY';
+  if (args.length !== 2 || set?.type !== 'atom' || !SEQUENCE_SET.test(set.value) || mailbox === undefined) {
+    return ctx.tagged(line.tag, 'BAD', `${name} expects a set and a mailbox`);
+  }
+  if (!isQuotable(mailbox)) return ctx.tagged(line.tag, 'BAD', 'Mailbox name not supported here');
+  let source: number[] | undefined;
+  const search = await ctx.internalCommand(`UID SEARCH ${byUid ? 'UID ' : ''}${set.value}`, (l) => (source = searchResult(l)) !== undefined);
+  if (search.status !== 'OK') return ctx.tagged(line.tag, search.status === 'NO' ? 'NO' : 'BAD', `${name} needs a selected mailbox and a valid set`);
+  const uids = (source ?? []).sort((a, b) => a - b);
+  if (uids.length === 0) {
+    // Nothing matches: the upstream's own answer (OK, or NO for a missing mailbox) is the answer.
+    const r = await ctx.internalCommand(`${name} ${set.value} ${quoted(mailbox)}`);
+    return answer(ctx, line.tag, r, undefined);
+  }
+  const user = ctx.authenticatedUser!;
+  const lemonade = ctx.lemonade;
+  const release = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`);
+  try {
+    const before: MailboxUids | undefined = await lemonade.sidePool.withConnection(user, (c) => mailboxUids(c, mailbox)).catch(() => undefined);
+    const r = await ctx.internalCommand(`UID COPY ${uidSet(uids)} ${quoted(mailbox)}`);
+    let code: string | undefined;
+    if (r.status === 'OK' && before !== undefined) {
+      const known = before;
+      const target = await lemonade.sidePool.withConnection(user, (c) => copiedUids(c, mailbox, known, uids.length)).catch(() => undefined);
+      if (target !== undefined) code = `COPYUID ${before.uidValidity} ${uidSet(uids)} ${uidSet(target)}`;
+    }
+    return answer(ctx, line.tag, r, code);
+  } finally {
+    release();
+  }
+};
+
+/** The upstream's completion under the client's tag, its unadvertised COPYUID replaced by ours. */
+function answer(ctx: Parameters<CommandHandler>[0], tag: string, r: { status: string; line: string }, code: string | undefined): void {
+  const m = /^\S+ (OK|NO|BAD) (?:\[([^\]]*)\] )?(.*?)\r?\n?$/is.exec(r.line);
+  if (m === null) return ctx.tagged(tag, 'NO', 'Upstream server unavailable', 'UNAVAILABLE');
+  const upstreamCode = m[2] !== undefined && !/^COPYUID /i.test(m[2]) ? m[2] : undefined;
+  ctx.tagged(tag, m[1]!.toUpperCase() as 'OK' | 'NO' | 'BAD', m[3]!, code ?? upstreamCode);
+}

@@ -1,0 +1,31 @@
+/**
+ * UID EXPUNGE (RFC 4315 §2.1) over an upstream without UIDPLUS: expunge only the \Deleted
+ * messages in the given UID set. On the client's own connection: clear \Deleted on the
+ * other deleted messages, EXPUNGE, set it back (the client sees the EXPUNGE responses as
+ * usual). Not atomic: a message another session marks \Deleted during these steps is
+ * expunged too (RFC 4315 §2.1 makes the same remark about clients emulating it).
+ */
+import type { CommandHandler } from './context.js';
+import { searchResult, uidSet } from '../../lemonade/appenduid.js';
+
+/** RFC 3501 §9 sequence-set (UIDs or "*"). */
+export const SEQUENCE_SET = /^(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*$/;
+
+export const uidExpunge: CommandHandler = async (ctx, line) => {
+  const set = line.items[2];
+  if (line.items.length !== 3 || set?.type !== 'atom' || !SEQUENCE_SET.test(set.value)) {
+    return ctx.tagged(line.tag, 'BAD', 'UID EXPUNGE expects a UID set');
+  }
+  let keep: number[] | undefined;
+  const search = await ctx.internalCommand(`UID SEARCH DELETED NOT UID ${set.value}`, (l) => (keep = searchResult(l)) !== undefined);
+  if (search.status !== 'OK') return ctx.tagged(line.tag, search.status === 'NO' ? 'NO' : 'BAD', 'UID EXPUNGE needs a selected mailbox');
+  const others = keep ?? [];
+  if (others.length > 0) {
+    const r = await ctx.internalCommand(`UID STORE ${uidSet(others)} -FLAGS.SILENT (\\Deleted)`);
+    if (r.status !== 'OK') return ctx.tagged(line.tag, 'NO', 'UID EXPUNGE failed: cannot protect other deleted messages');
+  }
+  const expunged = await ctx.internalCommand('EXPUNGE');
+  if (others.length > 0) await ctx.internalCommand(`UID STORE ${uidSet(others)} +FLAGS.SILENT (\\Deleted)`);
+  if (expunged.status !== 'OK') return ctx.tagged(line.tag, 'NO', 'UID EXPUNGE failed');
+  ctx.tagged(line.tag, 'OK', 'UID EXPUNGE completed');
+};
