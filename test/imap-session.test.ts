@@ -145,6 +145,11 @@ t.test('native pass-through in front of a full-capability Dovecot', async (t) =>
     c.write('Subject: x\r\n\r\n');
     t.match((await c.until('d')).at(-1), /^d OK \[APPENDUID \d+ \d+\]/, 'UIDPLUS APPENDUID from the upstream');
     t.match((await c.command('e', 'UID EXPUNGE 1')).at(-1), /^e OK/, 'UID EXPUNGE passed through');
+    c.write('f APPEND INBOX CATENATE (TEXT {14+}\r\nSubject: y\r\n\r\n)\r\n');
+    t.match((await c.until('f')).at(-1), /^f OK \[APPENDUID /, 'CATENATE executed by the upstream itself');
+    const m = await fgw.metrics();
+    t.equal(metricValue(m, 'lemonade_catenate_appends_total'), 0, 'not by the emulation');
+    t.equal(metricValue(m, 'lemonade_imap_side_connections_open'), 0, 'no side connection was needed');
     c.close();
   } finally {
     await fgw.stop();

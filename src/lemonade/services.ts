@@ -52,8 +52,10 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
   const emulated = (upstream: readonly string[]): string[] => {
     // Fetching parts on the user's behalf needs the master identity.
     if (!sidePool.available) return [];
-    // UIDPLUS's APPENDUID cannot tell MULTIAPPEND's several messages apart by one size.
-    return Object.keys(COMMANDS).filter((cap) => !hasCapability(upstream, cap) && (cap !== 'UIDPLUS' || !hasCapability(upstream, 'MULTIAPPEND')));
+    // With MULTIAPPEND (RFC 3502) upstream, one APPEND may carry several messages: neither
+    // APPENDUID by one size nor the one-message CATENATE emulation would be right then.
+    const multi = hasCapability(upstream, 'MULTIAPPEND');
+    return Object.keys(COMMANDS).filter((cap) => !hasCapability(upstream, cap) && !(multi && (cap === 'UIDPLUS' || cap === 'CATENATE')));
   };
   return {
     config,
