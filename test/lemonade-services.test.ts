@@ -27,3 +27,20 @@ t.test('without a master identity nothing is emulated (side connections need it)
   t.notOk(lemonade.synthesizesAppendUid(['IMAP4rev1']));
   await lemonade.close();
 });
+
+t.test('access identifiers (RFC 4467 §3): who each admits', async (t) => {
+  const { admits, parseAccess } = await import('../src/lemonade/urlauth.js');
+  const bob = { user: 'bob', submitServer: false };
+  const submit = { user: 'msa', submitServer: true };
+  const burlForAlice = { user: 'gateway', submitServer: true, onBehalfOf: 'alice' };
+  t.equal(admits(parseAccess('anonymous')!, bob, false), 'anonymous-disabled', 'anonymous refused by default');
+  t.equal(admits(parseAccess('anonymous')!, bob, true), undefined, 'anonymous admitted when the config enables it');
+  t.equal(admits(parseAccess('authuser')!, bob, false), undefined);
+  t.equal(admits(parseAccess('user+bob')!, bob, false), undefined);
+  t.equal(admits(parseAccess('user+bob')!, submit, false), 'access');
+  t.equal(admits(parseAccess('submit+alice')!, bob, false), 'access');
+  t.equal(admits(parseAccess('submit+alice')!, submit, false), undefined);
+  t.equal(admits(parseAccess('submit+alice')!, burlForAlice, false), undefined);
+  t.equal(admits(parseAccess('submit+carol')!, burlForAlice, false), 'access', "the gateway's BURL for alice cannot use carol's URL");
+  t.equal(parseAccess('nobody'), undefined);
+});
