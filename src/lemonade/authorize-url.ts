@@ -7,6 +7,7 @@
 import { ImapUrlError, expireTime, parseImapUrl, rumpUrl, type ImapUrl } from '../imap/protocol/url.js';
 import { encodeMutf7 } from '../imap/protocol/mutf7.js';
 import type { PartRef } from './fetch-part.js';
+import type { Config } from '../config/schema.js';
 import { admits, expired, type Fetcher, type UrlAuthority } from './urlauth.js';
 
 export type AuthorizeFailure =
@@ -60,9 +61,23 @@ export async function authorizeUrl(
   if (auth.expire !== undefined && expired(new Date(expireTime(auth.expire)), opts.now)) return { ok: false, reason: 'expired' };
   const denied = admits(auth.access, fetcher, opts.allowAnonymous);
   if (denied !== undefined) return { ok: false, reason: denied === 'anonymous-disabled' ? 'anonymous_disabled' : denied };
+  return { ok: true, owner, url, ref: partRefOf(url as ImapUrl & { mailbox: string; uid: number }) };
+}
+
+/** What a message URL names upstream: the mailbox's wire name (RFC 3501 §5.1.3) and the part. */
+export function partRefOf(url: ImapUrl & { mailbox: string; uid: number }): PartRef {
   const ref: PartRef = { mailbox: encodeMutf7(url.mailbox), uid: url.uid };
   if (url.uidValidity !== undefined) ref.uidValidity = url.uidValidity;
   if (url.section !== undefined) ref.section = url.section;
   if (url.partial !== undefined) ref.partial = url.partial;
-  return { ok: true, owner, url, ref };
+  return ref;
+}
+
+/** authorizeUrl for a logged-in IMAP user, with the config's submit identities and anonymous policy. */
+export function authorizeForUser(authority: UrlAuthority, config: Config, user: string, text: string): Promise<Authorization> {
+  const cfg = config.imap.urlauth;
+  return authorizeUrl(authority, text, { user, submitServer: cfg.submitUsers.includes(user) }, {
+    hostname: config.hostname,
+    allowAnonymous: cfg.allowAnonymousFetch,
+  });
 }

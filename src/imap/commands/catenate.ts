@@ -25,9 +25,8 @@ import type { Logger } from '../../log/logger.js';
 import type { LexEvent } from '../protocol/lexer.js';
 import type { Lemonade } from '../../lemonade/services.js';
 import { ImapUrlError, parseImapUrl } from '../protocol/url.js';
-import { encodeMutf7 } from '../protocol/mutf7.js';
 import { Assembly, AssemblyTooBig } from '../../lemonade/assembly.js';
-import { authorizeUrl, isOurHost } from '../../lemonade/authorize-url.js';
+import { authorizeForUser, isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { fetchPart, type PartRef } from '../../lemonade/fetch-part.js';
 import { SideLoginRefused } from '../../upstream/side-pool.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
@@ -279,21 +278,13 @@ export class CatenateCommand {
     }
     const url = parsed.url;
     if (url.urlauth !== undefined) {
-      const cfg = this.host.config.imap.urlauth;
-      const auth = await authorizeUrl(this.host.lemonade.urlauth, text, { user, submitServer: cfg.submitUsers.includes(user) }, {
-        hostname,
-        allowAnonymous: cfg.allowAnonymousFetch,
-      });
+      const auth = await authorizeForUser(this.host.lemonade.urlauth, this.host.config, user, text);
       return auth.ok ? { owner: auth.owner, ref: auth.ref } : undefined;
     }
     // Without URLAUTH only the user's own mail on this server (RFC 4469 §5: as FETCH would).
     if (url.server === undefined || !isOurHost(url.server.host, hostname) || (url.server.user ?? user) !== user) return undefined;
     if (url.mailbox === undefined || url.uid === undefined) return undefined;
-    const ref: PartRef = { mailbox: encodeMutf7(url.mailbox), uid: url.uid };
-    if (url.uidValidity !== undefined) ref.uidValidity = url.uidValidity;
-    if (url.section !== undefined) ref.section = url.section;
-    if (url.partial !== undefined) ref.partial = url.partial;
-    return { owner: user, ref };
+    return { owner: user, ref: partRefOf({ ...url, mailbox: url.mailbox, uid: url.uid }) };
   }
 
   // ---- the end ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 import type { CommandContext, CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
 import { quoteString } from '../protocol/writer.js';
-import { authorizeUrl } from '../../lemonade/authorize-url.js';
+import { authorizeForUser } from '../../lemonade/authorize-url.js';
 import { fetchPart } from '../../lemonade/fetch-part.js';
 import type { LiteralSink } from '../upstream.js';
 import { SideLoginRefused } from '../../upstream/side-pool.js';
@@ -32,16 +32,12 @@ export const urlfetch: CommandHandler = async (ctx, line) => {
 
 async function fetchOne(ctx: CommandContext, text: string): Promise<'served' | 'nil' | 'broken'> {
   const user = ctx.authenticatedUser!;
-  const cfg = ctx.config.imap.urlauth;
   const refuse = (reason: string): 'nil' => {
     urlauthFetches.inc({ by: 'urlfetch', result: 'refused', reason });
     ctx.untagged(`URLFETCH ${quoteString(text)} NIL`);
     return 'nil';
   };
-  const auth = await authorizeUrl(ctx.lemonade.urlauth, text, { user, submitServer: cfg.submitUsers.includes(user) }, {
-    hostname: ctx.config.hostname,
-    allowAnonymous: cfg.allowAnonymousFetch,
-  });
+  const auth = await authorizeForUser(ctx.lemonade.urlauth, ctx.config, user, text);
   if (!auth.ok) {
     ctx.log.info({ reason: auth.reason }, 'URLFETCH refused');
     return refuse(auth.reason);
