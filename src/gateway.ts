@@ -34,7 +34,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   capabilityCache.start(config.imap.capabilityRefreshSeconds);
   const lemonade = await startLemonade(config, log);
   const imap = await startImapServer(config, tlsHolder, capabilityCache, lemonade, log);
-  const submission = await startSubmissionServer(config, tlsHolder, log);
+  const submission = await startSubmissionServer(config, tlsHolder, lemonade, log);
   const metrics = config.metrics.enabled
     ? await startMetricsServer({
         host: config.metrics.host,

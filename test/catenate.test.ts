@@ -4,11 +4,11 @@
  * URLAUTH URLs to another user's message, and every error with its response code.
  */
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
 import { ImapFlow } from 'imapflow';
 import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
+import { withAttachment } from './helpers/messages.js';
 
 let stack: LegacyStack;
 let gw: RunningGateway;
@@ -24,29 +24,8 @@ t.teardown(async () => {
   await stack?.stop();
 });
 
-function withAttachment(bytes: number): { raw: Buffer; mimeHeader: string; body: string } {
-  const body = randomBytes(bytes).toString('base64').replace(/.{76}/g, '$&\r\n');
-  const mimeHeader = 'Content-Type: application/octet-stream; name="data.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n';
-  const raw = Buffer.from(
-    'From: bob@example.org\r\nTo: alice@example.org\r\nSubject: the data\r\nMIME-Version: 1.0\r\n' +
-      'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n--outer\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n' +
-      `--outer\r\n${mimeHeader}${body}\r\n--outer--\r\n`,
-  );
-  return { raw, mimeHeader, body };
-}
-
 /** Puts a message into user's INBOX (directly upstream) and returns its UID and the UIDVALIDITY. */
-async function seed(user: string, raw: Buffer): Promise<{ uid: number; uidValidity: number }> {
-  const client = new ImapFlow({
-    host: stack.imapHost, port: stack.imapPort, secure: false,
-    auth: { user: stack.master.user, pass: stack.master.password, authzid: user }, logger: false,
-  });
-  await client.connect();
-  await client.append('INBOX', raw);
-  const box = await client.mailboxOpen('INBOX');
-  await client.logout();
-  return { uid: Number(box.uidNext) - 1, uidValidity: Number(box.uidValidity) };
-}
+const seed = (user: string, raw: Buffer) => stack.append(user, 'INBOX', raw);
 
 /** The newest message of a mailbox of user, raw. */
 async function newest(user: string, mailbox: string): Promise<Buffer> {
@@ -109,7 +88,7 @@ t.test('the forward of the profile draft, step by step (RFC 4469 §5, draft-ietf
   const r = await catenate(c, 'a', 'Sent (\\Seen)', [{ text: head }, { url: `${url}/;SECTION=2.MIME` }, { url: `${url}/;SECTION=2` }, { text: tail }]);
   const ok = /^a OK \[APPENDUID (\d+) (\d+)\]/.exec(r.at(-1) ?? '');
   t.ok(ok, `OK [APPENDUID v uid]: ${r.at(-1)}`);
-  const expected = Buffer.from(head + original.mimeHeader + original.body + tail);
+  const expected = Buffer.from(head + original.mime + original.body + tail);
   const appended = await newest('alice', 'Sent');
   t.ok(appended.equals(expected), 'the appended message is exactly text + MIME header + attachment + text');
   await c.command('ex', 'EXAMINE Sent');
@@ -139,7 +118,7 @@ t.test('a 10 MB attachment forwarded: the client sends and receives under 8 KB',
   t.ok(used < 8 * 1024, `client bytes for the whole exchange: ${used}`);
   const appended = await newest('bob', 'Sent');
   // What a download-and-upload client would have produced from the same parts.
-  t.ok(appended.equals(Buffer.from(head + original.mimeHeader + original.body + tail)), 'byte-identical to download and upload');
+  t.ok(appended.equals(Buffer.from(head + original.mime + original.body + tail)), 'byte-identical to download and upload');
   const m = await gw.metrics();
   t.ok(metricValue(m, 'lemonade_catenate_url_bytes_total') > 10 * 1024 * 1024, 'bytes the client did not send, counted');
   c.close();

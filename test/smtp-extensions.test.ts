@@ -19,7 +19,7 @@ const postfixLike = new Map([
 const bare = new Map([['PIPELINING', '']]);
 
 function ctx(over: Partial<ExtensionContext> = {}): ExtensionContext {
-  return { tlsActive: false, starttlsOffered: true, authAllowed: false, upstream: postfixLike, maxMessageSize: 50 * 1024 * 1024, ...over };
+  return { tlsActive: false, starttlsOffered: true, authAllowed: false, upstream: postfixLike, maxMessageSize: 50 * 1024 * 1024, burl: false, authenticated: false, ...over };
 }
 
 t.test('EHLO keywords follow TLS, AUTH and what the upstream MTA can carry on', async (t) => {
@@ -35,6 +35,9 @@ t.test('EHLO keywords follow TLS, AUTH and what the upstream MTA can carry on', 
   t.notOk(overBare.includes('SMTPUTF8'), 'no SMTPUTF8 over an MTA without it');
   t.ok(overBare.includes('SIZE 52428800'), 'our SIZE when the MTA names none');
   t.ok(ehloKeywords(ctx({ upstream: undefined })).includes('CHUNKING'), 'CHUNKING is ours, whatever the MTA');
+  t.ok(ehloKeywords(ctx({ burl: true })).includes('BURL'), 'bare BURL before AUTH (RFC 4468 §3)');
+  t.ok(ehloKeywords(ctx({ burl: true, tlsActive: true, authenticated: true })).includes('BURL imap'), 'BURL imap once authenticated');
+  t.notOk(ehloKeywords(ctx()).some((k) => k.startsWith('BURL')), 'no BURL without side connections');
 });
 
 t.test('SIZE is the smaller of ours and the MTA\'s', async (t) => {

@@ -100,7 +100,7 @@ export const tlsReloads = new Counter({
 
 export const SUBMISSION_RESULTS = ['accepted', 'rejected'] as const;
 /** Why a submission was refused: by the gateway's own checks, or by the upstream MTA. */
-export const SUBMISSION_REASONS = ['none', 'size', 'sender', 'line_too_long', 'upstream', 'upstream_unavailable'] as const;
+export const SUBMISSION_REASONS = ['none', 'size', 'sender', 'line_too_long', 'upstream', 'upstream_unavailable', 'burl'] as const;
 export const SUBMISSION_AUTH_RESULTS = ['ok', 'failed', 'unavailable'] as const;
 
 export const submissionMessages = new Counter({
@@ -278,3 +278,11 @@ export const catenateUrlBytes = new Counter({
   registers: [registry],
 });
 for (const result of ['appended', 'badurl', 'toobig', 'unavailable', 'bad']) catenateAppends.inc({ result }, 0);
+
+export const burlResolutionDuration = new Histogram({
+  name: 'lemonade_burl_resolution_seconds',
+  help: 'Time to resolve one BURL URL (check and fetch into the message), by result (allowed, refused).',
+  labelNames: ['result'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [registry],
+});

@@ -14,6 +14,10 @@ export interface ExtensionContext {
   /** EHLO keywords of the upstream MTA, when known. */
   upstream: ReadonlyMap<string, string> | undefined;
   maxMessageSize: number;
+  /** BURL can be resolved (the gateway has side connections to the IMAP server). */
+  burl: boolean;
+  /** The session has authenticated. */
+  authenticated: boolean;
 }
 
 /** SIZE to advertise: ours, or the upstream's if smaller (it would refuse more anyway). */
@@ -39,6 +43,8 @@ export function ehloKeywords(ctx: ExtensionContext): string[] {
   if (upstreamHas(ctx, 'SMTPUTF8')) out.push('SMTPUTF8');
   if (ctx.starttlsOffered && !ctx.tlsActive) out.push('STARTTLS'); // RFC 3207 §4.2
   if (ctx.authAllowed) out.push('AUTH PLAIN LOGIN'); // RFC 4954
+  // RFC 4468 §3: "BURL imap" once authenticated; bare "BURL" before.
+  if (ctx.burl) out.push(ctx.authenticated ? 'BURL imap' : 'BURL');
   return out;
 }
 

@@ -10,6 +10,7 @@ import { startListeners, type BoundListener } from '../net/listeners.js';
 import { ImapAuthenticator } from '../auth/imap-authenticator.js';
 import { RelayPool } from './relay-pool.js';
 import { SubmissionSession } from './session.js';
+import type { Lemonade } from '../lemonade/services.js';
 
 export interface SubmissionServer {
   addresses: BoundListener[];
@@ -17,7 +18,7 @@ export interface SubmissionServer {
   close(): Promise<void>;
 }
 
-export async function startSubmissionServer(config: Config, tlsHolder: TlsContextHolder, log: Logger): Promise<SubmissionServer> {
+export async function startSubmissionServer(config: Config, tlsHolder: TlsContextHolder, lemonade: Lemonade, log: Logger): Promise<SubmissionServer> {
   const sub = config.submission;
   const sessions = new Set<SubmissionSession>();
   const pool = new RelayPool(sub.upstream, {
@@ -54,6 +55,7 @@ export async function startSubmissionServer(config: Config, tlsHolder: TlsContex
         tls: tlsHolder,
         auth,
         pool,
+        lemonade,
         upstreamExtensions: () => upstreamExtensions,
         log,
         onClose: (s) => sessions.delete(s),

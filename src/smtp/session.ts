@@ -29,6 +29,8 @@ import {
 import { ehloReply, reply } from './protocol/reply.js';
 import { checkParams, effectiveMaxSize, ehloKeywords, mailParams, rcptParams, type ExtensionContext } from './extensions.js';
 import { senderAllowed } from './sender-policy.js';
+import { parseBurlArgs, resolveBurl } from './burl.js';
+import type { Lemonade } from '../lemonade/services.js';
 import { receivedHeader } from './trace.js';
 import type { ImapAuthenticator } from '../auth/imap-authenticator.js';
 import type { RelayPool } from './relay-pool.js';
@@ -42,6 +44,7 @@ export interface SubmissionDeps {
   tls: TlsContextHolder;
   auth: ImapAuthenticator;
   pool: RelayPool;
+  lemonade: Lemonade;
   /** The upstream MTA's EHLO keywords, when known. */
   upstreamExtensions(): ReadonlyMap<string, string> | undefined;
   log: Logger;
@@ -143,6 +146,8 @@ export class SubmissionSession {
       authAllowed: this.authAllowed && this.user === undefined,
       upstream: this.deps.upstreamExtensions(),
       maxMessageSize: this.config.submission.limits.maxMessageSize,
+      burl: this.deps.lemonade.sidePool.available,
+      authenticated: this.user !== undefined,
     };
   }
 
@@ -238,6 +243,8 @@ export class SubmissionSession {
         return this.data(cmd.args);
       case 'BDAT':
         return this.bdat(cmd.args);
+      case 'BURL':
+        return this.burl(cmd.args);
       case 'RSET':
         if (cmd.args !== '') return this.error(501, '5.5.4', 'RSET takes no arguments');
         this.abortTransaction();
@@ -490,6 +497,45 @@ export class SubmissionSession {
     }
     this.chunk = { size, last, refusal };
     if (size === 0) return this.chunkEnd();
+  }
+
+  /** BURL imap-url [LAST] (RFC 4468 §3.2): the URL's content is the next piece of the message. */
+  private async burl(args: string): Promise<void> {
+    if (!this.deps.lemonade.sidePool.available) return this.error(500, '5.5.1', 'Command unrecognized: BURL');
+    if (this.user === undefined) return this.error(530, '5.7.0', 'Authentication required');
+    const parsed = parseBurlArgs(args);
+    if (parsed === undefined) return this.error(501, '5.5.4', 'Syntax: BURL imap-url [LAST]');
+    await this.owed;
+    const tx = this.tx?.mailRefused ? undefined : this.tx;
+    if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
+    if (tx.content === 'data') return this.error(503, '5.5.1', 'BURL not allowed during DATA');
+    if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
+    if (tx.content === undefined) {
+      const start = await this.startContent(tx);
+      if (start !== undefined) return this.relayReply(start);
+      tx.content = 'bdat';
+    }
+    const max = effectiveMaxSize(this.extensionContext());
+    const outcome = await resolveBurl(this.deps.lemonade, this.config, this.user, parsed.url, {
+      fits: (size) => tx.size + size <= max,
+      sink: () => ({
+        write: (chunk) => {
+          tx.size += chunk.length;
+          return tx.conn.writeContent(chunk);
+        },
+        onceDrain: (fn) => tx.conn.onceDrain(fn),
+        end: () => undefined,
+      }),
+    });
+    if (!outcome.ok) {
+      // RFC 4468 §3.2: a failed BURL fails the transaction (the message is incomplete).
+      this.log.info({ reason: outcome.reason }, 'BURL refused');
+      if (this.tx === tx) this.abortTransaction();
+      submissionMessages.inc({ result: 'rejected', reason: 'burl' });
+      return this.error(outcome.code, outcome.enhanced, outcome.text);
+    }
+    if (parsed.last) return this.finishMessage(false);
+    return this.ok(250, '2.5.0', `${outcome.size} octets added`);
   }
 
   /** Opens the content phase upstream and writes our trace header; returns a failure reply if it could not. */

@@ -65,6 +65,8 @@ export interface LegacyStack extends LegacyStackInfo {
    * `n` messages or `timeoutMs` passed; returns the last count either way.
    */
   waitForMessageCount(user: string, mailbox: string, n: number, timeoutMs?: number): Promise<number>;
+  /** Appends a message to user's mailbox directly upstream; its UID and the mailbox's UIDVALIDITY. */
+  append(user: string, mailbox: string, raw: Buffer): Promise<{ uid: number; uidValidity: number }>;
   /** Messages in user's INBOX now. */
   messageCount(user: string): Promise<number>;
   /** The newest message of user's INBOX, raw, once the INBOX holds n messages (throws if it never does). */
@@ -159,6 +161,17 @@ export async function startLegacyStack(opts: LegacyStackOptions = {}): Promise<L
           if (count >= n || Date.now() >= deadline) return count;
           await new Promise((r) => setTimeout(r, 100));
         }
+      } finally {
+        await client.logout().catch(() => client.close());
+      }
+    },
+    async append(user, mailbox, raw) {
+      const client = await masterClient(info, user);
+      try {
+        await client.mailboxCreate(mailbox).catch(() => undefined);
+        await client.append(mailbox, raw);
+        const box = await client.mailboxOpen(mailbox);
+        return { uid: Number(box.uidNext) - 1, uidValidity: Number(box.uidValidity) };
       } finally {
         await client.logout().catch(() => client.close());
       }

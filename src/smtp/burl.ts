@@ -1,0 +1,87 @@
+/**
+ * BURL (RFC 4468) resolved inside the gateway: a URL naming this gateway is checked exactly
+ * as URLFETCH checks it (lemonade/authorize-url.ts), with the gateway acting as the
+ * submission server for the SMTP-authenticated user, and its content fetched on a side
+ * connection as the mailbox owner, streamed into the message being relayed. URLs naming
+ * any other host are refused without contacting it (no SSRF).
+ */
+import type { Lemonade } from '../lemonade/services.js';
+import type { Config } from '../config/schema.js';
+import { authorizeUrl, type AuthorizeFailure } from '../lemonade/authorize-url.js';
+import { fetchPart } from '../lemonade/fetch-part.js';
+import type { LiteralSink } from '../imap/upstream.js';
+import { SideLoginRefused } from '../upstream/side-pool.js';
+import { UpstreamUnavailable } from '../upstream/connect.js';
+import { burlResolutionDuration, urlauthFetchBytes, urlauthFetches } from '../metrics/metrics.js';
+
+/** RFC 4468 §3.5: burl-param = "BURL" SP absolute-URI [SP end-marker]; end-marker = "LAST". */
+export function parseBurlArgs(args: string): { url: string; last: boolean } | undefined {
+  const m = /^(\S+)(?: +(LAST))?$/i.exec(args.trim());
+  if (m === null) return undefined;
+  return { url: m[1]!, last: m[2] !== undefined };
+}
+
+export type BurlOutcome =
+  | { ok: true; size: number }
+  | { ok: false; code: number; enhanced: string; text: string; reason: string };
+
+/** Where the content goes, and whether `size` more octets may be added (SIZE limit). */
+export interface BurlTarget {
+  fits(size: number): boolean;
+  sink(): LiteralSink;
+}
+
+const refused = (code: number, enhanced: string, text: string, reason: string): BurlOutcome => {
+  urlauthFetches.inc({ by: 'burl', result: 'refused', reason });
+  return { ok: false, code, enhanced, text, reason };
+};
+
+/** RFC 4468 §6 / RFC 3463: how each reason a URL is not served reads to the client. */
+function refusal(reason: AuthorizeFailure): BurlOutcome {
+  switch (reason) {
+    case 'syntax':
+      return refused(554, '5.5.4', 'Invalid IMAP URL', reason);
+    case 'not_ours':
+      return refused(554, '5.7.0', 'IMAP URL names a server this gateway does not fetch from', reason);
+    default:
+      // RFC 4468 §6: 554 5.7.0 when the URL is not authorized for this submission.
+      return refused(554, '5.7.0', 'IMAP URL resolution failed: not authorized', reason);
+  }
+}
+
+export async function resolveBurl(lemonade: Lemonade, config: Config, smtpUser: string, url: string, target: BurlTarget): Promise<BurlOutcome> {
+  const started = performance.now();
+  const outcome = await resolve(lemonade, config, smtpUser, url, target);
+  burlResolutionDuration.observe({ result: outcome.ok ? 'allowed' : 'refused' }, (performance.now() - started) / 1000);
+  return outcome;
+}
+
+async function resolve(lemonade: Lemonade, config: Config, smtpUser: string, url: string, target: BurlTarget): Promise<BurlOutcome> {
+  const auth = await authorizeUrl(
+    lemonade.urlauth,
+    url,
+    // The gateway is the submission server, acting for the SMTP-authenticated user (RFC 4467 "submit+").
+    { user: smtpUser, submitServer: true, onBehalfOf: smtpUser },
+    { hostname: config.hostname, allowAnonymous: config.imap.urlauth.allowAnonymousFetch },
+  );
+  if (!auth.ok) return refusal(auth.reason);
+  let tooBig = false;
+  try {
+    const result = await lemonade.sidePool.withConnection(auth.owner, (conn) =>
+      fetchPart(conn, auth.ref, (size) => {
+        tooBig = !target.fits(size);
+        if (!tooBig) return target.sink();
+        return { write: () => true, onceDrain: (fn) => fn(), end: () => undefined };
+      }),
+    );
+    if (tooBig) return refused(552, '5.3.4', 'Message size exceeds fixed maximum message size', 'size');
+    if (!result.ok) return refused(554, '5.6.6', `IMAP URL resolution failed: ${result.reason.replace('-', ' ')}`, result.reason.replace('-', '_'));
+    urlauthFetches.inc({ by: 'burl', result: 'allowed', reason: 'none' });
+    urlauthFetchBytes.inc({ by: 'burl' }, result.size);
+    return { ok: true, size: result.size };
+  } catch (err) {
+    if (err instanceof SideLoginRefused) return refused(554, '5.6.6', 'IMAP URL resolution failed', 'no_mailbox');
+    if (err instanceof UpstreamUnavailable) return refused(451, '4.4.1', 'IMAP server unavailable, try again later', 'unavailable');
+    throw err;
+  }
+}
