@@ -11,9 +11,7 @@
  *
  * Not a test: run on demand with `npm run bench`; results go in bench/RESULTS.md.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -21,6 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { startLegacyStack } from '../test/helpers/stack.js';
 import { startGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
+import { freePort, startSocat, waitForPort } from './relay.js';
 
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 10);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
@@ -99,37 +98,6 @@ function summarize(tally: Tally): { opsPerSec: number; p50: number; p99: number;
   const latencies = [...tally.latencies].sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
   return { opsPerSec: latencies.length / tally.seconds, p50: q(0.5), p99: q(0.99), errors: tally.errors };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`port ${port} never opened`);
-}
-
-async function startSocat(upstreamPort: number): Promise<{ port: number; proc: ChildProcess }> {
-  const port = await freePort();
-  const proc = spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${upstreamPort}`], { stdio: 'ignore' });
-  await waitForPort(port);
-  return { port, proc };
 }
 
 /** A second Dovecot in proxy mode (static passdb proxy=y nopassword=y), the peer operators would otherwise use. */

@@ -17,9 +17,8 @@
  *
  * Not a test: run on demand with `bash bench/run.sh smtp`; results go in bench/RESULTS.md.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
@@ -27,6 +26,7 @@ import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
 import { startGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp } from '../test/helpers/smtp-raw.js';
+import { freePort, startSocat, waitForPort } from './relay.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
 /** Timed seconds per target and message size (split into slices). */
@@ -285,37 +285,6 @@ async function emptyInboxes(stack: LegacyStack): Promise<void> {
 }
 
 // ---- the other targets ----------------------------------------------------------------
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`port ${port} never opened`);
-}
-
-async function startSocat(upstreamPort: number): Promise<{ port: number; proc: ChildProcess }> {
-  const port = await freePort();
-  const proc = spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${upstreamPort}`], { stdio: 'ignore' });
-  await waitForPort(port);
-  return { port, proc };
-}
 
 /**
  * Dovecot's own submission service (dovecot-submissiond) as a second Dovecot instance,

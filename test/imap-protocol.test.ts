@@ -23,20 +23,10 @@ import {
   untagged,
   untaggedStatus,
 } from '../src/imap/protocol/writer.js';
+import { prng } from './helpers/prng.js';
 
 const limits: LexerLimits = { maxLineLength: 1000, maxLiteralSize: 100_000_000 };
 
-/** A small seeded PRNG (mulberry32), so a failing random chunking can be reproduced. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function toBuffer(input: Buffer | string): Buffer {
   return typeof input === 'string' ? Buffer.from(input, 'latin1') : input;

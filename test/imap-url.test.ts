@@ -14,18 +14,8 @@ import {
   type UrlAccess,
 } from '../src/imap/protocol/url.js';
 import { Mutf7Error, decodeMutf7, encodeMutf7, isMutf7 } from '../src/imap/protocol/mutf7.js';
+import { prng } from './helpers/prng.js';
 
-/** A small seeded PRNG (mulberry32), so every run generates the same cases. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function throwsUrlError(fn: () => unknown): string | undefined {
   try {
