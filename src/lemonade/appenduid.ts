@@ -8,6 +8,7 @@
  */
 import type { UpstreamConnection } from '../imap/upstream.js';
 import { mailboxArgument } from './fetch-part.js';
+import { fetchAttributes, numberValue, statusAttributes } from '../imap/protocol/responses.js';
 
 /** One async mutex per key: the gateway's APPENDs to one mailbox, one at a time. */
 export class MailboxLocks {
@@ -38,16 +39,9 @@ export async function mailboxUids(conn: UpstreamConnection, mailbox: string): Pr
   const r = await conn.command(['STATUS ', ...mailboxArgument(mailbox), ' (UIDNEXT UIDVALIDITY)']);
   if (r.status !== 'OK') return undefined;
   for (const line of r.untagged) {
-    const [name, , list] = line.items;
-    if (name?.type !== 'atom' || name.value.toUpperCase() !== 'STATUS' || list?.type !== 'list') continue;
-    const values = new Map<string, number>();
-    for (let i = 0; i + 1 < list.items.length; i += 2) {
-      const k = list.items[i]!;
-      const v = list.items[i + 1]!;
-      if (k.type === 'atom' && v.type === 'atom') values.set(k.value.toUpperCase(), Number(v.value));
-    }
-    const uidValidity = values.get('UIDVALIDITY');
-    const uidNext = values.get('UIDNEXT');
+    const values = statusAttributes(line);
+    const uidValidity = numberValue(values?.get('UIDVALIDITY'));
+    const uidNext = numberValue(values?.get('UIDNEXT'));
     if (uidValidity !== undefined && uidNext !== undefined) return { uidValidity, uidNext };
   }
   return undefined;
@@ -63,17 +57,9 @@ export async function appendedUid(conn: UpstreamConnection, mailbox: string, bef
   if (r.status !== 'OK') return undefined;
   const candidates: Array<{ uid: number; size: number }> = [];
   for (const line of r.untagged) {
-    const [, name, list] = line.items;
-    if (name?.type !== 'atom' || name.value.toUpperCase() !== 'FETCH' || list?.type !== 'list') continue;
-    let uid: number | undefined;
-    let octets: number | undefined;
-    for (let i = 0; i + 1 < list.items.length; i += 2) {
-      const k = list.items[i]!;
-      const v = list.items[i + 1]!;
-      if (k.type !== 'atom' || v.type !== 'atom') continue;
-      if (k.value.toUpperCase() === 'UID') uid = Number(v.value);
-      if (k.value.toUpperCase() === 'RFC822.SIZE') octets = Number(v.value);
-    }
+    const values = fetchAttributes(line);
+    const uid = numberValue(values?.get('UID'));
+    const octets = numberValue(values?.get('RFC822.SIZE'));
     // "n:*" always includes the last message, even below n (RFC 3501 §6.4.8): skip that one.
     if (uid !== undefined && octets !== undefined && uid >= before.uidNext) candidates.push({ uid, size: octets });
   }

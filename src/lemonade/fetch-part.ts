@@ -5,7 +5,7 @@
  * nothing is marked \Seen and no \Recent flag is taken from the user's own session.
  */
 import type { CommandPart, LiteralSink, UpstreamConnection } from '../imap/upstream.js';
-import type { ImapValue } from '../imap/protocol/parser.js';
+import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
 import { isQuotable, quoted } from '../imap/protocol/writer.js';
 
 export interface PartRef {
@@ -62,38 +62,15 @@ export async function fetchPart(conn: UpstreamConnection, ref: PartRef, sinkFor:
     },
   });
   if (result.status !== 'OK') return { ok: false, reason: 'no-message' };
-  const fetched = result.untagged.find((line) => isFetchOf(line.items, ref.uid));
+  // A server may leave UID out of a UID FETCH response only against RFC 3501 §6.4.8.
+  const fetched = result.untagged.map(fetchAttributes).find((values) => numberValue(values?.get('UID')) === ref.uid);
   if (fetched === undefined) return { ok: false, reason: 'no-message' };
   if (streamed !== undefined) return { ok: true, size: streamed };
   // Small content may come quoted; NIL means the section does not exist.
-  const body = bodyValue(fetched.items);
+  const body = [...fetched].find(([name]) => name.startsWith('BODY['))?.[1];
   if (body === undefined || body.type !== 'string') return { ok: false, reason: 'no-section' };
   const sink = sinkFor(body.value.length);
   sink.write(body.value);
   sink.end();
   return { ok: true, size: body.value.length };
-}
-
-/** `* n FETCH (... UID uid ...)`: items are [n, FETCH, (list)]. */
-function isFetchOf(items: ImapValue[], uid: number): boolean {
-  const [, name, list] = items;
-  if (name?.type !== 'atom' || name.value.toUpperCase() !== 'FETCH' || list?.type !== 'list') return false;
-  for (let i = 0; i + 1 < list.items.length; i += 2) {
-    const key = list.items[i]!;
-    const value = list.items[i + 1]!;
-    if (key.type === 'atom' && key.value.toUpperCase() === 'UID') return value.type === 'atom' && Number(value.value) === uid;
-  }
-  // A server may leave UID out of a UID FETCH response only against RFC 3501 §6.4.8.
-  return false;
-}
-
-/** The value of the BODY[...] item in a FETCH list. */
-function bodyValue(items: ImapValue[]): ImapValue | undefined {
-  const list = items[2];
-  if (list?.type !== 'list') return undefined;
-  for (let i = 0; i + 1 < list.items.length; i += 2) {
-    const key = list.items[i]!;
-    if (key.type === 'atom' && /^BODY\[/i.test(key.value)) return list.items[i + 1];
-  }
-  return undefined;
 }

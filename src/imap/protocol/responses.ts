@@ -1,0 +1,33 @@
+/**
+ * Reading the data of parsed upstream responses the gateway asks for itself: the
+ * attribute lists of FETCH (RFC 3501 §7.4.2) and STATUS (§7.2.4), "name value" pairs.
+ */
+import type { ImapValue, ParsedLine } from './parser.js';
+
+/** "(NAME value NAME value ...)" as a map keyed by upper-cased name. */
+function attributes(list: ImapValue | undefined): Map<string, ImapValue> | undefined {
+  if (list?.type !== 'list') return undefined;
+  const out = new Map<string, ImapValue>();
+  for (let i = 0; i + 1 < list.items.length; i += 2) {
+    const key = list.items[i]!;
+    if (key.type === 'atom') out.set(key.value.toUpperCase(), list.items[i + 1]!);
+  }
+  return out;
+}
+
+/** `* n FETCH (...)`: its attributes, or undefined for any other response. */
+export function fetchAttributes(line: ParsedLine): Map<string, ImapValue> | undefined {
+  const [, name, list] = line.items;
+  return name?.type === 'atom' && name.value.toUpperCase() === 'FETCH' ? attributes(list) : undefined;
+}
+
+/** `* STATUS mailbox (...)`: its attributes, or undefined for any other response. */
+export function statusAttributes(line: ParsedLine): Map<string, ImapValue> | undefined {
+  const [name, , list] = line.items;
+  return name?.type === 'atom' && name.value.toUpperCase() === 'STATUS' ? attributes(list) : undefined;
+}
+
+/** A number attribute (UID, RFC822.SIZE, UIDNEXT, ...); undefined when absent or not a number. */
+export function numberValue(value: ImapValue | undefined): number | undefined {
+  return value?.type === 'atom' && /^\d+$/.test(value.value) ? Number(value.value) : undefined;
+}
