@@ -461,6 +461,10 @@ export async function loginUpstream(upstream: UpstreamConnection, creds: Credent
   if (creds.authzid !== undefined || upstream.has('LOGINDISABLED')) {
     return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [], codes: [] };
   }
-  const arg = (s: string): CommandPart[] => (isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }]);
-  return upstream.command(['LOGIN ', ...arg(creds.user), ' ', ...arg(creds.password)]);
+  return upstream.command(['LOGIN ', ...astringParts(creds.user), ' ', ...astringParts(creds.password)]);
+}
+
+/** An astring argument (RFC 3501 §9) of an internal command: quoted when it can be, else a literal. */
+export function astringParts(s: string): CommandPart[] {
+  return isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }];
 }

@@ -6,8 +6,8 @@
  * meanwhile (a client not going through the gateway): the one whose size matches ours,
  * and if sizes tie too, no answer rather than a wrong one.
  */
-import type { UpstreamConnection } from '../imap/upstream.js';
-import { mailboxArgument } from './fetch-part.js';
+import { examine } from './fetch-part.js';
+import { astringParts, type UpstreamConnection } from '../imap/upstream.js';
 import { fetchAttributes, numberValue, statusAttributes } from '../imap/protocol/responses.js';
 
 /** One async mutex per key: the gateway's APPENDs to one mailbox, one at a time. */
@@ -36,7 +36,7 @@ export interface MailboxUids {
 
 /** STATUS (UIDNEXT UIDVALIDITY) of a mailbox (RFC 3501 §6.3.10); undefined if it does not exist. */
 export async function mailboxUids(conn: UpstreamConnection, mailbox: string): Promise<MailboxUids | undefined> {
-  const r = await conn.command(['STATUS ', ...mailboxArgument(mailbox), ' (UIDNEXT UIDVALIDITY)']);
+  const r = await conn.command(['STATUS ', ...astringParts(mailbox), ' (UIDNEXT UIDVALIDITY)']);
   if (r.status !== 'OK') return undefined;
   for (const line of r.untagged) {
     const values = statusAttributes(line);
@@ -49,10 +49,7 @@ export async function mailboxUids(conn: UpstreamConnection, mailbox: string): Pr
 
 /** The UID of the message of `size` octets appended at or after `before.uidNext`; undefined when not certain. */
 export async function appendedUid(conn: UpstreamConnection, mailbox: string, before: MailboxUids, size: number): Promise<number | undefined> {
-  const examined = await conn.command(['EXAMINE ', ...mailboxArgument(mailbox)]);
-  if (examined.status !== 'OK') return undefined;
-  const validity = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
-  if (validity === undefined || Number(validity.slice(12)) !== before.uidValidity) return undefined;
+  if ((await examine(conn, mailbox, before.uidValidity)) !== 'ok') return undefined;
   const r = await conn.command([`UID FETCH ${before.uidNext}:* (UID RFC822.SIZE)`]);
   if (r.status !== 'OK') return undefined;
   const candidates: Array<{ uid: number; size: number }> = [];
@@ -113,10 +110,7 @@ export function searchResult(line: string): number[] | undefined {
 
 /** The UIDs that messages copied into a mailbox got, in order, when exactly `count` arrived from before.uidNext on. */
 export async function copiedUids(conn: UpstreamConnection, mailbox: string, before: MailboxUids, count: number): Promise<number[] | undefined> {
-  const examined = await conn.command(['EXAMINE ', ...mailboxArgument(mailbox)]);
-  if (examined.status !== 'OK') return undefined;
-  const validity = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
-  if (validity === undefined || Number(validity.slice(12)) !== before.uidValidity) return undefined;
+  if ((await examine(conn, mailbox, before.uidValidity)) !== 'ok') return undefined;
   const r = await conn.command([`UID SEARCH UID ${before.uidNext}:*`]);
   if (r.status !== 'OK') return undefined;
   const line = r.untagged.find((l) => l.items[0]?.type === 'atom' && l.items[0].value.toUpperCase() === 'SEARCH');

@@ -4,9 +4,8 @@
  * BURL (RFC 4468 §3) all need. The mailbox is opened with EXAMINE (RFC 3501 §6.3.2), so
  * nothing is marked \Seen and no \Recent flag is taken from the user's own session.
  */
-import type { CommandPart, LiteralSink, UpstreamConnection } from '../imap/upstream.js';
+import { astringParts, type LiteralSink, type UpstreamConnection } from '../imap/upstream.js';
 import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
-import { isQuotable, quoted } from '../imap/protocol/writer.js';
 
 export interface PartRef {
   /** The mailbox name as the upstream knows it (modified UTF-7, RFC 3501 §5.1.3). */
@@ -40,18 +39,21 @@ export function fetchItem(ref: Pick<PartRef, 'section' | 'partial'>): string {
   return `BODY.PEEK[${ref.section ?? ''}]${partial}`;
 }
 
-/** A mailbox name as an astring: quoted when it can be, else a literal. */
-export function mailboxArgument(name: string): CommandPart[] {
-  return isQuotable(name) ? [quoted(name)] : [{ literal: Buffer.from(name, 'utf8') }];
+/**
+ * EXAMINE (RFC 3501 §6.3.2) on a side connection, checking UIDVALIDITY when one is
+ * expected (RFC 5092 §6: a URL made before the mailbox was recreated must not resolve).
+ */
+export async function examine(conn: UpstreamConnection, mailbox: string, uidValidity?: number): Promise<'ok' | 'no-mailbox' | 'uidvalidity'> {
+  const examined = await conn.command(['EXAMINE ', ...astringParts(mailbox)]);
+  if (examined.status !== 'OK') return 'no-mailbox';
+  if (uidValidity === undefined) return 'ok';
+  const code = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
+  return code !== undefined && Number(code.slice('UIDVALIDITY '.length)) === uidValidity ? 'ok' : 'uidvalidity';
 }
 
 export async function fetchPart(conn: UpstreamConnection, ref: PartRef, sinkFor: SinkFactory): Promise<PartResult> {
-  const examined = await conn.command(['EXAMINE ', ...mailboxArgument(ref.mailbox)]);
-  if (examined.status !== 'OK') return { ok: false, reason: 'no-mailbox' };
-  if (ref.uidValidity !== undefined) {
-    const code = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
-    if (code === undefined || Number(code.slice('UIDVALIDITY '.length)) !== ref.uidValidity) return { ok: false, reason: 'uidvalidity' };
-  }
+  const opened = await examine(conn, ref.mailbox, ref.uidValidity);
+  if (opened !== 'ok') return { ok: false, reason: opened };
   let streamed: number | undefined;
   const result = await conn.command([`UID FETCH ${ref.uid} (${fetchItem(ref)})`], {
     literalSink: (_announcedBy, size) => {
