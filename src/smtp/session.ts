@@ -63,6 +63,8 @@ interface Transaction {
   content?: 'data' | 'bdat';
   /** Content bytes received from the client (without our trace header). */
   size: number;
+  /** The SIZE limit in force for this message (RFC 1870), fixed at MAIL. */
+  maxSize: number;
   /** Set when the message can no longer be accepted; the reply given at its end. */
   failure?: { code: number; enhanced: string; text: string; reason: string };
   started: number;
@@ -406,6 +408,7 @@ export class SubmissionSession {
       rcptCount: 0,
       declaredSize,
       size: 0,
+      maxSize: effectiveMaxSize(ctx),
       started: Date.now(),
     };
     this.tx = tx;
@@ -515,9 +518,8 @@ export class SubmissionSession {
       if (start !== undefined) return this.relayReply(start);
       tx.content = 'bdat';
     }
-    const max = effectiveMaxSize(this.extensionContext());
     const outcome = await resolveBurl(this.deps.lemonade, this.config, this.user, parsed.url, {
-      fits: (size) => tx.size + size <= max,
+      fits: (size) => tx.size + size <= tx.maxSize,
       sink: () => ({
         write: (chunk) => {
           tx.size += chunk.length;
@@ -571,7 +573,7 @@ export class SubmissionSession {
     const tx = this.tx;
     if (tx === undefined || tx.failure !== undefined || (this.chunk?.refusal !== undefined && tx.content !== 'data')) return undefined;
     tx.size += data.length;
-    if (tx.size > effectiveMaxSize(this.extensionContext())) {
+    if (tx.size > tx.maxSize) {
       // RFC 1870 §6: the message is refused at its end; stop sending it upstream now.
       tx.failure = { code: 552, enhanced: '5.3.4', text: 'Message size exceeds fixed maximum message size', reason: 'size' };
       tx.conn.destroy();
