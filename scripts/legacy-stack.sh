@@ -41,7 +41,7 @@
 #   postfix/postfix.log        maillog (maillog_file = /dev/stdout of "postfix start-fg")
 #   watch.pid, watch.log       the owner watcher (with --owner-pid)
 #
-# Users: alice, bob, carol, password "password"; "alice@example.org" is the same user as
+# Users: alice, bob, carol, submit (a BURL submit identity), password "password"; "alice@example.org" is the same user as
 # "alice" (auth_username_format = %Ln). Master user gateway / masterpw with separator "*":
 # "LOGIN alice*gateway masterpw" and SASL PLAIN authzid=alice authcid=gateway log in as alice.
 # Postfix (no AUTH, no TLS) accepts from loopback mail for those users at example.org and
@@ -67,7 +67,7 @@ readonly PACKAGES=(dovecot-imapd dovecot-lmtpd postfix swaks socat python3 curl)
 readonly MAIL_USER=lemonademail
 readonly LEGACY_CAPS="IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID IDLE NAMESPACE"
 readonly DOMAINS="example.org example.net"
-readonly USERS=(alice bob carol)
+readonly USERS=(alice bob carol submit)
 readonly USER_PASSWORD=password
 readonly MASTER_USER=gateway
 readonly MASTER_PASSWORD=masterpw

@@ -6,24 +6,63 @@
  */
 import t from 'tap';
 import net from 'node:net';
+import path from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { startLegacyStack, withoutTrace, type LegacyStack } from './helpers/stack.js';
-import { startGateway, type RunningGateway } from './helpers/gateway.js';
+import { metricValue, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { withAttachment } from './helpers/messages.js';
 
 let stack: LegacyStack;
 let gw: RunningGateway;
+/** Another gateway, named partner.test, standing in for a trusted remote IMAP server with URLAUTH. */
+let partner: RunningGateway;
+let closedPort: number;
 
 t.before(async () => {
   stack = await startLegacyStack({ postfix: true });
-  gw = await startGateway(stack, { config: { submission: { senderPolicy: { mode: 'own', domains: ['example.org'] } } } });
+  partner = await startGateway(stack, { config: { hostname: 'partner.test', imap: { urlauth: { submitUsers: ['submit'] } } } });
+  closedPort = await freePort();
+  const trusted = (host: string, port: number, password: string) => ({
+    host,
+    address: '127.0.0.1',
+    port,
+    tls: 'implicit',
+    tlsOptions: { ca: path.join(partner.dir, 'data', 'tls', 'selfsigned-cert.pem'), servername: 'partner.test' },
+    user: 'submit',
+    password,
+    connectTimeoutMs: 3000,
+  });
+  gw = await startGateway(stack, {
+    config: {
+      submission: {
+        senderPolicy: { mode: 'own', domains: ['example.org'] },
+        burl: {
+          allowedHosts: [
+            trusted('partner.test', partner.imapsPort, 'password'),
+            trusted('wrong-password.test', partner.imapsPort, 'not-the-password'),
+            trusted('down.test', closedPort, 'password'),
+          ],
+        },
+      },
+    },
+  });
 });
 t.teardown(async () => {
   await gw?.stop();
+  await partner?.stop();
   await stack?.stop();
 });
+
+/** A loopback port nothing listens on. */
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
 
 const original = (bytes: number) => withAttachment(bytes, 'carol@example.org');
 const seed = (raw: Buffer) => stack.append('alice', 'INBOX', raw);
@@ -169,7 +208,7 @@ t.test('refusals: wrong submit user, tampered, expired, RESETKEY, other host (no
   t.match(await attempt(forBob), /^554 5\.7\.0 /, 'submit+bob used by alice');
   t.match(await attempt(tampered), /^554 5\.7\.0 /, 'tampered token');
   t.match(await attempt(expired), /^554 5\.7\.0 /, 'expired');
-  t.match(await attempt(elsewhere), /^554 5\.7\.0 /, 'another host');
+  t.match(await attempt(elsewhere), /^554 5\.7\.8 /, 'another host: no trust relationship (RFC 4468 §6)');
   t.match(await attempt('not-a-url'), /^554 5\.5\.4 /, 'bad URL syntax');
   await imap.command('r', 'RESETKEY INBOX');
   t.match(await attempt(good), /^554 5\.7\.0 /, 'after RESETKEY');
@@ -191,4 +230,51 @@ t.test('refusals: wrong submit user, tampered, expired, RESETKEY, other host (no
   await plain.command('EHLO x');
   t.match((await plain.command(`BURL ${again} LAST`)).text, /^530 5\.7\.0 /, 'BURL without AUTH');
   plain.close();
+});
+
+/** GENURLAUTH at the partner server, as the user there. */
+async function partnerUrl(user: string, rump: string): Promise<string> {
+  const c = await RawImap.connect(partner.imapsPort, { tls: true });
+  await c.line();
+  await c.command('l', `LOGIN ${user} password`);
+  const url = await genurlauth(c, rump);
+  c.close();
+  return url;
+}
+
+t.test('a trusted remote IMAP server (allowedHosts): URLFETCH there over TLS with the submit credentials', async (t) => {
+  const o = original(3000);
+  const src = await seed(o.raw);
+  const rump = (access: string) => `imap://alice@partner.test/INBOX;UIDVALIDITY=${src.uidValidity}/;UID=${src.uid};URLAUTH=${access}`;
+  const url = await partnerUrl('alice', rump('submit+alice'));
+  const s = await smtpSession();
+  const before = await stack.messageCount('bob');
+  const remoteFetches = async () => metricValue(await partner.metrics(), 'lemonade_urlauth_fetches_total', { by: 'urlfetch', result: 'allowed', reason: 'none' });
+  const fetchedBefore = await remoteFetches();
+  await s.command('MAIL FROM:<alice@example.org>');
+  await s.command('RCPT TO:<bob@example.org>');
+  t.match((await s.command(`BURL ${url} LAST`, 30_000)).text, /^250 /, 'resolved at the trusted server');
+  const delivered = await stack.newestMessage('bob', before + 1);
+  t.ok(withoutTrace(delivered).equals(o.raw), 'the remote message arrived byte for byte');
+  t.equal((await remoteFetches()) - fetchedBefore, 1, 'the partner served it by URLFETCH');
+  t.equal(metricValue(await gw.metrics(), 'lemonade_urlauth_fetches_total', { by: 'burl_remote', result: 'allowed', reason: 'none' }), 1);
+
+  const attempt = async (u: string) => {
+    await s.command('RSET');
+    await s.command('MAIL FROM:<alice@example.org>');
+    await s.command('RCPT TO:<bob@example.org>');
+    return (await s.command(`BURL ${u} LAST`, 30_000)).text;
+  };
+  const forBob = await partnerUrl('bob', `imap://bob@partner.test/INBOX/;UID=1;URLAUTH=submit+bob`);
+  const fetchesBeforeRefusals = await remoteFetches();
+  t.match(await attempt(forBob), /^554 5\.7\.0 /, 'submit+bob used by alice: refused before contacting the partner (RFC 4468 §3.3)');
+  t.match(await attempt(rump('submit+alice')), /^554 5\.7\.0 /, 'a rump URL without a token');
+  const tampered = url.slice(0, -1) + (url.endsWith('0') ? '1' : '0');
+  t.match(await attempt(tampered), /^554 5\.6\.6 /, 'tampered token: the partner answers NIL');
+  t.match(await attempt(url.replace('partner.test/', `partner.test:${closedPort}/`)), /^554 5\.7\.8 /, 'the listed host at another port is not trusted');
+  t.match(await attempt(url.replace('partner.test', 'wrong-password.test')), /^454 4\.7\.0 /, 'submit credentials refused there: temporary');
+  t.match(await attempt(url.replace('partner.test', 'down.test')), /^451 4\.4\.1 /, 'trusted server down: temporary');
+  t.equal(await remoteFetches(), fetchesBeforeRefusals, 'no refused URL was served');
+  t.equal((await s.command('NOOP')).code, 250, 'the session goes on');
+  s.close();
 });

@@ -148,7 +148,7 @@ t.test('stack.json describes each sandbox', async (t) => {
   t.equal(legacy.imapHost, '127.0.0.1');
   for (const s of [legacy, full]) {
     t.ok(s.imapPort > 0 && s.lmtpPort > 0, 'ports');
-    t.same(s.users, { alice: 'password', bob: 'password', carol: 'password' });
+    t.same(s.users, { alice: 'password', bob: 'password', carol: 'password', submit: 'password' });
     t.same(s.master, { user: 'gateway', password: 'masterpw' });
     // (JSON.stringify drops the methods)
     t.same(JSON.parse(readFileSync(path.join(s.dir, 'stack.json'), 'utf8')), JSON.parse(JSON.stringify(s)), 'stack.json matches');

@@ -114,6 +114,31 @@ const submissionRelay = z.strictObject({
   replyTimeoutSeconds: z.number().int().positive().default(120),
 });
 
+/**
+ * An IMAP server other than the gateway's own upstream whose URLAUTH URLs BURL may resolve
+ * (RFC 4468 §3.3): the gateway logs in there with submit credentials over TLS and uses
+ * URLFETCH. Only hosts listed here are ever contacted for a BURL (no SSRF).
+ */
+const burlHost = z.strictObject({
+  /** The host as IMAP URLs name it (compared case-insensitively). */
+  host: z.string().min(1),
+  /** Where to connect, when not the URL's host name itself (an address or another name). */
+  address: z.string().min(1).optional(),
+  /** Defaults to 993 for implicit TLS and 143 for STARTTLS. A URL naming another port is refused. */
+  port: port.optional(),
+  /** RFC 4468 §3.3 asks for STARTTLS; implicit TLS (RFC 8314) is as good. Never plaintext. */
+  tls: z.enum(['starttls', 'implicit']).default('implicit'),
+  tlsOptions: upstreamTls.prefault({}),
+  /** Submit credentials at that server (RFC 4468 §3.3 suggests "submit"; no default password). */
+  user: z.string().min(1).default('submit'),
+  password: z.string().min(1),
+  connectTimeoutMs: z.number().int().positive().default(10_000),
+});
+
+const burl = z.strictObject({
+  allowedHosts: z.array(burlHost).default([]),
+});
+
 const sideConnections = z.strictObject({
   /** Idle side connections kept, over all users. */
   maxIdle: z.number().int().min(0).default(50),
@@ -188,6 +213,7 @@ export const configSchema = z.strictObject({
       senderPolicy: senderPolicy.prefault({}),
       auth: submissionAuth.prefault({}),
       relay: submissionRelay.prefault({}),
+      burl: burl.prefault({}),
     })
     .prefault({}),
   metrics: z
@@ -216,3 +242,4 @@ export type Config = z.infer<typeof configSchema>;
 export type ListenerConfig = z.infer<typeof listener>;
 export type UpstreamConfig = Config['imap']['upstream'];
 export type TlsMode = z.infer<typeof tlsMode>;
+export type BurlHostConfig = z.infer<typeof burlHost>;

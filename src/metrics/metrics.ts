@@ -233,6 +233,11 @@ export const URLAUTH_FETCH_REASONS = [
   'no_message',
   'no_section',
   'unavailable',
+  'size',
+  // BURL of a URL naming another server (RFC 4468 §3.3): not listed, login refused there, NIL.
+  'untrusted_host',
+  'login',
+  'no_data',
 ] as const;
 
 export const urlauthIssued = new Counter({
@@ -244,7 +249,7 @@ export const urlauthIssued = new Counter({
 
 export const urlauthFetches = new Counter({
   name: 'lemonade_urlauth_fetches_total',
-  help: 'URLAUTH URLs resolved (URLFETCH, BURL), by user (urlfetch, burl), result (allowed, refused) and reason.',
+  help: 'URLAUTH URLs resolved (URLFETCH, BURL), by user (urlfetch, burl for this gateway\'s URLs, burl_remote for a trusted server\'s), result (allowed, refused) and reason.',
   labelNames: ['by', 'result', 'reason'] as const,
   registers: [registry],
 });
@@ -257,7 +262,7 @@ export const urlauthFetchBytes = new Counter({
 });
 
 for (const access of ['submit', 'user', 'authuser', 'anonymous']) urlauthIssued.inc({ access }, 0);
-for (const by of ['urlfetch', 'burl']) {
+for (const by of ['urlfetch', 'burl', 'burl_remote']) {
   urlauthFetchBytes.inc({ by }, 0);
   urlauthFetches.inc({ by, result: 'allowed', reason: 'none' }, 0);
   for (const reason of URLAUTH_FETCH_REASONS.slice(1)) urlauthFetches.inc({ by, result: 'refused', reason }, 0);

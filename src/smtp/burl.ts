@@ -2,8 +2,9 @@
  * BURL (RFC 4468) resolved inside the gateway: a URL naming this gateway is checked exactly
  * as URLFETCH checks it (lemonade/authorize-url.ts), with the gateway acting as the
  * submission server for the SMTP-authenticated user, and its content fetched on a side
- * connection as the mailbox owner, streamed into the message being relayed. URLs naming
- * any other host are refused without contacting it (no SSRF).
+ * connection as the mailbox owner, streamed into the message being relayed. A URL naming
+ * a server the operator listed (submission.burl.allowedHosts) is resolved there with
+ * URLFETCH (burl-remote.ts); any other host is refused without contacting it (no SSRF).
  */
 import type { Lemonade } from '../lemonade/services.js';
 import type { Config } from '../config/schema.js';
@@ -12,6 +13,7 @@ import { fetchPart } from '../lemonade/fetch-part.js';
 import type { LiteralSink } from '../imap/upstream.js';
 import { SideLoginRefused } from '../upstream/side-pool.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
+import { fetchRemote, parseAbsoluteUrl, submitAccessMatches, trustedHostFor, type RemoteRefusal } from './burl-remote.js';
 import { burlResolutionDuration, urlauthFetchBytes, urlauthFetches } from '../metrics/metrics.js';
 
 /** RFC 4468 §3.5: burl-param = "BURL" SP absolute-URI [SP end-marker]; end-marker = "LAST". */
@@ -31,8 +33,8 @@ export interface BurlTarget {
   sink(): LiteralSink;
 }
 
-const refused = (code: number, enhanced: string, text: string, reason: string): BurlOutcome => {
-  urlauthFetches.inc({ by: 'burl', result: 'refused', reason });
+const refused = (code: number, enhanced: string, text: string, reason: string, by = 'burl'): BurlOutcome => {
+  urlauthFetches.inc({ by, result: 'refused', reason });
   return { ok: false, code, enhanced, text, reason };
 };
 
@@ -42,12 +44,16 @@ function refusal(reason: AuthorizeFailure): BurlOutcome {
     case 'syntax':
       return refused(554, '5.5.4', 'Invalid IMAP URL', reason);
     case 'not_ours':
-      return refused(554, '5.7.0', 'IMAP URL names a server this gateway does not fetch from', reason);
+      // RFC 4468 §6: "554 5.7.8 URL resolution requires trust relationship".
+      return refused(554, '5.7.8', 'IMAP URL resolution requires trust relationship', reason);
     default:
       // RFC 4468 §6: 554 5.7.0 when the URL is not authorized for this submission.
       return refused(554, '5.7.0', 'IMAP URL resolution failed: not authorized', reason);
   }
 }
+
+/** Takes the bytes of content refused for its size, so the IMAP exchange can end cleanly. */
+const discard: LiteralSink = { write: () => true, onceDrain: (fn) => fn(), end: () => undefined };
 
 export async function resolveBurl(lemonade: Lemonade, config: Config, smtpUser: string, url: string, target: BurlTarget): Promise<BurlOutcome> {
   const started = performance.now();
@@ -64,14 +70,14 @@ async function resolve(lemonade: Lemonade, config: Config, smtpUser: string, url
     { user: smtpUser, submitServer: true, onBehalfOf: smtpUser },
     { hostname: config.hostname, allowAnonymous: config.imap.urlauth.allowAnonymousFetch },
   );
+  if (!auth.ok && auth.reason === 'not_ours') return resolveRemote(config, smtpUser, url, target);
   if (!auth.ok) return refusal(auth.reason);
   let tooBig = false;
   try {
     const result = await lemonade.sidePool.withConnection(auth.owner, (conn) =>
       fetchPart(conn, auth.ref, (size) => {
         tooBig = !target.fits(size);
-        if (!tooBig) return target.sink();
-        return { write: () => true, onceDrain: (fn) => fn(), end: () => undefined };
+        return tooBig ? discard : target.sink();
       }),
     );
     if (tooBig) return refused(552, '5.3.4', 'Message size exceeds fixed maximum message size', 'size');
@@ -84,4 +90,38 @@ async function resolve(lemonade: Lemonade, config: Config, smtpUser: string, url
     if (err instanceof UpstreamUnavailable) return refused(451, '4.4.1', 'IMAP server unavailable, try again later', 'unavailable');
     throw err;
   }
+}
+
+/** What each reason a trusted server's URL was not resolved reads to the client (RFC 4468 §6). */
+const REMOTE_REPLIES: Record<RemoteRefusal, [number, string, string]> = {
+  untrusted_host: [554, '5.7.8', 'IMAP URL resolution requires trust relationship'],
+  access: [554, '5.7.0', 'IMAP URL resolution failed: not authorized'],
+  login: [454, '4.7.0', 'IMAP server refused the submit credentials, try again later'],
+  unavailable: [451, '4.4.1', 'IMAP server unavailable, try again later'],
+  no_data: [554, '5.6.6', 'IMAP URL resolution failed'],
+};
+
+const remoteRefused = (reason: RemoteRefusal): BurlOutcome => {
+  const [code, enhanced, text] = REMOTE_REPLIES[reason];
+  return refused(code, enhanced, text, reason, 'burl_remote');
+};
+
+/** A URL naming another server: resolved there only if the operator listed it (RFC 4468 §3.3). */
+async function resolveRemote(config: Config, smtpUser: string, url: string, target: BurlTarget): Promise<BurlOutcome> {
+  const parsed = parseAbsoluteUrl(url);
+  if (parsed === undefined) return refusal('syntax');
+  // An unlisted host is refused before anything else is looked at, and never contacted.
+  const entry = trustedHostFor(parsed, config.submission.burl.allowedHosts);
+  if (entry === undefined) return remoteRefused('untrusted_host');
+  if (!submitAccessMatches(parsed, smtpUser)) return remoteRefused('access');
+  let tooBig = false;
+  const result = await fetchRemote(entry, url, (size) => {
+    tooBig = !target.fits(size);
+    return tooBig ? discard : target.sink();
+  });
+  if (tooBig) return refused(552, '5.3.4', 'Message size exceeds fixed maximum message size', 'size', 'burl_remote');
+  if (!result.ok) return remoteRefused(result.reason);
+  urlauthFetches.inc({ by: 'burl_remote', result: 'allowed', reason: 'none' });
+  urlauthFetchBytes.inc({ by: 'burl_remote' }, result.size);
+  return { ok: true, size: result.size };
 }

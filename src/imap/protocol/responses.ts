@@ -31,3 +31,10 @@ export function statusAttributes(line: ParsedLine): Map<string, ImapValue> | und
 export function numberValue(value: ImapValue | undefined): number | undefined {
   return value?.type === 'atom' && /^\d+$/.test(value.value) ? Number(value.value) : undefined;
 }
+
+/** `* URLFETCH url data` (RFC 4467 §9 urlfetch-data, one URL asked for): the data when it came as a string. */
+export function urlfetchString(line: ParsedLine): Buffer | undefined {
+  const [name, , data] = line.items;
+  if (name?.type !== 'atom' || name.value.toUpperCase() !== 'URLFETCH') return undefined;
+  return data?.type === 'string' ? data.value : undefined;
+}
