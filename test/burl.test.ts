@@ -24,11 +24,11 @@ t.before(async () => {
   stack = await startLegacyStack({ postfix: true });
   partner = await startGateway(stack, { config: { hostname: 'partner.test', imap: { urlauth: { submitUsers: ['submit'] } } } });
   closedPort = await freePort();
-  const trusted = (host: string, port: number, password: string) => ({
+  const trusted = (host: string, port: number, password: string, tls = 'implicit') => ({
     host,
     address: '127.0.0.1',
     port,
-    tls: 'implicit',
+    tls,
     tlsOptions: { ca: path.join(partner.dir, 'data', 'tls', 'selfsigned-cert.pem'), servername: 'partner.test' },
     user: 'submit',
     password,
@@ -43,6 +43,7 @@ t.before(async () => {
             trusted('partner.test', partner.imapsPort, 'password'),
             trusted('wrong-password.test', partner.imapsPort, 'not-the-password'),
             trusted('down.test', closedPort, 'password'),
+            trusted('starttls.test', partner.imapPort, 'password', 'starttls'),
           ],
         },
       },
@@ -274,6 +275,12 @@ t.test('a trusted remote IMAP server (allowedHosts): URLFETCH there over TLS wit
   t.match(await attempt(url.replace('partner.test/', `partner.test:${closedPort}/`)), /^554 5\.7\.8 /, 'the listed host at another port is not trusted');
   t.match(await attempt(url.replace('partner.test', 'wrong-password.test')), /^454 4\.7\.0 /, 'submit credentials refused there: temporary');
   t.match(await attempt(url.replace('partner.test', 'down.test')), /^451 4\.4\.1 /, 'trusted server down: temporary');
+  // The same partner over STARTTLS: its certificate names partner.test (tlsOptions.servername).
+  const viaStarttls = await partnerUrl('alice', rump('submit+alice'));
+  const notOurs = async () => metricValue(await partner.metrics(), 'lemonade_urlauth_fetches_total', { by: 'urlfetch', result: 'refused', reason: 'not_ours' });
+  const notOursBefore = await notOurs();
+  t.match(await attempt(viaStarttls.replace('partner.test', 'starttls.test')), /^554 5\.6\.6 /, 'STARTTLS works; the partner refuses a URL not naming it');
+  t.equal((await notOurs()) - notOursBefore, 1, 'the URLFETCH reached the partner over STARTTLS');
   t.equal(await remoteFetches(), fetchesBeforeRefusals, 'no refused URL was served');
   t.equal((await s.command('NOOP')).code, 250, 'the session goes on');
   s.close();
