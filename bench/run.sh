@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # npm run bench: builds the gateway and the benchmarks, then runs them (see bench/RESULTS.md).
-#   bash bench/run.sh          both: the IMAP benchmark, then the submission benchmark
+#   bash bench/run.sh          all of them, in the order below
 #   bash bench/run.sh imap     bench/imap-bench.ts only
 #   bash bench/run.sh smtp     bench/smtp-bench.ts only
 #   bash bench/run.sh forward  bench/forward-bench.ts only (forward without download, issue 4)
+#   bash bench/run.sh burl     bench/burl-bench.ts only (forward with BURL over a slow link, issue 5; about 3 minutes)
 # Settings come from the environment (BENCH_SECONDS, ...; see the top of each benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
 case "$which" in
-  imap | smtp | forward | all) ;;
+  imap | smtp | forward | burl | all) ;;
   *)
-    echo "usage: bash bench/run.sh [imap|smtp|forward|all]" >&2
+    echo "usage: bash bench/run.sh [imap|smtp|forward|burl|all]" >&2
     exit 2
     ;;
 esac
@@ -26,4 +27,7 @@ if [ "$which" = smtp ] || [ "$which" = all ]; then
 fi
 if [ "$which" = forward ] || [ "$which" = all ]; then
   node dist-bench/bench/forward-bench.js
+fi
+if [ "$which" = burl ] || [ "$which" = all ]; then
+  node dist-bench/bench/burl-bench.js
 fi
