@@ -5,17 +5,21 @@
 // V8 reads it only at start-up, so it cannot be set from code.
 /**
  * lemonade-gateway command line: `--config FILE` runs the gateway, `--check-config FILE`
- * only validates the configuration.
+ * only validates the configuration, `queue ...` inspects and acts on the FUTURERELEASE spool.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { loadConfig, ConfigError } from './config/load.js';
+import type { Config } from './config/schema.js';
 import { configureLogger } from './log/logger.js';
 import { startGateway } from './gateway.js';
+import { QUEUE_USAGE, runQueueCommand } from './lemonade/futurerelease/queue-cli.js';
 
 const USAGE = `usage: lemonade-gateway --config FILE        run the gateway
        lemonade-gateway --check-config FILE  validate FILE and exit
+       ${QUEUE_USAGE}
+                                             the FUTURERELEASE spool (works while the gateway runs)
        lemonade-gateway --version`;
 
 function version(): string {
@@ -24,6 +28,7 @@ function version(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'queue') return queue(argv.slice(1));
   const [flag, file] = argv;
   if (flag === '--version') {
     console.log(version());
@@ -33,17 +38,8 @@ async function main(argv: string[]): Promise<number> {
     console.error(USAGE);
     return 64; // EX_USAGE
   }
-  let config;
-  try {
-    config = loadConfig(file);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`${file}: invalid configuration:\n  ${err.issues.join('\n  ')}`);
-      return 78; // EX_CONFIG
-    }
-    console.error(`${file}: ${(err as Error).message}`);
-    return 78;
-  }
+  const config = readConfig(file);
+  if (config === undefined) return 78; // EX_CONFIG
   if (flag === '--check-config') {
     console.log(`${file}: configuration OK`);
     return 0;
@@ -58,6 +54,30 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   return -1; // keep running
+}
+
+function readConfig(file: string): Config | undefined {
+  try {
+    return loadConfig(file);
+  } catch (err) {
+    if (err instanceof ConfigError) console.error(`${file}: invalid configuration:\n  ${err.issues.join('\n  ')}`);
+    else console.error(`${file}: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+/** queue VERB [ID] --config FILE */
+async function queue(argv: string[]): Promise<number> {
+  const at = argv.indexOf('--config');
+  const file = at >= 0 ? argv[at + 1] : undefined;
+  if (file === undefined) {
+    console.error(`usage: ${QUEUE_USAGE}`);
+    return 64;
+  }
+  const config = readConfig(file);
+  if (config === undefined) return 78;
+  const rest = [...argv.slice(0, at), ...argv.slice(at + 2)];
+  return runQueueCommand(config, rest, (t) => console.log(t), (t) => console.error(t));
 }
 
 main(process.argv.slice(2)).then(

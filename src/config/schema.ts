@@ -139,6 +139,24 @@ const burl = z.strictObject({
   allowedHosts: z.array(burlHost).default([]),
 });
 
+const futureRelease = z.strictObject({
+  /** Offer FUTURERELEASE (RFC 4865). When false it is not advertised and HOLDFOR/HOLDUNTIL get 555 5.5.4. */
+  enabled: z.boolean().default(true),
+  /** The longest hold accepted (max-future-release-interval); 7 days by default. */
+  maxHoldSeconds: z.number().int().min(0).max(999_999_999).default(7 * 24 * 3600),
+  /** Held messages at most (552 5.7.17 beyond it, RFC 4865 §6). */
+  maxMessages: z.number().int().positive().default(100_000),
+  /** Octets of held messages at most (552 5.7.17 beyond it). */
+  maxBytes: z.number().int().positive().default(10 * 1024 ** 3),
+  /** Messages relayed at once when many are due together. */
+  concurrency: z.number().int().positive().max(64).default(8),
+  /** First retry after a temporary failure; each later one waits twice as long, up to retryMaxSeconds. */
+  retryInitialSeconds: z.number().int().positive().default(60),
+  retryMaxSeconds: z.number().int().positive().default(3600),
+  /** After this long past its release time a message that still cannot be delivered fails (with a DSN). */
+  giveUpSeconds: z.number().int().positive().default(5 * 24 * 3600),
+});
+
 const sideConnections = z.strictObject({
   /** Idle side connections kept, over all users. */
   maxIdle: z.number().int().min(0).default(50),
@@ -214,6 +232,7 @@ export const configSchema = z.strictObject({
       auth: submissionAuth.prefault({}),
       relay: submissionRelay.prefault({}),
       burl: burl.prefault({}),
+      futureRelease: futureRelease.prefault({}),
     })
     .prefault({}),
   metrics: z

@@ -291,3 +291,47 @@ export const burlResolutionDuration = new Histogram({
   buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   registers: [registry],
 });
+
+// ---- FUTURERELEASE (RFC 4865) -----------------------------------------------------------
+
+export const heldMessages = new Gauge({
+  name: 'lemonade_futurerelease_held_messages',
+  help: 'Messages in the FUTURERELEASE spool (held, being released, or waiting to retry), DSNs the gateway generated included.',
+  registers: [registry],
+});
+
+export const heldBytes = new Gauge({
+  name: 'lemonade_futurerelease_held_bytes',
+  help: 'Octets of the messages in the FUTURERELEASE spool.',
+  registers: [registry],
+});
+
+export const heldOldestRelease = new Gauge({
+  name: 'lemonade_futurerelease_oldest_release_timestamp_seconds',
+  help: 'Requested release time of the longest-waiting message in the spool (Unix seconds); 0 when the spool is empty.',
+  registers: [registry],
+});
+
+export const HOLD_OUTCOMES = ['held', 'cancelled', 'released', 'retried', 'failed'] as const;
+
+export const futureReleaseEvents = new Counter({
+  name: 'lemonade_futurerelease_messages_total',
+  help: 'FUTURERELEASE spool events: held (accepted for later), cancelled (by its sender or an operator), released (relayed to the MTA), retried (a release left recipients to retry), failed (a recipient failed for good).',
+  labelNames: ['event'] as const,
+  registers: [registry],
+});
+
+export const futureReleaseDsns = new Counter({
+  name: 'lemonade_futurerelease_dsns_total',
+  help: 'Delivery status notifications (RFC 3464) the gateway generated for held messages that could not be delivered.',
+  registers: [registry],
+});
+
+export const releaseLag = new Histogram({
+  name: 'lemonade_futurerelease_release_lag_seconds',
+  help: 'From the requested release time to the MTA accepting the message, for first attempts.',
+  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+  registers: [registry],
+});
+
+for (const event of HOLD_OUTCOMES) futureReleaseEvents.inc({ event }, 0);

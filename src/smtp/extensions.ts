@@ -18,6 +18,8 @@ export interface ExtensionContext {
   burl: boolean;
   /** The session has authenticated. */
   authenticated: boolean;
+  /** The FUTURERELEASE keyword with its parameters (RFC 4865 §3), when offered. */
+  futureRelease?: string;
 }
 
 /** SIZE to advertise: ours, or the upstream's if smaller (it would refuse more anyway). */
@@ -45,6 +47,8 @@ export function ehloKeywords(ctx: ExtensionContext): string[] {
   if (ctx.authAllowed) out.push('AUTH PLAIN LOGIN'); // RFC 4954
   // RFC 4468 §3: "BURL imap" once authenticated; bare "BURL" before.
   if (ctx.burl) out.push(ctx.authenticated ? 'BURL imap' : 'BURL');
+  // RFC 4865 §3, with its interval and date-time limits (a zero interval when refused by policy).
+  if (ctx.futureRelease !== undefined) out.push(ctx.futureRelease);
   return out;
 }
 
@@ -77,6 +81,10 @@ export const mailParams = new Map<string, ParamSpec>([
       offered: (ctx) => upstreamHas(ctx, 'SMTPUTF8'),
     },
   ],
+  // RFC 4865 §4: the values are checked by the FUTURERELEASE service (futurerelease/hold-params.ts),
+  // which answers with the RFC's codes; never relayed (the MTA gets the message when it is due).
+  ['HOLDFOR', { check: () => undefined, offered: (ctx) => ctx.futureRelease !== undefined }],
+  ['HOLDUNTIL', { check: () => undefined, offered: (ctx) => ctx.futureRelease !== undefined }],
   // RFC 4954 §5: AUTH=<> or an identity; accepted and not relayed (the gateway vouches by submitting).
   ['AUTH', { check: (v) => (v === true ? 'Bad AUTH parameter' : undefined) }],
 ]);

@@ -11,10 +11,12 @@ import { ImapAuthenticator } from '../auth/imap-authenticator.js';
 import { RelayPool } from './relay-pool.js';
 import { SubmissionSession } from './session.js';
 import type { Lemonade } from '../lemonade/services.js';
+import { FutureRelease } from '../lemonade/futurerelease/service.js';
 
 export interface SubmissionServer {
   addresses: BoundListener[];
   sessions: Set<SubmissionSession>;
+  futureRelease: FutureRelease;
   close(): Promise<void>;
 }
 
@@ -37,6 +39,9 @@ export async function startSubmissionServer(config: Config, tlsHolder: TlsContex
     }
   };
   if (sub.listen.length > 0) await learn();
+  // Held messages are released even while no listener is configured (they were accepted earlier).
+  const futureRelease = new FutureRelease(config, lemonade.store, pool, log);
+  await futureRelease.start();
   const auth = new ImapAuthenticator(config);
   const listeners = await startListeners({
     protocol: 'submission',
@@ -56,6 +61,7 @@ export async function startSubmissionServer(config: Config, tlsHolder: TlsContex
         auth,
         pool,
         lemonade,
+        futureRelease,
         upstreamExtensions: () => upstreamExtensions,
         log,
         onClose: (s) => sessions.delete(s),
@@ -66,8 +72,10 @@ export async function startSubmissionServer(config: Config, tlsHolder: TlsContex
   return {
     addresses: listeners.addresses,
     sessions,
+    futureRelease,
     async close() {
       await listeners.close();
+      await futureRelease.stop();
       await pool.close();
     },
   };

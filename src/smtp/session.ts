@@ -34,7 +34,9 @@ import type { Lemonade } from '../lemonade/services.js';
 import { receivedHeader } from './trace.js';
 import type { ImapAuthenticator } from '../auth/imap-authenticator.js';
 import type { RelayPool } from './relay-pool.js';
-import type { SmtpReply, UpstreamSmtp } from './upstream.js';
+import type { SmtpParams, SmtpReply, UpstreamSmtp } from './upstream.js';
+import type { FutureRelease } from '../lemonade/futurerelease/service.js';
+import { describeHold, holdQuotaRefusal } from '../lemonade/futurerelease/hold-params.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
 import { bytesTotal, sessionsOpen, sessionsTotal, submissionAuthTotal, submissionMessages } from '../metrics/metrics.js';
 
@@ -45,18 +47,37 @@ export interface SubmissionDeps {
   auth: ImapAuthenticator;
   pool: RelayPool;
   lemonade: Lemonade;
+  futureRelease: FutureRelease;
   /** The upstream MTA's EHLO keywords, when known. */
   upstreamExtensions(): ReadonlyMap<string, string> | undefined;
   log: Logger;
   onClose(session: SubmissionSession): void;
 }
 
+/**
+ * Where a transaction's content goes: the MTA connection itself (relayed now), or the
+ * FUTURERELEASE spool (held; futurerelease/held-content.ts).
+ */
+interface ContentTarget {
+  startContent(): Promise<SmtpReply>;
+  writeContent(chunk: Buffer): boolean;
+  onceDrain(fn: () => void): void;
+  endContent(): Promise<SmtpReply>;
+  destroy(): void;
+}
+
 interface Transaction {
   id: string;
   from: string;
+  /** MAIL FROM parameters relayed to the MTA (kept for a held message's release). */
+  mailParams: SmtpParams;
   conn: UpstreamSmtp;
-  /** Recipients the upstream accepted. */
+  out: ContentTarget;
+  /** RFC 4865: when a held message is to be released (ms since the epoch). */
+  releaseAt?: number;
+  /** Recipients the upstream accepted, and their RCPT parameters. */
   accepted: string[];
+  acceptedParams: SmtpParams[];
   rcptCount: number;
   declaredSize?: number;
   /** How content is arriving, once it does. */
@@ -150,6 +171,7 @@ export class SubmissionSession {
       maxMessageSize: this.config.submission.limits.maxMessageSize,
       burl: this.deps.lemonade.sidePool.available,
       authenticated: this.user !== undefined,
+      futureRelease: this.deps.futureRelease.keyword(),
     };
   }
 
@@ -247,6 +269,8 @@ export class SubmissionSession {
         return this.bdat(cmd.args);
       case 'BURL':
         return this.burl(cmd.args);
+      case 'XCANCEL':
+        return this.cancelHeld(cmd.args);
       case 'RSET':
         if (cmd.args !== '') return this.error(501, '5.5.4', 'RSET takes no arguments');
         this.abortTransaction();
@@ -394,23 +418,45 @@ export class SubmissionSession {
       submissionMessages.inc({ result: 'rejected', reason: 'sender' });
       return this.error(553, '5.7.1', `Sender address rejected: not owned by user ${this.user}`);
     }
+    const hold = this.deps.futureRelease.parse(parsed.params);
+    if (hold !== undefined && !hold.ok) return this.error(hold.code, hold.enhanced, hold.text);
+    // RFC 4865 §6: a system quota on held messages is 552 X.7.17.
+    if (hold !== undefined && !(await this.deps.futureRelease.hasRoom(declaredSize ?? 0))) {
+      const full = holdQuotaRefusal('system');
+      return this.error(full.code, full.enhanced, full.text);
+    }
     let conn: UpstreamSmtp;
     try {
       conn = await this.deps.pool.acquire();
     } catch (err) {
       return this.upstreamFailed(err);
     }
+    const user = this.user;
     const tx: Transaction = {
       id: randomBytes(8).toString('hex'),
       from: parsed.address,
+      mailParams: checked.relay,
       conn,
+      out: conn,
       accepted: [],
+      acceptedParams: [],
       rcptCount: 0,
       declaredSize,
       size: 0,
       maxSize: effectiveMaxSize(ctx),
       started: Date.now(),
     };
+    if (hold?.ok) {
+      tx.releaseAt = hold.releaseAtMs;
+      tx.out = this.deps.futureRelease.holdContent(conn, () => ({
+        user,
+        sender: tx.from,
+        mailParams: tx.mailParams,
+        recipients: tx.accepted.map((address, i) => ({ address, params: tx.acceptedParams[i]!, status: 'pending' as const })),
+        releaseAt: hold.releaseAtMs,
+        holdRequest: hold.requested,
+      }));
+    }
     this.tx = tx;
     // Sent now; the next pipelined command is read while the MTA thinks (RFC 2920 §3.1).
     this.owe(
@@ -449,7 +495,10 @@ export class SubmissionSession {
     this.owe(
       tx.conn.rcpt(address, checked.relay),
       (answer) => {
-        if (answer.code < 300 && !tx.mailRefused) tx.accepted.push(address);
+        if (answer.code < 300 && !tx.mailRefused) {
+          tx.accepted.push(address);
+          tx.acceptedParams.push(checked.relay);
+        }
         return this.relayReply(answer);
       },
       (err) => {
@@ -523,9 +572,9 @@ export class SubmissionSession {
       sink: () => ({
         write: (chunk) => {
           tx.size += chunk.length;
-          return tx.conn.writeContent(chunk);
+          return tx.out.writeContent(chunk);
         },
-        onceDrain: (fn) => tx.conn.onceDrain(fn),
+        onceDrain: (fn) => tx.out.onceDrain(fn),
         end: () => undefined,
       }),
     });
@@ -540,11 +589,27 @@ export class SubmissionSession {
     return this.ok(250, '2.5.0', `${outcome.size} octets added`);
   }
 
+  /**
+   * XCANCEL id: the submitter cancels one of their held messages before its release. RFC
+   * 4865 defines no way to; an X-command is how RFC 5321 §4.1.5 lets a server add one.
+   * The id is the one in the 250 reply that accepted the message.
+   */
+  private async cancelHeld(args: string): Promise<void> {
+    if (this.user === undefined) return this.error(530, '5.7.0', 'Authentication required');
+    if (this.tx !== undefined) return this.error(503, '5.5.1', 'XCANCEL not allowed during a mail transaction');
+    const id = args.trim();
+    if (!/^\S+$/.test(id)) return this.error(501, '5.5.4', 'Syntax: XCANCEL id');
+    const outcome = await this.deps.futureRelease.cancel(id, this.user);
+    // One answer for "no such message" and "not yours": others' ids are not confirmed.
+    if (outcome === 'unknown') return this.error(550, '5.0.0', `No held message ${id.slice(0, 40)} of yours to cancel (unknown, not yours, or already being released)`);
+    return this.ok(250, '2.0.0', `Held message ${id} cancelled`);
+  }
+
   /** Opens the content phase upstream and writes our trace header; returns a failure reply if it could not. */
   private async startContent(tx: Transaction): Promise<SmtpReply | undefined> {
     let answer: SmtpReply;
     try {
-      answer = await tx.conn.startContent();
+      answer = await tx.out.startContent();
     } catch {
       this.abortTransaction();
       return { code: 451, enhanced: '4.4.1', lines: [UNAVAILABLE_TEXT] };
@@ -553,7 +618,7 @@ export class SubmissionSession {
       this.abortTransaction();
       return answer;
     }
-    tx.conn.writeContent(
+    tx.out.writeContent(
       receivedHeader({
         heloName: this.helo ?? 'unknown',
         clientAddress: this.clientAddress,
@@ -562,6 +627,7 @@ export class SubmissionSession {
         authenticated: true,
         id: tx.id,
         recipients: tx.accepted,
+        ...(tx.releaseAt !== undefined ? { comment: describeHold(tx.releaseAt) } : {}),
       }),
     );
     return undefined;
@@ -576,11 +642,11 @@ export class SubmissionSession {
     if (tx.size > tx.maxSize) {
       // RFC 1870 §6: the message is refused at its end; stop sending it upstream now.
       tx.failure = { code: 552, enhanced: '5.3.4', text: 'Message size exceeds fixed maximum message size', reason: 'size' };
-      tx.conn.destroy();
+      tx.out.destroy();
       return undefined;
     }
-    if (tx.conn.writeContent(data)) return undefined;
-    return new Promise<void>((resolve) => tx.conn.onceDrain(resolve));
+    if (tx.out.writeContent(data)) return undefined;
+    return new Promise<void>((resolve) => tx.out.onceDrain(resolve));
   }
 
   private async chunkEnd(): Promise<void> {
@@ -607,15 +673,15 @@ export class SubmissionSession {
       tx.failure = { code: 500, enhanced: '5.5.2', text: 'Message line too long (RFC 5321 limit 1000)', reason: 'line_too_long' };
     }
     if (tx.failure !== undefined) {
-      tx.conn.destroy();
+      tx.out.destroy();
       submissionMessages.inc({ result: 'rejected', reason: tx.failure.reason });
       return this.error(tx.failure.code, tx.failure.enhanced, tx.failure.text);
     }
     let answer: SmtpReply;
     try {
-      answer = await tx.conn.endContent();
+      answer = await tx.out.endContent();
     } catch (err) {
-      tx.conn.destroy();
+      tx.out.destroy();
       submissionMessages.inc({ result: 'rejected', reason: 'upstream_unavailable' });
       return this.upstreamFailed(err);
     }
@@ -623,7 +689,8 @@ export class SubmissionSession {
     const accepted = answer.code < 300;
     submissionMessages.inc({ result: accepted ? 'accepted' : 'rejected', reason: accepted ? 'none' : 'upstream' });
     bytesTotal.inc({ protocol: 'submission', direction: 'upstream_out' }, tx.size);
-    this.log.info({ user: this.user, id: tx.id, size: tx.size, recipients: tx.accepted.length, code: answer.code }, accepted ? 'message relayed' : 'message refused upstream');
+    const outcome = !accepted ? 'message refused upstream' : tx.releaseAt !== undefined ? 'message held' : 'message relayed';
+    this.log.info({ user: this.user, id: tx.id, size: tx.size, recipients: tx.accepted.length, code: answer.code }, outcome);
     return this.relayReply(answer);
   }
 
@@ -731,7 +798,7 @@ export class SubmissionSession {
     this.tx = undefined;
     if (tx === undefined) return;
     if (tx.content !== undefined || tx.failure !== undefined) {
-      tx.conn.destroy();
+      tx.out.destroy();
       return;
     }
     const conn = tx.conn;

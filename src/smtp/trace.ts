@@ -18,6 +18,8 @@ export interface TraceInfo {
   /** Named only when there is exactly one, so a Bcc recipient is not shown to others. */
   recipients: string[];
   date?: Date;
+  /** A comment after the id, e.g. the FUTURERELEASE hold (RFC 5322 §3.2.2 CFWS is allowed there). */
+  comment?: string;
 }
 
 export function receivedHeader(info: TraceInfo): Buffer {
@@ -27,8 +29,10 @@ export function receivedHeader(info: TraceInfo): Buffer {
   const addr = info.clientAddress.replace(/^::ffff:/, '');
   const literal = addr.includes(':') ? `IPv6:${addr}` : addr;
   const forClause = info.recipients.length === 1 ? `\r\n\tfor <${info.recipients[0]}>` : '';
+  // Parentheses and backslashes would end or escape the comment early.
+  const comment = info.comment !== undefined ? `\r\n\t(${info.comment.replace(/[()\\\r\n]/g, ' ')})` : '';
   return Buffer.from(
-    `Received: from ${helo} ([${literal}])\r\n\tby ${info.hostname} (lemonade-gateway) with ${protocol} id ${info.id}${forClause};\r\n\t${rfc5322Date(info.date ?? new Date())}\r\n`,
+    `Received: from ${helo} ([${literal}])\r\n\tby ${info.hostname} (lemonade-gateway) with ${protocol} id ${info.id}${comment}${forClause};\r\n\t${rfc5322Date(info.date ?? new Date())}\r\n`,
     'utf8',
   );
 }

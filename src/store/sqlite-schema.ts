@@ -19,4 +19,26 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    name: 'FUTURERELEASE spool index (RFC 4865)',
+    sql: `
+      CREATE TABLE held_messages (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        mail_params TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        release_at INTEGER NOT NULL,
+        hold_request TEXT NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('held', 'sending', 'committing')),
+        last_error TEXT
+      ) WITHOUT ROWID;
+      CREATE INDEX held_messages_due ON held_messages (state, next_attempt_at);
+    `,
+  },
 ];

@@ -4,7 +4,75 @@
  * callers: every method is async even where SQLite is not.
  */
 
-export interface Store {
+/** One recipient of a held message and where its delivery stands. */
+export interface HeldRecipient {
+  address: string;
+  /** RCPT TO parameters to relay (NOTIFY, ORCPT: RFC 3461 §4), as received. */
+  params: Array<[string, string | true]>;
+  status: 'pending' | 'delivered' | 'failed';
+  /** The MTA's reply for a failed recipient (for the DSN), or the last temporary one. */
+  reply?: string;
+}
+
+/**
+ * A message accepted for later delivery (RFC 4865 FUTURERELEASE), or a delivery status
+ * notification waiting to go out: the index row; the message itself is a file in the spool.
+ */
+export interface HeldMessage {
+  id: string;
+  /** The SMTP-authenticated submitter (may cancel it); "" for the gateway's own DSNs. */
+  user: string;
+  /** Envelope sender; "" is the null reverse-path of a DSN (RFC 5321 §4.5.5). */
+  sender: string;
+  /** MAIL FROM parameters to relay (BODY, RET, ENVID, SMTPUTF8). */
+  mailParams: Array<[string, string | true]>;
+  recipients: HeldRecipient[];
+  /** Octets in the spool file. */
+  size: number;
+  createdAt: number;
+  /** When the submitter asked for it to go (ms since the epoch). */
+  releaseAt: number;
+  /** The request as sent, "for;N" or "until;date-time" (RFC 4865 §5.1.2 Future-Release-Request); "" for a DSN. */
+  holdRequest: string;
+  /** When the scheduler tries next: releaseAt, then later after temporary failures. */
+  nextAttemptAt: number;
+  attempts: number;
+  /**
+   * held: waiting; sending: a release is relaying it; committing: the end of its content
+   * was handed to the MTA (after a crash, taken as delivered: see futurerelease/scheduler.ts).
+   */
+  state: 'held' | 'sending' | 'committing';
+  lastError?: string;
+}
+
+/** The spool's index: small rows, the due ones read a batch at a time so many held messages cost disk, not memory. */
+export interface SpoolIndex {
+  /** Records a message whose file is already durable; resolves once the row is durable too. */
+  spoolInsert(message: HeldMessage): Promise<void>;
+  spoolGet(id: string): Promise<HeldMessage | undefined>;
+  /** Held messages due at `now`, the most overdue first, at most `limit`. */
+  spoolDue(now: number, limit: number): Promise<HeldMessage[]>;
+  /** Held messages in due order, for operators (`queue list`). */
+  spoolList(limit: number, offset: number): Promise<HeldMessage[]>;
+  /** held -> sending for one release, counting the attempt; false when someone else took it or it is gone. */
+  spoolClaim(id: string): Promise<boolean>;
+  /** sending -> committing, just after the end of the content went to the MTA. */
+  spoolCommitting(id: string): Promise<void>;
+  /** Back to held after a release that left recipients to retry. */
+  spoolReschedule(id: string, recipients: HeldRecipient[], nextAttemptAt: number, lastError: string): Promise<void>;
+  /** Removes the row (delivered, failed for good, or cancelled); false when there was none. */
+  spoolDelete(id: string): Promise<boolean>;
+  /** Removes a held (not sending) message, only the user's own when user is given; false otherwise. */
+  spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined>;
+  /** Makes a held message due now (`queue release`); false when it is not held. */
+  spoolReleaseNow(id: string, now: number): Promise<boolean>;
+  /** After a restart: sending -> held (its release never finished), and the committing rows. */
+  spoolRecover(): Promise<HeldMessage[]>;
+  /** How many rows, their octets, and the earliest next attempt (undefined when empty). */
+  spoolStats(): Promise<{ count: number; bytes: number; nextDue: number | undefined; oldestRelease: number | undefined }>;
+}
+
+export interface Store extends SpoolIndex {
   /**
    * The 128-bit mailbox access key of (user, mailbox) (RFC 4467 §5), created at random on
    * first use. Two first uses at once, in one process or several, end with one key.

@@ -1,0 +1,76 @@
+/**
+ * Where a held message's content goes instead of the MTA: the spool. The submission
+ * session treats it like the MTA connection (start, write with back-pressure, end with a
+ * reply), so DATA, BDAT and BURL messages are held alike. MAIL and RCPT did go to the MTA,
+ * so the client learnt at once which recipients it refuses (instead of a DSN days later);
+ * that transaction is reset once the message is safely spooled.
+ *
+ * RFC 4865 / DESIGN.md: 250 only after the file is fsynced and its index row committed.
+ */
+import type { SmtpReply, UpstreamSmtp } from '../../smtp/upstream.js';
+import type { HeldMessage } from '../../store/store.js';
+import type { SpoolFiles, SpoolWriter } from './spool.js';
+
+/** What the session knows at the end of the content, apart from the content itself. */
+export type HeldEnvelope = Pick<HeldMessage, 'user' | 'sender' | 'mailParams' | 'recipients' | 'releaseAt' | 'holdRequest'>;
+
+export interface HoldSink {
+  readonly files: SpoolFiles;
+  /** Indexes the message (durably) and wakes the scheduler. */
+  commit(message: HeldMessage): Promise<void>;
+  now(): number;
+}
+
+export class HeldContent {
+  private writer: SpoolWriter | undefined;
+
+  constructor(
+    readonly id: string,
+    private readonly sink: HoldSink,
+    private readonly conn: UpstreamSmtp,
+    private readonly envelope: () => HeldEnvelope,
+  ) {}
+
+  async startContent(): Promise<SmtpReply> {
+    this.writer = this.sink.files.create(this.id);
+    return { code: 354, lines: ['Send content'] };
+  }
+
+  writeContent(chunk: Buffer): boolean {
+    return this.writer!.write(chunk);
+  }
+
+  onceDrain(fn: () => void): void {
+    this.writer!.onceDrain(fn);
+  }
+
+  async endContent(): Promise<SmtpReply> {
+    const envelope = this.envelope();
+    try {
+      const size = await this.writer!.commit();
+      const now = this.sink.now();
+      await this.sink.commit({
+        id: this.id,
+        ...envelope,
+        size,
+        createdAt: now,
+        nextAttemptAt: envelope.releaseAt,
+        attempts: 0,
+        state: 'held',
+      });
+    } catch (err) {
+      this.writer?.abort();
+      await this.sink.files.remove(this.id).catch(() => undefined);
+      // RFC 3463 X.3.0: a local system problem; the client keeps the message and retries.
+      return { code: 451, enhanced: '4.3.0', lines: [`Local error in processing, try again later (${(err as Error).message.slice(0, 80)})`] };
+    }
+    // The MTA's transaction (MAIL and RCPT only) is not used: reset it for the pool.
+    await this.conn.rset().catch(() => this.conn.destroy());
+    return { code: 250, enhanced: '2.0.0', lines: [`Ok: held as ${this.id} until ${new Date(envelope.releaseAt).toISOString()}`] };
+  }
+
+  destroy(): void {
+    this.writer?.abort();
+    this.conn.destroy();
+  }
+}

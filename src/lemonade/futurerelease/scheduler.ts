@@ -1,0 +1,258 @@
+/**
+ * Releases held messages when due (RFC 4865 §5: "the message is released ... at the
+ * requested time"). The spool index is the only queue: each pass reads at most
+ * `concurrency` due rows, relays them, and reads again, so 100,000 held messages cost
+ * rows on disk and never a list in memory. A pass runs when the next message is due and
+ * at least once a second, which also picks up `queue release` from another process.
+ *
+ * After a temporary failure a message waits (retryInitialSeconds, doubling up to
+ * retryMaxSeconds) and stays in the spool; giveUpSeconds after its release time, or at a
+ * permanent failure, its failed recipients are reported to the sender by a delivery status
+ * notification (RFC 3464) that is itself spooled, so it survives a crash and is retried
+ * the same way.
+ *
+ * Crash recovery (spoolRecover): a release that was relaying when the process died is
+ * simply done again; one whose content end had been handed to the MTA ("committing") is
+ * taken as delivered, since the MTA owns it from that moment (RFC 5321 §4.1.1.4). The one
+ * window left is the MTA answering 4xx to that very content end while the gateway dies:
+ * that message would be lost, rather than the usual outcome of every alternative, a copy
+ * delivered twice.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../log/logger.js';
+import type { RelayPool } from '../../smtp/relay-pool.js';
+import type { HeldMessage, HeldRecipient, Store } from '../../store/store.js';
+import { futureReleaseDsns, futureReleaseEvents, heldBytes, heldMessages, heldOldestRelease, releaseLag } from '../../metrics/metrics.js';
+import type { Clock } from './clock.js';
+import { buildDsn, type DsnRecipient } from './dsn.js';
+import { releaseMessage } from './release.js';
+import type { SpoolFiles } from './spool.js';
+
+export interface SchedulerOptions {
+  concurrency: number;
+  retryInitialSeconds: number;
+  retryMaxSeconds: number;
+  giveUpSeconds: number;
+  /** Our name in generated DSNs (Reporting-MTA, From: MAILER-DAEMON@...). */
+  hostname: string;
+}
+
+/** Passes run at least this often, to notice rows changed by another process (the queue CLI). */
+const POLL_MS = 1000;
+/** The largest original a DSN carries whole (RET=FULL); larger ones get their headers only. */
+const DSN_MAX_RETURNED = 1024 * 1024;
+
+export function newSpoolId(): string {
+  return randomBytes(12).toString('hex');
+}
+
+export class ReleaseScheduler {
+  private timer: { cancel(): void } | undefined;
+  private timerAt = Infinity;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly files: SpoolFiles,
+    private readonly pool: RelayPool,
+    private readonly clock: Clock,
+    private readonly opts: SchedulerOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** Recovers from a crash, drops orphan files, and starts releasing. */
+  async start(): Promise<void> {
+    await this.files.init();
+    for (const handedOver of await this.store.spoolRecover()) {
+      this.log.warn({ id: handedOver.id }, 'held message was handed to the MTA when the gateway stopped: taken as delivered');
+      await this.finish(handedOver, handedOver.recipients.map((r) => (r.status === 'pending' ? { ...r, status: 'delivered' as const } : r)));
+    }
+    const orphans = await this.files.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
+    if (orphans > 0) this.log.info({ files: orphans }, 'removed spool files no held message refers to (never acknowledged)');
+    await this.refreshGauges();
+    this.wake(0);
+  }
+
+  /** A message was just held (or made due): run a pass by its time. */
+  poke(dueAt: number): void {
+    void this.refreshGauges();
+    this.wake(Math.max(0, dueAt - this.clock.now()));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.timer?.cancel();
+    this.timer = undefined;
+    await this.running;
+  }
+
+  private wake(inMs: number): void {
+    if (this.stopped) return;
+    const at = this.clock.now() + Math.min(inMs, POLL_MS);
+    if (this.timer !== undefined && this.timerAt <= at) return;
+    this.timer?.cancel();
+    this.timerAt = at;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      // The pass reads the clock when it runs, not at the instant the timer was due.
+      queueMicrotask(() => this.pass());
+    }, at - this.clock.now());
+  }
+
+  private pass(): void {
+    if (this.running !== undefined) {
+      this.again = true;
+      return;
+    }
+    this.running = (async () => {
+      try {
+        await this.releaseDue();
+        if (this.again) {
+          this.again = false;
+          this.wake(0);
+        } else {
+          const { nextDue } = await this.refreshGauges();
+          this.wake(nextDue === undefined ? POLL_MS : Math.max(0, nextDue - this.clock.now()));
+        }
+      } catch (err) {
+        this.log.error({ err: (err as Error).stack }, 'release pass failed');
+        this.wake(POLL_MS);
+      }
+    })().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Resolves once no pass is running (tests step a manual clock, then wait for this). */
+  async settled(): Promise<void> {
+    while (this.running !== undefined) await this.running;
+  }
+
+  /** Relays due messages, `concurrency` at a time, until none is due. */
+  private async releaseDue(): Promise<void> {
+    for (;;) {
+      if (this.stopped) return;
+      const due = await this.store.spoolDue(this.clock.now(), this.opts.concurrency);
+      if (due.length === 0) return;
+      await Promise.all(due.map((m) => this.release(m)));
+    }
+  }
+
+  private async release(message: HeldMessage): Promise<void> {
+    if (!(await this.store.spoolClaim(message.id))) return;
+    const result = await releaseMessage(message, { pool: this.pool, files: this.files, index: this.store });
+    const now = this.clock.now();
+    if (result.temporary === undefined || now - message.releaseAt >= this.opts.giveUpSeconds * 1000) {
+      // Done: what is still pending after giving up fails with the last temporary reply.
+      const final = result.recipients.map((r) =>
+        r.status === 'pending' ? { ...r, status: 'failed' as const, reply: r.reply ?? result.temporary ?? 'delivery time expired' } : r,
+      );
+      if (message.attempts === 0 && final.some((r) => r.status === 'delivered')) releaseLag.observe(Math.max(0, now - message.releaseAt) / 1000);
+      await this.finish(message, final);
+      return;
+    }
+    const delay = Math.min(this.opts.retryInitialSeconds * 2 ** message.attempts, this.opts.retryMaxSeconds) * 1000;
+    futureReleaseEvents.inc({ event: 'retried' });
+    this.log.info({ id: message.id, attempt: message.attempts + 1, retryInSeconds: delay / 1000, reason: result.temporary }, 'held message release deferred');
+    await this.store.spoolReschedule(message.id, result.recipients, now + delay, result.temporary);
+  }
+
+  /** Every recipient settled: report failures to the sender, then drop the message. */
+  private async finish(message: HeldMessage, recipients: HeldRecipient[]): Promise<void> {
+    const failed = recipients.filter((r) => r.status === 'failed');
+    const delivered = recipients.length - failed.length;
+    if (delivered > 0) futureReleaseEvents.inc({ event: 'released' });
+    if (failed.length > 0) futureReleaseEvents.inc({ event: 'failed' }, failed.length);
+    const reported = failed.filter(wantsFailureDsn);
+    // RFC 3461 §4.1 / RFC 5321 §4.5.5: never a DSN about a message with a null sender.
+    if (reported.length > 0 && message.sender !== '') await this.spoolDsn(message, reported);
+    this.log.info({ id: message.id, delivered, failed: failed.length }, 'held message released');
+    await this.store.spoolDelete(message.id);
+    await this.files.remove(message.id);
+  }
+
+  private async spoolDsn(message: HeldMessage, failed: HeldRecipient[]): Promise<void> {
+    const original = await readSpoolFile(this.files, message.id);
+    const param = (name: string) => message.mailParams.find(([k]) => k === name)?.[1];
+    const ret = param('RET');
+    const envid = param('ENVID');
+    const dsn = buildDsn({
+      reportingMta: this.opts.hostname,
+      sender: message.sender,
+      ...(typeof envid === 'string' ? { envid } : {}),
+      ...(ret === 'FULL' || ret === 'HDRS' ? { ret } : {}),
+      arrivalDate: new Date(message.createdAt),
+      recipients: failed.map(dsnRecipient),
+      original,
+      now: new Date(this.clock.now()),
+      messageIdDomain: this.opts.hostname,
+      // RFC 4865 §5.1.2: a DSN about a held message carries its hold request.
+      ...(message.holdRequest !== '' ? { futureReleaseRequest: message.holdRequest } : {}),
+    }, { maxReturnedBytes: DSN_MAX_RETURNED });
+    const id = newSpoolId();
+    const writer = this.files.create(id);
+    writer.write(dsn);
+    const size = await writer.commit();
+    const now = this.clock.now();
+    await this.store.spoolInsert({
+      id,
+      user: '',
+      sender: '',
+      mailParams: [],
+      recipients: [{ address: message.sender, params: [], status: 'pending' }],
+      size,
+      createdAt: now,
+      releaseAt: now,
+      holdRequest: '',
+      nextAttemptAt: now,
+      attempts: 0,
+      state: 'held',
+    });
+    futureReleaseDsns.inc();
+    this.log.info({ id: message.id, dsn: id, recipients: failed.length }, 'delivery status notification queued for the sender');
+  }
+
+  private async refreshGauges(): Promise<{ nextDue: number | undefined }> {
+    const stats = await this.store.spoolStats();
+    heldMessages.set(stats.count);
+    heldBytes.set(stats.bytes);
+    heldOldestRelease.set(stats.oldestRelease === undefined ? 0 : stats.oldestRelease / 1000);
+    return stats;
+  }
+}
+
+/** RFC 3461 §4.1: NOTIFY=NEVER asks for none; without NOTIFY the default is FAILURE (and DELAY, not sent here). */
+function wantsFailureDsn(r: HeldRecipient): boolean {
+  const notify = r.params.find(([k]) => k === 'NOTIFY')?.[1];
+  return typeof notify !== 'string' || notify.toUpperCase().split(',').includes('FAILURE');
+}
+
+function dsnRecipient(r: HeldRecipient): DsnRecipient {
+  const orcpt = r.params.find(([k]) => k === 'ORCPT')?.[1];
+  const reply = /^([45])\d\d(?: ([45]\.\d{1,3}\.\d{1,3}))?\b/.exec(r.reply ?? '');
+  return {
+    address: r.address,
+    ...(typeof orcpt === 'string' ? { orcpt } : {}),
+    action: 'failed',
+    // The MTA's enhanced code (a 4.x.x one when the message expired while retrying, as
+    // RFC 3463 §3.2 allows: "persistent transient failure"); else its class with X.0.0;
+    // else 4.4.7, delivery time expired.
+    status: reply?.[2] ?? (reply !== null ? `${reply[1]}.0.0` : '4.4.7'),
+    ...(r.reply !== undefined ? { diagnostic: r.reply } : {}),
+  };
+}
+
+async function readSpoolFile(files: SpoolFiles, id: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of files.read(id)) {
+    parts.push(chunk as Buffer);
+    size += (chunk as Buffer).length;
+    // Only the headers (or a bounded whole) go into the DSN: no need to read more.
+    if (size > DSN_MAX_RETURNED + 1) break;
+  }
+  return Buffer.concat(parts);
+}
