@@ -47,8 +47,8 @@ export interface HeldMessage {
 
 /** The spool's index: small rows, the due ones read a batch at a time so many held messages cost disk, not memory. */
 export interface SpoolIndex {
-  /** Records a message whose file is already durable; resolves once the row is durable too. */
-  spoolInsert(message: HeldMessage): Promise<void>;
+  /** Records messages whose files are already durable, in one transaction; resolves once the rows are durable too. */
+  spoolInsert(...messages: HeldMessage[]): Promise<void>;
   spoolGet(id: string): Promise<HeldMessage | undefined>;
   /** Held messages due at `now`, the most overdue first, at most `limit`. */
   spoolDue(now: number, limit: number): Promise<HeldMessage[]>;
@@ -68,7 +68,9 @@ export interface SpoolIndex {
   spoolReleaseNow(id: string, now: number): Promise<boolean>;
   /** After a restart: sending -> held (its release never finished), and the committing rows. */
   spoolRecover(): Promise<HeldMessage[]>;
-  /** How many rows, their octets, and the earliest next attempt (undefined when empty). */
+  /** The earliest next attempt of a held message (an index lookup, cheap at any size). */
+  spoolNextDue(): Promise<number | undefined>;
+  /** How many rows, their octets, and the earliest next attempt (undefined when empty): a scan, so not per message. */
   spoolStats(): Promise<{ count: number; bytes: number; nextDue: number | undefined; oldestRelease: number | undefined }>;
 }
 

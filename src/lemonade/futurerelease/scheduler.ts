@@ -26,7 +26,7 @@ import { futureReleaseDsns, futureReleaseEvents, heldBytes, heldMessages, heldOl
 import type { Clock } from './clock.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
 import { releaseMessage } from './release.js';
-import type { SpoolFiles } from './spool.js';
+import type { SpoolCommitter, SpoolFiles } from './spool.js';
 
 export interface SchedulerOptions {
   concurrency: number;
@@ -39,6 +39,8 @@ export interface SchedulerOptions {
 
 /** Passes run at least this often, to notice rows changed by another process (the queue CLI). */
 const POLL_MS = 1000;
+/** The spool's size is counted (a scan of the index) at most this often; in between it is kept up to date here. */
+const STATS_MS = 1000;
 /** The largest original a DSN carries whole (RET=FULL); larger ones get their headers only. */
 const DSN_MAX_RETURNED = 1024 * 1024;
 
@@ -52,10 +54,14 @@ export class ReleaseScheduler {
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  /** The spool's size as last counted, plus what this process added and removed since. */
+  private usage = { count: 0, bytes: 0, oldestRelease: undefined as number | undefined };
+  private usageAt = -Infinity;
 
   constructor(
     private readonly store: Store,
     private readonly files: SpoolFiles,
+    private readonly committer: SpoolCommitter,
     private readonly pool: RelayPool,
     private readonly clock: Clock,
     private readonly opts: SchedulerOptions,
@@ -71,14 +77,24 @@ export class ReleaseScheduler {
     }
     const orphans = await this.files.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
     if (orphans > 0) this.log.info({ files: orphans }, 'removed spool files no held message refers to (never acknowledged)');
-    await this.refreshGauges();
+    await this.countUsage(true);
     this.wake(0);
   }
 
-  /** A message was just held (or made due): run a pass by its time. */
-  poke(dueAt: number): void {
-    void this.refreshGauges();
-    this.wake(Math.max(0, dueAt - this.clock.now()));
+  /** Messages and octets in the spool (counted at most once a second; kept current in between). */
+  spoolUsage(): { count: number; bytes: number } {
+    return this.usage;
+  }
+
+  /** A message was just held: count it, and run a pass by its time. */
+  held(message: Pick<HeldMessage, 'size' | 'releaseAt' | 'nextAttemptAt'>): void {
+    this.adjustUsage(1, message.size, message.releaseAt);
+    this.wake(Math.max(0, message.nextAttemptAt - this.clock.now()));
+  }
+
+  /** A held message left the spool without a release (cancelled). */
+  removed(message: Pick<HeldMessage, 'size'>): void {
+    this.adjustUsage(-1, -message.size);
   }
 
   async stop(): Promise<void> {
@@ -114,7 +130,8 @@ export class ReleaseScheduler {
           this.again = false;
           this.wake(0);
         } else {
-          const { nextDue } = await this.refreshGauges();
+          await this.countUsage();
+          const nextDue = await this.store.spoolNextDue();
           this.wake(nextDue === undefined ? POLL_MS : Math.max(0, nextDue - this.clock.now()));
         }
       } catch (err) {
@@ -170,7 +187,7 @@ export class ReleaseScheduler {
     // RFC 3461 §4.1 / RFC 5321 §4.5.5: never a DSN about a message with a null sender.
     if (reported.length > 0 && message.sender !== '') await this.spoolDsn(message, reported);
     this.log.info({ id: message.id, delivered, failed: failed.length }, 'held message released');
-    await this.store.spoolDelete(message.id);
+    if (await this.store.spoolDelete(message.id)) this.adjustUsage(-1, -message.size);
     await this.files.remove(message.id);
   }
 
@@ -197,7 +214,7 @@ export class ReleaseScheduler {
     writer.write(dsn);
     const size = await writer.commit();
     const now = this.clock.now();
-    await this.store.spoolInsert({
+    await this.committer.commit({
       id,
       user: '',
       sender: '',
@@ -211,16 +228,30 @@ export class ReleaseScheduler {
       attempts: 0,
       state: 'held',
     });
+    this.adjustUsage(1, size, now);
     futureReleaseDsns.inc();
     this.log.info({ id: message.id, dsn: id, recipients: failed.length }, 'delivery status notification queued for the sender');
   }
 
-  private async refreshGauges(): Promise<{ nextDue: number | undefined }> {
+  private async countUsage(now = false): Promise<void> {
+    if (!now && this.clock.now() - this.usageAt < STATS_MS) return;
     const stats = await this.store.spoolStats();
-    heldMessages.set(stats.count);
-    heldBytes.set(stats.bytes);
-    heldOldestRelease.set(stats.oldestRelease === undefined ? 0 : stats.oldestRelease / 1000);
-    return stats;
+    this.usageAt = this.clock.now();
+    this.usage = { count: stats.count, bytes: stats.bytes, oldestRelease: stats.oldestRelease };
+    this.setGauges();
+  }
+
+  private adjustUsage(count: number, bytes: number, releaseAt?: number): void {
+    this.usage.count = Math.max(0, this.usage.count + count);
+    this.usage.bytes = Math.max(0, this.usage.bytes + bytes);
+    if (releaseAt !== undefined && (this.usage.oldestRelease === undefined || releaseAt < this.usage.oldestRelease)) this.usage.oldestRelease = releaseAt;
+    this.setGauges();
+  }
+
+  private setGauges(): void {
+    heldMessages.set(this.usage.count);
+    heldBytes.set(this.usage.bytes);
+    heldOldestRelease.set(this.usage.oldestRelease === undefined || this.usage.count === 0 ? 0 : this.usage.oldestRelease / 1000);
   }
 }
 

@@ -13,7 +13,7 @@ import { systemClock, type Clock } from './clock.js';
 import { futureReleaseKeyword, parseHold, type HoldPolicy, type HoldResult } from './hold-params.js';
 import { HeldContent, type HeldEnvelope } from './held-content.js';
 import { ReleaseScheduler, newSpoolId } from './scheduler.js';
-import { SpoolFiles, isSpoolId } from './spool.js';
+import { SpoolCommitter, SpoolFiles, isSpoolId } from './spool.js';
 
 export type CancelOutcome = 'cancelled' | 'unknown';
 
@@ -21,6 +21,7 @@ export class FutureRelease {
   readonly files: SpoolFiles;
   readonly scheduler: ReleaseScheduler;
   private readonly policy: HoldPolicy;
+  private readonly committer: SpoolCommitter;
 
   constructor(
     private readonly config: Config,
@@ -32,7 +33,8 @@ export class FutureRelease {
     const fr = config.submission.futureRelease;
     this.policy = { maxIntervalSeconds: fr.enabled ? fr.maxHoldSeconds : 0 };
     this.files = new SpoolFiles(config.dataDir);
-    this.scheduler = new ReleaseScheduler(store, this.files, pool, clock, { ...fr, hostname: config.hostname }, log);
+    this.committer = new SpoolCommitter(this.files, store);
+    this.scheduler = new ReleaseScheduler(store, this.files, this.committer, pool, clock, { ...fr, hostname: config.hostname }, log);
   }
 
   start(): Promise<void> {
@@ -58,8 +60,8 @@ export class FutureRelease {
   /** Whether the spool has room for one more message of about `size` octets. */
   async hasRoom(size: number): Promise<boolean> {
     const fr = this.config.submission.futureRelease;
-    const stats = await this.store.spoolStats();
-    return stats.count < fr.maxMessages && stats.bytes + size <= fr.maxBytes;
+    const usage = this.scheduler.spoolUsage();
+    return usage.count < fr.maxMessages && usage.bytes + size <= fr.maxBytes;
   }
 
   /** The content target of a held transaction (the MTA connection verified MAIL and RCPT). */
@@ -70,10 +72,10 @@ export class FutureRelease {
         files: this.files,
         now: () => this.clock.now(),
         commit: async (message: HeldMessage) => {
-          await this.store.spoolInsert(message);
+          await this.committer.commit(message);
           futureReleaseEvents.inc({ event: 'held' });
           this.log.info({ id: message.id, user: message.user, releaseAt: new Date(message.releaseAt).toISOString(), size: message.size }, 'message held for future release');
-          this.scheduler.poke(message.nextAttemptAt);
+          this.scheduler.held(message);
         },
       },
       conn,
@@ -89,7 +91,7 @@ export class FutureRelease {
     await this.files.remove(id);
     futureReleaseEvents.inc({ event: 'cancelled' });
     this.log.info({ id, by: user ?? 'operator' }, 'held message cancelled');
-    this.scheduler.poke(Infinity);
+    this.scheduler.removed(removed);
     return 'cancelled';
   }
 }
