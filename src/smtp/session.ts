@@ -71,7 +71,8 @@ interface Transaction {
   from: string;
   /** MAIL FROM parameters relayed to the MTA (kept for a held message's release). */
   mailParams: SmtpParams;
-  conn: UpstreamSmtp;
+  /** The MTA connection, for a message relayed now; a held message does not use one until its release. */
+  conn?: UpstreamSmtp;
   out: ContentTarget;
   /** RFC 4865: when a held message is to be released (ms since the epoch). */
   releaseAt?: number;
@@ -425,13 +426,13 @@ export class SubmissionSession {
       const full = holdQuotaRefusal('system');
       return this.error(full.code, full.enhanced, full.text);
     }
+    if (hold?.ok) return this.mailHeld(parsed.address, checked.relay, declaredSize, effectiveMaxSize(ctx), hold);
     let conn: UpstreamSmtp;
     try {
       conn = await this.deps.pool.acquire();
     } catch (err) {
       return this.upstreamFailed(err);
     }
-    const user = this.user;
     const tx: Transaction = {
       id: randomBytes(8).toString('hex'),
       from: parsed.address,
@@ -446,17 +447,6 @@ export class SubmissionSession {
       maxSize: effectiveMaxSize(ctx),
       started: Date.now(),
     };
-    if (hold?.ok) {
-      tx.releaseAt = hold.releaseAtMs;
-      tx.out = this.deps.futureRelease.holdContent(conn, () => ({
-        user,
-        sender: tx.from,
-        mailParams: tx.mailParams,
-        recipients: tx.accepted.map((address, i) => ({ address, params: tx.acceptedParams[i]!, status: 'pending' as const })),
-        releaseAt: hold.releaseAtMs,
-        holdRequest: hold.requested,
-      }));
-    }
     this.tx = tx;
     // Sent now; the next pipelined command is read while the MTA thinks (RFC 2920 §3.1).
     this.owe(
@@ -473,6 +463,40 @@ export class SubmissionSession {
         return this.upstreamFailed(err);
       },
     );
+  }
+
+  /**
+   * MAIL with HOLDFOR / HOLDUNTIL (RFC 4865): the transaction is taken by the gateway alone
+   * and its content goes to the spool. The MTA is not asked now: it sees the message at
+   * release, and a recipient it refuses then gets the sender a DSN. (Asking it now and
+   * resetting would also drain an MTA's arrival-rate tokens, e.g. Postfix's in_flow_delay,
+   * without ever delivering.)
+   */
+  private mailHeld(from: string, mailParams: SmtpParams, declaredSize: number | undefined, maxSize: number, hold: { releaseAtMs: number; requested: string }): undefined {
+    const user = this.user!;
+    const tx: Transaction = {
+      id: randomBytes(8).toString('hex'),
+      from,
+      mailParams,
+      out: this.deps.futureRelease.holdContent(() => ({
+        user,
+        sender: tx.from,
+        mailParams: tx.mailParams,
+        recipients: tx.accepted.map((address, i) => ({ address, params: tx.acceptedParams[i]!, status: 'pending' as const })),
+        releaseAt: hold.releaseAtMs,
+        holdRequest: hold.requested,
+      })),
+      releaseAt: hold.releaseAtMs,
+      accepted: [],
+      acceptedParams: [],
+      rcptCount: 0,
+      declaredSize,
+      size: 0,
+      maxSize,
+      started: Date.now(),
+    };
+    this.tx = tx;
+    return this.ok(250, '2.1.0', `Sender ok, the message will be held until ${new Date(hold.releaseAtMs).toISOString()}`);
   }
 
   private rcpt(args: string): undefined {
@@ -492,6 +516,12 @@ export class SubmissionSession {
     if ('code' in checked) return this.error(checked.code, checked.enhanced, checked.text);
     tx.rcptCount++;
     const address = parsed.address;
+    if (tx.conn === undefined) {
+      // Held: the MTA judges the recipient at release.
+      tx.accepted.push(address);
+      tx.acceptedParams.push(checked.relay);
+      return this.ok(250, '2.1.5', 'Recipient ok');
+    }
     this.owe(
       tx.conn.rcpt(address, checked.relay),
       (answer) => {
@@ -685,10 +715,10 @@ export class SubmissionSession {
       submissionMessages.inc({ result: 'rejected', reason: 'upstream_unavailable' });
       return this.upstreamFailed(err);
     }
-    this.deps.pool.release(tx.conn, true);
+    if (tx.conn !== undefined) this.deps.pool.release(tx.conn, true);
     const accepted = answer.code < 300;
     submissionMessages.inc({ result: accepted ? 'accepted' : 'rejected', reason: accepted ? 'none' : 'upstream' });
-    bytesTotal.inc({ protocol: 'submission', direction: 'upstream_out' }, tx.size);
+    if (tx.conn !== undefined) bytesTotal.inc({ protocol: 'submission', direction: 'upstream_out' }, tx.size);
     const outcome = !accepted ? 'message refused upstream' : tx.releaseAt !== undefined ? 'message held' : 'message relayed';
     this.log.info({ user: this.user, id: tx.id, size: tx.size, recipients: tx.accepted.length, code: answer.code }, outcome);
     return this.relayReply(answer);
@@ -802,6 +832,7 @@ export class SubmissionSession {
       return;
     }
     const conn = tx.conn;
+    if (conn === undefined) return;
     conn.rset().then(
       (r) => this.deps.pool.release(conn, r.code < 300),
       () => conn.destroy(),

@@ -1,13 +1,11 @@
 /**
  * Where a held message's content goes instead of the MTA: the spool. The submission
  * session treats it like the MTA connection (start, write with back-pressure, end with a
- * reply), so DATA, BDAT and BURL messages are held alike. MAIL and RCPT did go to the MTA,
- * so the client learnt at once which recipients it refuses (instead of a DSN days later);
- * that transaction is reset once the message is safely spooled.
+ * reply), so DATA, BDAT and BURL messages are held alike.
  *
  * RFC 4865 / DESIGN.md: 250 only after the file is fsynced and its index row committed.
  */
-import type { SmtpReply, UpstreamSmtp } from '../../smtp/upstream.js';
+import type { SmtpReply } from '../../smtp/upstream.js';
 import type { HeldMessage } from '../../store/store.js';
 import type { SpoolFiles, SpoolWriter } from './spool.js';
 
@@ -27,7 +25,6 @@ export class HeldContent {
   constructor(
     readonly id: string,
     private readonly sink: HoldSink,
-    private readonly conn: UpstreamSmtp,
     private readonly envelope: () => HeldEnvelope,
   ) {}
 
@@ -64,13 +61,10 @@ export class HeldContent {
       // RFC 3463 X.3.0: a local system problem; the client keeps the message and retries.
       return { code: 451, enhanced: '4.3.0', lines: [`Local error in processing, try again later (${(err as Error).message.slice(0, 80)})`] };
     }
-    // The MTA's transaction (MAIL and RCPT only) is not used: reset it for the pool.
-    await this.conn.rset().catch(() => this.conn.destroy());
     return { code: 250, enhanced: '2.0.0', lines: [`Ok: held as ${this.id} until ${new Date(envelope.releaseAt).toISOString()}`] };
   }
 
   destroy(): void {
     this.writer?.abort();
-    this.conn.destroy();
   }
 }

@@ -6,7 +6,6 @@
 import type { Config } from '../../config/schema.js';
 import type { Logger } from '../../log/logger.js';
 import type { RelayPool } from '../../smtp/relay-pool.js';
-import type { UpstreamSmtp } from '../../smtp/upstream.js';
 import type { HeldMessage, Store } from '../../store/store.js';
 import { futureReleaseEvents } from '../../metrics/metrics.js';
 import { systemClock, type Clock } from './clock.js';
@@ -64,8 +63,8 @@ export class FutureRelease {
     return usage.count < fr.maxMessages && usage.bytes + size <= fr.maxBytes;
   }
 
-  /** The content target of a held transaction (the MTA connection verified MAIL and RCPT). */
-  holdContent(conn: UpstreamSmtp, envelope: () => HeldEnvelope): HeldContent {
+  /** The content target of a held transaction. */
+  holdContent(envelope: () => HeldEnvelope): HeldContent {
     return new HeldContent(
       newSpoolId(),
       {
@@ -78,7 +77,6 @@ export class FutureRelease {
           this.scheduler.held(message);
         },
       },
-      conn,
       envelope,
     );
   }
