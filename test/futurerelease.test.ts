@@ -185,6 +185,27 @@ t.test('DSN parameters are kept for the release (RET, ENVID, NOTIFY, ORCPT)', as
   t.match(dsn, /Content-Type: text\/rfc822-headers/i, 'RET=HDRS carried');
 });
 
+t.test('a recipient the MTA refuses at release: the sender gets a DSN (RFC 3464), the other recipient the message', async (t) => {
+  const aliceBefore = await stack.messageCount('alice');
+  const c = await authed();
+  const subject = `refused-later-${Date.now()}`;
+  t.equal((await c.command('MAIL FROM:<alice@example.org> HOLDFOR=1')).code, 250);
+  t.equal((await c.command('RCPT TO:<nobody@example.org>')).code, 250, 'a held transaction does not ask the MTA now');
+  t.equal((await c.command('RCPT TO:<bob@example.org>')).code, 250);
+  t.equal((await c.command('DATA')).code, 354);
+  t.match((await c.command(`From: alice@example.org\r\nTo: nobody@example.org, bob@example.org\r\nSubject: ${subject}\r\n\r\nhi\r\n.`)).text, /^250 .*held as/);
+  c.close();
+  t.ok(await waitForSubject('bob', subject, 8000), 'bob gets it');
+  const dsn = (await stack.newestMessage('alice', aliceBefore + 1, 10_000)).toString('latin1');
+  t.match(dsn, /^From: .*MAILER-DAEMON@localhost/im, 'from the gateway');
+  t.match(dsn, /report-type="?delivery-status/i);
+  t.match(dsn, /Final-Recipient: rfc822;\s*nobody@example\.org/i);
+  t.match(dsn, /Action: failed/i);
+  t.match(dsn, /Status: 5\.1\.1/);
+  t.match(dsn, /Future-Release-Request: for;1/i, 'RFC 4865 §5.1.2: the hold request is in the DSN');
+  t.notMatch(dsn, /Final-Recipient: rfc822;\s*bob@/i);
+});
+
 t.test('queue list shows held messages; queue cancel and XCANCEL prevent delivery', async (t) => {
   const c = await authed();
   const byOperator = `cancel-operator-${Date.now()}`;
