@@ -66,6 +66,12 @@ export interface CommandOptions {
    * parsed response then shows an empty string in its place).
    */
   literalSink?(announcedBy: Buffer, size: number): LiteralSink | undefined;
+  /**
+   * Sees each parsed untagged response (not status responses) as it arrives; returning
+   * true consumes it, so a command with a response per message (UID FETCH 1:* FLAGS over
+   * 50,000 messages) is read as a stream instead of collected in `untagged`.
+   */
+  onUntagged?(line: ParsedLine): boolean;
 }
 
 export interface RelayHandler {
@@ -84,6 +90,7 @@ interface PendingInternal {
   /** The line to send when the server asks for more (a SASL response, RFC 3501 §6.2.2). */
   saslResponse?: string;
   literalSink?: CommandOptions['literalSink'];
+  onUntagged?: CommandOptions['onUntagged'];
   /** Restarts the no-progress timer. */
   touch(): void;
 }
@@ -241,6 +248,7 @@ export class UpstreamConnection {
         codes: [],
         saslResponse: opts.saslResponse,
         literalSink: opts.literalSink,
+        onUntagged: opts.onUntagged,
         touch,
         resolve: (r) => {
           clearTimeout(timer);
@@ -412,7 +420,8 @@ export class UpstreamConnection {
       if (this.pending && STATUS_KINDS.has(head.kind) && head.code) this.pending.codes.push(head.code.raw);
       if (this.pending && !STATUS_KINDS.has(head.kind)) {
         try {
-          this.pending.untagged.push(parseSegments(segments, literals));
+          const line = parseSegments(segments, literals);
+          if (this.pending.onUntagged?.(line) !== true) this.pending.untagged.push(line);
         } catch {
           // An untagged response we cannot read is not one our own commands need.
         }
