@@ -41,4 +41,39 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX held_messages_due ON held_messages (state, next_attempt_at);
     `,
   },
+  {
+    version: 3,
+    name: 'CONDSTORE/QRESYNC mod-sequence state (RFC 7162)',
+    // AUTOINCREMENT: an id dropped with its UIDVALIDITY is never given to another state,
+    // so a session still holding it fails (ModseqStateGone) instead of writing elsewhere.
+    // Flags are one canonical string (lemonade/qresync/flags.ts). Children are deleted
+    // explicitly (foreign keys are not enforced on this connection).
+    sql: `
+      CREATE TABLE modseq_mailboxes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        uid_validity INTEGER NOT NULL,
+        highest_modseq INTEGER NOT NULL,
+        vanished_floor INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (user, mailbox)
+      );
+      CREATE TABLE modseq_messages (
+        mailbox_id INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        flags TEXT NOT NULL,
+        modseq INTEGER NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+      ) WITHOUT ROWID;
+      CREATE INDEX modseq_messages_changed ON modseq_messages (mailbox_id, modseq);
+      CREATE TABLE modseq_vanished (
+        mailbox_id INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        modseq INTEGER NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+      ) WITHOUT ROWID;
+      CREATE INDEX modseq_vanished_since ON modseq_vanished (mailbox_id, modseq);
+    `,
+  },
 ];

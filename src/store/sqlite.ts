@@ -12,21 +12,41 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { migrate, schemaVersion } from './migrate.js';
 import { SQLITE_MIGRATIONS } from './sqlite-schema.js';
-import { ACCESS_KEY_BYTES, normalizeMailbox, StoreError, type HeldMessage, type HeldRecipient, type Store } from './store.js';
+import {
+  ACCESS_KEY_BYTES,
+  ModseqStateGone,
+  normalizeMailbox,
+  StoreError,
+  type HeldMessage,
+  type HeldRecipient,
+  type MailboxModseqState,
+  type MessageModseq,
+  type Store,
+} from './store.js';
+import { flagsFromKey, flagsKey } from '../lemonade/qresync/flags.js';
 
 /** How long a statement waits for another process's write lock before SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5000;
+/**
+ * modseqChangedSince reads through the (mailbox_id, modseq) index when at most this many
+ * mod-sequences were handed out since `since` (so at most this many rows match), and
+ * walks the messages in UID order otherwise (every page then costs the rows it passes,
+ * once over all pages, instead of every match again per page).
+ */
+const CHANGED_SINCE_INDEX_MAX = 4096;
 
 export class SqliteStore implements Store {
   readonly file: string;
   private readonly db: Database.Database;
   // Prepared once: better-sqlite3 statements are reusable and cheaper than re-parsing.
   private readonly stmt: ReturnType<typeof prepare>;
+  private readonly modseq: ReturnType<typeof prepareModseq>;
 
   private constructor(file: string, db: Database.Database) {
     this.file = file;
     this.db = db;
     this.stmt = prepare(db);
+    this.modseq = prepareModseq(db);
   }
 
   /** Opens (creating it, its directory and its schema as needed) the store in file. */
@@ -138,9 +158,203 @@ export class SqliteStore implements Store {
     return { count: row.count, bytes: row.bytes ?? 0, nextDue: row.nextDue ?? undefined, oldestRelease: row.oldestRelease ?? undefined };
   }
 
+  // ---- mod-sequence state (CONDSTORE/QRESYNC emulation, RFC 7162) ----
+
+  async modseqOpen(user: string, mailbox: string, uidValidity: number): Promise<MailboxModseqState> {
+    const box = normalizeMailbox(mailbox);
+    const found = this.modseq.byName.get(user, box);
+    if (found !== undefined && found.uid_validity === uidValidity) return modseqState(found);
+    // Create, or drop and create, under the write lock: two processes opening at once end
+    // with one row, and the one that comes second finds it made.
+    return modseqState(this.modseq.open.immediate(user, box, uidValidity, initialModseq()));
+  }
+
+  async modseqRange(id: number, afterUid: number, limit: number): Promise<MessageModseq[]> {
+    return this.modseq.range.all(id, afterUid, limit).map(messageModseq);
+  }
+
+  async modseqRecord(
+    id: number,
+    change: { changed: Array<{ uid: number; flags: string[] }>; expunged: number[] },
+  ): Promise<{ highestModseq: number; modseqs: number[] }> {
+    // IMMEDIATE: the write lock is taken before HIGHESTMODSEQ is read, so no other
+    // process can hand out the same mod-sequences in between.
+    return this.modseq.record.immediate(id, change.changed, change.expunged);
+  }
+
+  async modseqChangedSince(id: number, since: number, afterUid: number, limit: number): Promise<MessageModseq[]> {
+    return this.modseq.changedSince(id, since, afterUid, limit).map(messageModseq);
+  }
+
+  async modseqVanishedSince(id: number, since: number): Promise<number[] | 'too-old'> {
+    return this.modseq.vanishedSince(id, since);
+  }
+
+  async modseqGet(id: number, uids: readonly number[]): Promise<Map<number, MessageModseq>> {
+    return this.modseq.get(id, uids);
+  }
+
+  async modseqCompact(id: number, keep: number): Promise<void> {
+    if (!Number.isInteger(keep) || keep < 0) throw new RangeError(`modseqCompact: keep must be a whole number >= 0, not ${keep}`);
+    this.modseq.compact.immediate(id, keep);
+  }
+
+  async modseqState(id: number): Promise<MailboxModseqState> {
+    const row = this.modseq.byId.get(id);
+    if (row === undefined) throw new ModseqStateGone(id);
+    return modseqState(row);
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
+}
+
+interface ModseqBoxRow {
+  id: number;
+  uid_validity: number;
+  highest_modseq: number;
+  vanished_floor: number;
+}
+
+interface ModseqMessageRow {
+  uid: number;
+  flags: string;
+  modseq: number;
+}
+
+function modseqState(row: ModseqBoxRow): MailboxModseqState {
+  return { id: row.id, highestModseq: row.highest_modseq, vanishedFloor: row.vanished_floor };
+}
+
+function messageModseq(row: ModseqMessageRow): MessageModseq {
+  return { uid: row.uid, flags: flagsFromKey(row.flags), modseq: row.modseq };
+}
+
+/** Where a new state's mod-sequences start: now in microseconds (see ModseqIndex.modseqOpen). */
+function initialModseq(): number {
+  return Date.now() * 1000;
+}
+
+function prepareModseq(db: Database.Database) {
+  const boxColumns = 'id, uid_validity, highest_modseq, vanished_floor';
+  const byName = db.prepare<[string, string], ModseqBoxRow>(`SELECT ${boxColumns} FROM modseq_mailboxes WHERE user = ? AND mailbox = ?`);
+  const byId = db.prepare<[number], ModseqBoxRow>(`SELECT ${boxColumns} FROM modseq_mailboxes WHERE id = ?`);
+  const insertBox = db.prepare<[string, string, number, number, number, number]>(
+    'INSERT INTO modseq_mailboxes (user, mailbox, uid_validity, highest_modseq, vanished_floor, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+  );
+  const deleteBox = db.prepare<[number]>('DELETE FROM modseq_mailboxes WHERE id = ?');
+  const deleteMessages = db.prepare<[number]>('DELETE FROM modseq_messages WHERE mailbox_id = ?');
+  const deleteVanished = db.prepare<[number]>('DELETE FROM modseq_vanished WHERE mailbox_id = ?');
+  const setHighest = db.prepare<[number, number]>('UPDATE modseq_mailboxes SET highest_modseq = ? WHERE id = ?');
+  const getMessage = db.prepare<[number, number], ModseqMessageRow>('SELECT uid, flags, modseq FROM modseq_messages WHERE mailbox_id = ? AND uid = ?');
+  const insertMessage = db.prepare<[number, number, string, number]>('INSERT INTO modseq_messages (mailbox_id, uid, flags, modseq) VALUES (?, ?, ?, ?)');
+  const updateMessage = db.prepare<[string, number, number, number]>('UPDATE modseq_messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?');
+  const deleteMessage = db.prepare<[number, number]>('DELETE FROM modseq_messages WHERE mailbox_id = ? AND uid = ?');
+  const isVanished = db.prepare<[number, number], { modseq: number }>('SELECT modseq FROM modseq_vanished WHERE mailbox_id = ? AND uid = ?');
+  const insertVanished = db.prepare<[number, number, number]>('INSERT OR IGNORE INTO modseq_vanished (mailbox_id, uid, modseq) VALUES (?, ?, ?)');
+  // Few changes since `since`: straight from the modseq index, sorted by UID afterwards.
+  const changedByModseq = db.prepare<[number, number, number, number], ModseqMessageRow>(
+    `SELECT uid, flags, modseq FROM modseq_messages INDEXED BY modseq_messages_changed
+     WHERE mailbox_id = ? AND modseq > ? AND uid > ? ORDER BY uid LIMIT ?`,
+  );
+  // Many: walk the primary key in UID order ("+modseq" keeps the planner off the modseq index).
+  const changedByUid = db.prepare<[number, number, number, number], ModseqMessageRow>(
+    `SELECT uid, flags, modseq FROM modseq_messages
+     WHERE mailbox_id = ? AND +modseq > ? AND uid > ? ORDER BY uid LIMIT ?`,
+  );
+  const vanishedSince = db.prepare<[number, number], { uid: number }>(
+    'SELECT uid FROM modseq_vanished WHERE mailbox_id = ? AND modseq > ? ORDER BY uid',
+  );
+  const nthNewestVanished = db.prepare<[number, number], { modseq: number }>(
+    'SELECT modseq FROM modseq_vanished WHERE mailbox_id = ? ORDER BY modseq DESC LIMIT 1 OFFSET ?',
+  );
+  const dropVanishedUpTo = db.prepare<[number, number]>('DELETE FROM modseq_vanished WHERE mailbox_id = ? AND modseq <= ?');
+  const setFloor = db.prepare<[number, number]>('UPDATE modseq_mailboxes SET vanished_floor = MAX(vanished_floor, ?) WHERE id = ?');
+
+  const boxOrGone = (id: number): ModseqBoxRow => {
+    const box = byId.get(id);
+    if (box === undefined) throw new ModseqStateGone(id);
+    return box;
+  };
+
+  return {
+    byName,
+    byId,
+    open: db.transaction((user: string, mailbox: string, uidValidity: number, initial: number): ModseqBoxRow => {
+      const found = byName.get(user, mailbox);
+      if (found !== undefined) {
+        if (found.uid_validity === uidValidity) return found;
+        // RFC 7162 §3.2.5: mod-sequences belong to one UIDVALIDITY; a new one starts over.
+        deleteMessages.run(found.id);
+        deleteVanished.run(found.id);
+        deleteBox.run(found.id);
+      }
+      // Never below what a dropped state reached (a clock set back must not reuse values).
+      const start = Math.max(initial, (found?.highest_modseq ?? 0) + 1);
+      insertBox.run(user, mailbox, uidValidity, start, start, Date.now());
+      return byName.get(user, mailbox)!;
+    }),
+    range: db.prepare<[number, number, number], ModseqMessageRow>(
+      'SELECT uid, flags, modseq FROM modseq_messages WHERE mailbox_id = ? AND uid > ? ORDER BY uid LIMIT ?',
+    ),
+    record: db.transaction(
+      (id: number, changed: Array<{ uid: number; flags: string[] }>, expunged: number[]): { highestModseq: number; modseqs: number[] } => {
+        const box = boxOrGone(id);
+        let highest = box.highest_modseq;
+        const modseqs: number[] = [];
+        for (const { uid, flags } of changed) {
+          const key = flagsKey(flags);
+          const stored = getMessage.get(id, uid);
+          if (stored === undefined) {
+            if (isVanished.get(id, uid) !== undefined) {
+              modseqs.push(0);
+              continue;
+            }
+            insertMessage.run(id, uid, key, ++highest);
+            modseqs.push(highest);
+          } else if (stored.flags !== key) {
+            updateMessage.run(key, ++highest, id, uid);
+            modseqs.push(highest);
+          } else {
+            modseqs.push(stored.modseq);
+          }
+        }
+        for (const uid of expunged) {
+          if (deleteMessage.run(id, uid).changes === 1) insertVanished.run(id, uid, ++highest);
+        }
+        if (highest !== box.highest_modseq) setHighest.run(highest, id);
+        return { highestModseq: highest, modseqs };
+      },
+    ),
+    // One read transaction: the choice of plan and the rows come from one snapshot.
+    changedSince: db.transaction((id: number, since: number, afterUid: number, limit: number): ModseqMessageRow[] => {
+      const box = boxOrGone(id);
+      // Every mod-sequence is handed out once, so at most highest - since rows match.
+      const stmt = box.highest_modseq - since <= CHANGED_SINCE_INDEX_MAX ? changedByModseq : changedByUid;
+      return stmt.all(id, since, afterUid, limit);
+    }),
+    vanishedSince: db.transaction((id: number, since: number): number[] | 'too-old' => {
+      const box = boxOrGone(id);
+      if (since < box.vanished_floor) return 'too-old';
+      return vanishedSince.all(id, since).map((r) => r.uid);
+    }),
+    get: db.transaction((id: number, uids: readonly number[]): Map<number, MessageModseq> => {
+      const out = new Map<number, MessageModseq>();
+      for (const uid of uids) {
+        const row = getMessage.get(id, uid);
+        if (row !== undefined) out.set(uid, messageModseq(row));
+      }
+      return out;
+    }),
+    compact: db.transaction((id: number, keep: number): void => {
+      boxOrGone(id);
+      const newestDropped = nthNewestVanished.get(id, keep);
+      if (newestDropped === undefined) return;
+      dropVanishedUpTo.run(id, newestDropped.modseq);
+      setFloor.run(newestDropped.modseq, id);
+    }),
+  };
 }
 
 interface HeldRow {

@@ -74,7 +74,98 @@ export interface SpoolIndex {
   spoolStats(): Promise<{ count: number; bytes: number; nextDue: number | undefined; oldestRelease: number | undefined }>;
 }
 
-export interface Store extends SpoolIndex {
+/**
+ * Mod-sequence state of one mailbox as the gateway knows it (RFC 7162 emulated over an
+ * upstream without CONDSTORE): the key for the other ModseqIndex calls and two values.
+ *
+ * Mod-sequences are JS numbers. RFC 7162 §3.1 allows positive 63-bit values; a number is
+ * exact to 2^53 (9.0e15), and a mailbox starts at about 1.8e15 (see modseqOpen) and
+ * grows by one per observed change: more than 10^15 changes away from the limit.
+ */
+export interface MailboxModseqState {
+  /** Names this (user, mailbox, UIDVALIDITY) state; never reused for another one. */
+  id: number;
+  /** The mailbox's HIGHESTMODSEQ (RFC 7162 §3.1.2.1): at least every message's and every vanished UID's mod-sequence. */
+  highestModseq: number;
+  /** Expunges at or below this mod-sequence are not known (compacted away, or before the gateway watched the mailbox). */
+  vanishedFloor: number;
+}
+
+/** One message of a mailbox's mod-sequence state. */
+export interface MessageModseq {
+  uid: number;
+  /** The canonical flag set (lemonade/qresync/flags.ts): no \Recent, system flags first. */
+  flags: string[];
+  modseq: number;
+}
+
+/** A modseq state id that no longer exists: a UIDVALIDITY change dropped it (in this process or another). Open it again. */
+export class ModseqStateGone extends Error {
+  override readonly name = 'ModseqStateGone';
+  constructor(readonly stateId: number) {
+    super(`mod-sequence state ${stateId} is gone (its mailbox's UIDVALIDITY changed)`);
+  }
+}
+
+/**
+ * Per (user, mailbox, UIDVALIDITY): each message's flags and mod-sequence, the mailbox's
+ * HIGHESTMODSEQ, and the UIDs expunged with the mod-sequence at which they vanished
+ * (RFC 7162 §3.2.10 VANISHED), bounded by modseqCompact. Every change recorded gets a new
+ * mod-sequence, assigned in one transaction so processes sharing the store never hand out
+ * one twice.
+ */
+export interface ModseqIndex {
+  /**
+   * The state of (user, mailbox, uidValidity), created when absent. A different stored
+   * UIDVALIDITY for (user, mailbox) drops the old state first: mod-sequences only mean
+   * something within one UIDVALIDITY (RFC 7162 §3.2.5: QRESYNC parameters name the
+   * UIDVALIDITY they belong to), and the old id then fails with ModseqStateGone.
+   *
+   * A new state starts with highestModseq = vanishedFloor = the creation time in
+   * microseconds since the epoch (~1.8e15), not 0 or 1: HIGHESTMODSEQ must be positive
+   * (RFC 7162 §7 mod-sequence-value), and if the state is ever lost (the store file
+   * replaced, the row dropped) a new one still starts above every mod-sequence the old one
+   * can have handed to clients, unless it issued more than one per microsecond of its
+   * life. A client's mod-sequence below the floor gets a full answer ('too-old').
+   */
+  modseqOpen(user: string, mailbox: string, uidValidity: number): Promise<MailboxModseqState>;
+  /** Stored messages with uid > afterUid in UID order, at most limit. */
+  modseqRange(id: number, afterUid: number, limit: number): Promise<MessageModseq[]>;
+  /**
+   * In one transaction: each changed message whose flags differ from the stored ones
+   * (compared canonically), or that is not stored, gets the next mod-sequence, in the
+   * order given (so they increase); each expunged UID that is stored is removed and
+   * recorded as vanished with the next mod-sequence. A message already stored with equal
+   * flags, or an expunged UID not stored, changes nothing (another process recorded it
+   * first: recording is idempotent). A "changed" UID that already vanished is ignored:
+   * UIDs are never reused within a UIDVALIDITY (RFC 3501 §2.3.1.1), so that report is stale.
+   *
+   * Returns the new HIGHESTMODSEQ and, for each changed entry in order, the message's
+   * mod-sequence after the call (new, or the stored one when unchanged; 0 when ignored
+   * as vanished).
+   */
+  modseqRecord(id: number, change: { changed: Array<{ uid: number; flags: string[] }>; expunged: number[] }): Promise<{ highestModseq: number; modseqs: number[] }>;
+  /**
+   * Messages with modseq > since and uid > afterUid, in UID order, at most limit: FETCH
+   * CHANGEDSINCE (RFC 7162 §3.1.4.1) and the flag part of QRESYNC (§3.2.5). Page with
+   * afterUid = the last UID of the previous page.
+   */
+  modseqChangedSince(id: number, since: number, afterUid: number, limit: number): Promise<MessageModseq[]>;
+  /**
+   * UIDs expunged with modseq > since, ascending (RFC 7162 §3.2.10 VANISHED (EARLIER));
+   * 'too-old' when since < vanishedFloor: some of those expunges are no longer known, and
+   * the caller answers in full instead (RFC 7162 §3.2.5.2 allows a server that does not
+   * keep every expunge to do so).
+   */
+  modseqVanishedSince(id: number, since: number): Promise<number[] | 'too-old'>;
+  /** The stored messages among uids (absent ones are not in the map). */
+  modseqGet(id: number, uids: readonly number[]): Promise<Map<number, MessageModseq>>;
+  /** Keeps at most `keep` vanished records (the newest), raising vanishedFloor to the newest one dropped. */
+  modseqCompact(id: number, keep: number): Promise<void>;
+  modseqState(id: number): Promise<MailboxModseqState>;
+}
+
+export interface Store extends SpoolIndex, ModseqIndex {
   /**
    * The 128-bit mailbox access key of (user, mailbox) (RFC 4467 §5), created at random on
    * first use. Two first uses at once, in one process or several, end with one key.
