@@ -5,14 +5,15 @@
 #   bash bench/run.sh smtp     bench/smtp-bench.ts only
 #   bash bench/run.sh forward  bench/forward-bench.ts only (forward without download, issue 4)
 #   bash bench/run.sh burl     bench/burl-bench.ts only (forward with BURL over a slow link, issue 5; about 3 minutes)
+#   bash bench/run.sh futurerelease  bench/futurerelease-bench.ts only (FUTURERELEASE accept rate and release lag, issue 6; about 2 minutes)
 # Settings come from the environment (BENCH_SECONDS, ...; see the top of each benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
 case "$which" in
-  imap | smtp | forward | burl | all) ;;
+  imap | smtp | forward | burl | futurerelease | all) ;;
   *)
-    echo "usage: bash bench/run.sh [imap|smtp|forward|burl|all]" >&2
+    echo "usage: bash bench/run.sh [imap|smtp|forward|burl|futurerelease|all]" >&2
     exit 2
     ;;
 esac
@@ -30,4 +31,7 @@ if [ "$which" = forward ] || [ "$which" = all ]; then
 fi
 if [ "$which" = burl ] || [ "$which" = all ]; then
   node dist-bench/bench/burl-bench.js
+fi
+if [ "$which" = futurerelease ] || [ "$which" = all ]; then
+  node dist-bench/bench/futurerelease-bench.js
 fi

@@ -1,0 +1,528 @@
+/**
+ * FUTURERELEASE (RFC 4865) benchmark (issue 6), over the legacy Postfix and Dovecot.
+ *
+ * Accept rate: BENCH_COUNT messages of exactly 10 KiB from alice to bob, over
+ * BENCH_CONNECTIONS connections and then over one, through three targets in turn with the
+ * same client (a bare pipelining SMTP client: MAIL, RCPT and DATA in one write, RFC 2920,
+ * then the content and its final dot in one write):
+ *   held       the gateway's plain submission listener (AUTH PLAIN on loopback), MAIL FROM
+ *              with HOLDFOR=3600: spool file fsync + directory fsync + SQLite commit before 250
+ *   immediate  the same listener without a hold: relayed to Postfix before the 250
+ *   direct     the stack's Postfix itself (plain SMTP, no AUTH: loopback is in mynetworks)
+ * Every target of every turn gets a fresh gateway (a new temp directory, so a new dataDir):
+ * the held messages of a turn are removed with its gateway's dataDir and never released,
+ * and each held turn starts on an empty spool. Each connection is opened (EHLO, AUTH)
+ * and BENCH_WARMUP messages are sent through the target before the clock starts. After
+ * an immediate or direct turn the bench waits for Postfix's queue to empty and expunges
+ * bob's INBOX, so no target pays for another's deliveries (how long Postfix took to empty
+ * its queue is printed on stderr). Also reported per turn: the gateway's CPU time (user +
+ * system, from /proc) per message over the timed batch, and how busy the machine's CPUs
+ * were meanwhile (/proc/stat, all cores), since client, gateway, Postfix and Dovecot share them.
+ *
+ * Release lag: BENCH_LAG_COUNT held messages (fresh gateway, default futureRelease
+ * settings unless BENCH_RELEASE_CONCURRENCY sets futureRelease.concurrency) all with one
+ * HOLDUNTIL, a whole second set a little after the submissions are expected to end (from
+ * the held rate just measured, times 1.5, plus 3 s). Then from the
+ * due second: when the gateway's spool gauge reads 0 (polled), when bob's INBOX holds them
+ * all (polled with STATUS: the end-to-end drain), and the gateway's release lag histogram
+ * (requested release time to the MTA's 250) read from /metrics, whose p50/p99 are
+ * interpolated linearly within its buckets like PromQL's histogram_quantile; as a check,
+ * the same quantiles from the gateway's "held message released" log lines (pino's ms
+ * timestamps, logged just after the spool row is deleted, so a little later than the 250).
+ *
+ * Not a test: run on demand with `bash bench/run.sh futurerelease`; results go in bench/RESULTS.md.
+ */
+import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
+import { metricValue, startGateway, type RunningGateway } from '../test/helpers/gateway.js';
+import { RawImap } from '../test/helpers/imap-raw.js';
+import { RawSmtp, type Reply } from '../test/helpers/smtp-raw.js';
+
+/** Timed messages per target and connection count. */
+const COUNT = Number(process.env.BENCH_COUNT ?? 2000);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
+/** Untimed messages through each target before its clock starts. */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 100);
+/** Messages due at the same second for the release lag. */
+const LAG_COUNT = Number(process.env.BENCH_LAG_COUNT ?? 1000);
+/** submission.futureRelease.concurrency of the release-lag gateway; unset: the gateway's default (8). */
+const RELEASE_CONCURRENCY = process.env.BENCH_RELEASE_CONCURRENCY ? Number(process.env.BENCH_RELEASE_CONCURRENCY) : undefined;
+const MESSAGE_BYTES = 10 * 1024;
+const AUTH = `AUTH PLAIN ${Buffer.from('\0alice\0password').toString('base64')}`;
+const OWN_SENDER = { senderPolicy: { mode: 'own', domains: ['example.org'] } };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A message of exactly `bytes` octets: a few headers, then 76-character lines as in a base64 attachment. */
+function makeMessage(bytes: number): Buffer {
+  const header = [
+    'From: alice@example.org',
+    'To: bob@example.org',
+    `Subject: futurerelease benchmark, ${bytes} bytes`,
+    `Message-ID: <futurerelease-bench-${bytes}@example.org>`,
+    'Date: Sun, 29 Nov 2026 00:00:00 +0000',
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=us-ascii',
+    '',
+    '',
+  ].join('\r\n');
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  let body = '';
+  let n = 0;
+  while (header.length + body.length < bytes) {
+    let line = '';
+    for (let i = 0; i < 76; i++) line += alphabet[(n++ * 7 + i) % 64];
+    body += `${line}\r\n`;
+  }
+  // Trim to the exact size, still ending in CRLF; no line starts with ".", so no dot-stuffing.
+  const buf = Buffer.from((header + body).slice(0, bytes - 2) + '\r\n', 'latin1');
+  if (buf.length !== bytes) throw new Error(`message is ${buf.length} bytes, not ${bytes}`);
+  return buf;
+}
+
+// ---- the client -----------------------------------------------------------------------
+
+interface Target {
+  name: 'held' | 'immediate' | 'direct';
+  port: number;
+  auth: boolean;
+  /** MAIL FROM parameter, e.g. HOLDFOR=3600. */
+  hold?: string;
+  /** The gateway's pid, for its CPU time. */
+  pid?: number;
+}
+
+interface Batch {
+  latencies: number[];
+  errors: number;
+  firstError?: string;
+  seconds: number;
+  /** Spool ids from the 250s of held messages. */
+  ids: string[];
+}
+
+async function openConnection(target: Target): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(target.port);
+  const greeting = await c.reply();
+  if (greeting?.code !== 220) throw new Error(`${target.name}: greeting ${greeting?.text}`);
+  const ehlo = await c.command('EHLO bench.example.org');
+  if (ehlo.code !== 250 || !/PIPELINING/.test(ehlo.text)) throw new Error(`${target.name}: EHLO ${ehlo.text}`);
+  if (target.hold !== undefined && !/FUTURERELEASE/.test(ehlo.text)) throw new Error(`${target.name}: no FUTURERELEASE in EHLO`);
+  if (target.auth) {
+    const a = await c.command(AUTH);
+    if (a.code !== 235) throw new Error(`${target.name}: AUTH ${a.text}`);
+  }
+  return c;
+}
+
+async function reply(c: RawSmtp): Promise<Reply> {
+  const r = await c.reply(60_000);
+  if (r === undefined) throw new Error('connection closed');
+  return r;
+}
+
+/**
+ * One message on an open connection: MAIL, RCPT, DATA pipelined, then the content once
+ * DATA's 354 is in. Returns the final reply's text, or throws an Error naming what failed
+ * (the connection stays usable: a refused MAIL or RCPT makes DATA fail too).
+ */
+async function sendOne(c: RawSmtp, target: Target, message: Buffer): Promise<string> {
+  c.write(`MAIL FROM:<alice@example.org>${target.hold ? ` ${target.hold}` : ''}\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n`);
+  const mail = await reply(c);
+  const rcpt = await reply(c);
+  const data = await reply(c);
+  if (mail.code !== 250 || rcpt.code !== 250 || data.code !== 354) {
+    if (data.code === 354) {
+      // Cannot happen with a server that follows RFC 2920; end the transaction anyway.
+      c.write('.\r\n');
+      await reply(c);
+    }
+    throw new Error(`MAIL ${mail.text} / RCPT ${rcpt.text} / DATA ${data.text}`);
+  }
+  c.write(Buffer.concat([message, Buffer.from('.\r\n')]));
+  const done = await reply(c);
+  if (done.code !== 250) throw new Error(`end of data: ${done.text}`);
+  const held = /held as (\S+) until/.exec(done.text);
+  if ((target.hold !== undefined) !== (held !== null)) throw new Error(`unexpected final reply for ${target.name}: ${done.text}`);
+  return done.text;
+}
+
+/** `count` messages over the open connections (each takes the next while any are left). */
+async function runBatch(conns: RawSmtp[], target: Target, message: Buffer, count: number): Promise<Batch> {
+  const batch: Batch = { latencies: [], errors: 0, seconds: 0, ids: [] };
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    conns.map(async (c) => {
+      while (next < count) {
+        next++;
+        const t0 = performance.now();
+        try {
+          const text = await sendOne(c, target, message);
+          batch.latencies.push(performance.now() - t0);
+          const id = /held as (\S+) until/.exec(text)?.[1];
+          if (id !== undefined) batch.ids.push(id);
+        } catch (err) {
+          batch.errors++;
+          batch.firstError ??= (err as Error).message;
+          if (c.closed) throw err;
+        }
+      }
+    }),
+  );
+  batch.seconds = (performance.now() - started) / 1000;
+  return batch;
+}
+
+const quantile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+
+/** CPU time (user + system) of one process in ms (clock ticks are 100 Hz on Linux). */
+function cpuMs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Jiffies of all CPUs: busy and total (from /proc/stat), to tell how loaded the machine was. */
+function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  // idle and iowait are not busy
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
+const busyPercent = (a: { busy: number; total: number }, b: { busy: number; total: number }) => (100 * (b.busy - a.busy)) / Math.max(1, b.total - a.total);
+
+// ---- between turns --------------------------------------------------------------------
+
+/** Files in Postfix's queue (accepted and not yet delivered, or deferred). */
+function queuedFiles(stack: LegacyStack): number {
+  let n = 0;
+  const walk = (dir: string) => {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e);
+      try {
+        if (statSync(p).isDirectory()) walk(p);
+        else n++;
+      } catch {
+        // delivered and removed while we looked
+      }
+    }
+  };
+  for (const q of ['maildrop', 'incoming', 'active', 'deferred', 'hold']) walk(path.join(stack.dir, 'postfix', 'queue', q));
+  return n;
+}
+
+/** Waits until Postfix has delivered everything (at most 120 s); returns how long it took in ms. */
+async function drainQueue(stack: LegacyStack): Promise<number> {
+  const started = performance.now();
+  while (queuedFiles(stack) > 0 && performance.now() - started < 120_000) await sleep(100);
+  return performance.now() - started;
+}
+
+/** Expunges bob's INBOX (through the master user) so every turn starts from the same Dovecot state. */
+async function emptyInbox(stack: LegacyStack, user = 'bob'): Promise<void> {
+  const c = await RawImap.connect(stack.imapPort);
+  try {
+    await c.line();
+    await c.command('l', `LOGIN ${user}*${stack.master.user} ${stack.master.password}`);
+    const selected = await c.command('s', 'SELECT INBOX');
+    if (!selected.some((l) => / 0 EXISTS/.test(l))) {
+      await c.command('f', 'STORE 1:* +FLAGS.SILENT (\\Deleted)', 60_000);
+      await c.command('e', 'EXPUNGE', 60_000);
+    }
+    await c.command('o', 'LOGOUT');
+  } finally {
+    c.close();
+  }
+}
+
+// ---- the gateway ----------------------------------------------------------------------
+
+/**
+ * A gateway as the brief says (plain listener with AUTH PLAIN on loopback, senderPolicy
+ * own/example.org), logging at info, the deployed default (the harness's default, debug,
+ * logs every command).
+ */
+function gateway(stack: LegacyStack, futureRelease: Record<string, unknown> = {}): Promise<RunningGateway> {
+  return startGateway(stack, { plaintext: true, config: { log: { level: 'info' }, submission: { ...OWN_SENDER, futureRelease } } });
+}
+
+async function stopGateway(gw: RunningGateway): Promise<void> {
+  await gw.stop();
+  rmSync(gw.dir, { recursive: true, force: true });
+}
+
+function complaints(gw: RunningGateway): string[] {
+  return gw.logs.filter((l) => /"level":[4-6]0\b/.test(l));
+}
+
+// ---- histogram ------------------------------------------------------------------------
+
+interface Histogram {
+  buckets: Array<{ le: number; count: number }>;
+  count: number;
+  sum: number;
+}
+
+function readHistogram(text: string, name: string): Histogram {
+  const buckets: Array<{ le: number; count: number }> = [];
+  for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))) {
+    buckets.push({ le: m[1] === '+Inf' ? Infinity : Number(m[1]), count: Number(m[2]) });
+  }
+  buckets.sort((a, b) => a.le - b.le);
+  return { buckets, count: metricValue(text, `${name}_count`), sum: metricValue(text, `${name}_sum`) };
+}
+
+/** The q-quantile by linear interpolation within the bucket it falls in (PromQL's histogram_quantile). */
+function histogramQuantile(h: Histogram, q: number): number {
+  const rank = q * h.count;
+  let lower = 0;
+  let below = 0;
+  for (const b of h.buckets) {
+    if (b.count >= rank) {
+      // Beyond the last finite bucket, PromQL answers that bucket's upper bound.
+      if (b.le === Infinity) return lower;
+      return lower + ((b.le - lower) * (rank - below)) / Math.max(1, b.count - below);
+    }
+    lower = b.le;
+    below = b.count;
+  }
+  return NaN;
+}
+
+// ---- the phases -----------------------------------------------------------------------
+
+interface Row {
+  connections: number;
+  target: Target['name'];
+  messages: number;
+  perSec: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  firstError?: string;
+  cpuPerMsg?: number;
+  /** Machine CPU busy over the timed batch (all cores, %). */
+  busy: number;
+}
+
+async function acceptTurn(stack: LegacyStack, name: Target['name'], connections: number, message: Buffer): Promise<Row> {
+  const gw = name === 'direct' ? undefined : await gateway(stack);
+  try {
+    const target: Target = gw
+      ? { name, port: gw.submissionPort, auth: true, pid: gw.pid, ...(name === 'held' ? { hold: 'HOLDFOR=3600' } : {}) }
+      : { name, port: stack.smtpPort, auth: false };
+    const conns = await Promise.all(Array.from({ length: connections }, () => openConnection(target)));
+    try {
+      const warm = await runBatch(conns, target, message, WARMUP);
+      if (warm.errors > 0) throw new Error(`${name}: warm-up failed: ${warm.firstError}`);
+      const cpuBefore = target.pid ? cpuMs(target.pid) : 0;
+      const ticksBefore = machineTicks();
+      const batch = await runBatch(conns, target, message, COUNT);
+      const busy = busyPercent(ticksBefore, machineTicks());
+      const cpu = target.pid ? cpuMs(target.pid) - cpuBefore : undefined;
+      for (const c of conns) c.write('QUIT\r\n');
+      if (gw && name === 'held') {
+        const held = metricValue(await gw.metrics(), 'lemonade_futurerelease_held_messages');
+        const expected = WARMUP + batch.latencies.length;
+        if (held !== expected) console.error(`held: the spool gauge reads ${held}, not ${expected}`);
+        if (new Set(batch.ids).size !== batch.latencies.length) console.error('held: spool ids not unique');
+      }
+      const sorted = [...batch.latencies].sort((a, b) => a - b);
+      const row: Row = {
+        connections, target: name, messages: sorted.length, perSec: sorted.length / batch.seconds,
+        p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), errors: batch.errors, busy,
+        ...(batch.firstError !== undefined ? { firstError: batch.firstError } : {}),
+        ...(cpu !== undefined && sorted.length > 0 ? { cpuPerMsg: cpu / sorted.length } : {}),
+      };
+      if (gw) for (const l of complaints(gw).slice(0, 3)) console.error(`${name} gateway: ${l.slice(0, 300)}`);
+      return row;
+    } finally {
+      for (const c of conns) c.close();
+    }
+  } finally {
+    if (gw) await stopGateway(gw);
+    if (name !== 'held') {
+      const drained = await drainQueue(stack);
+      await emptyInbox(stack);
+      console.error(`${name}, ${connections} connection(s): Postfix queue empty ${(drained / 1000).toFixed(1)} s after the last 250`);
+    }
+  }
+}
+
+interface LagResult {
+  dueAt: Date;
+  submitSeconds: number;
+  submittedBeforeDue: boolean;
+  errors: number;
+  histogram: Histogram;
+  p50: number;
+  p99: number;
+  logP50: number;
+  logP99: number;
+  logFirst: number;
+  logLast: number;
+  logCount: number;
+  spoolEmptyS: number;
+  inboxS: number;
+  delivered: number;
+  released: number;
+  failed: number;
+  warnings: string[];
+  /** Gateway CPU per message and machine busy % from the due second until the INBOX held them all. */
+  cpuPerMsg: number;
+  busy: number;
+}
+
+async function releaseLag(stack: LegacyStack, heldRate: number, message: Buffer): Promise<LagResult> {
+  await emptyInbox(stack);
+  const bobBefore = await stack.messageCount('bob');
+  const gw = await gateway(stack, RELEASE_CONCURRENCY === undefined ? {} : { concurrency: RELEASE_CONCURRENCY });
+  try {
+    const probe: Target = { name: 'held', port: gw.submissionPort, auth: true, pid: gw.pid };
+    const conns = await Promise.all(Array.from({ length: CONNECTIONS }, () => openConnection(probe)));
+    // Due a whole second (HOLDUNTIL here carries seconds) after the expected end plus margin.
+    const expectedMs = (LAG_COUNT / heldRate) * 1000;
+    const dueAt = new Date(Math.ceil((Date.now() + expectedMs * 1.5 + 3000) / 1000) * 1000);
+    const target: Target = { ...probe, hold: `HOLDUNTIL=${dueAt.toISOString().replace(/\.\d{3}Z$/, 'Z')}` };
+    console.error(`release lag: ${LAG_COUNT} messages held until ${dueAt.toISOString()} (expected to take ${(expectedMs / 1000).toFixed(1)} s to submit)`);
+    const batch = await runBatch(conns, target, message, LAG_COUNT);
+    const submittedBeforeDue = Date.now() < dueAt.getTime();
+    for (const c of conns) {
+      c.write('QUIT\r\n');
+      c.close();
+    }
+    if (batch.errors > 0) console.error(`release lag: ${batch.errors} submissions failed; first: ${batch.firstError}`);
+    const accepted = batch.latencies.length;
+    const held = metricValue(await gw.metrics(), 'lemonade_futurerelease_held_messages');
+    if (held !== accepted) console.error(`release lag: the spool gauge reads ${held} before the due time, not ${accepted}`);
+
+    // From the due second on: the spool gauge (polled every 100 ms) and bob's INBOX (STATUS every 100 ms).
+    await sleep(dueAt.getTime() - Date.now());
+    const cpuAtDue = cpuMs(gw.pid);
+    const ticksAtDue = machineTicks();
+    let spoolEmptyAt = NaN;
+    const spoolWatch = (async () => {
+      const until = dueAt.getTime() + 300_000;
+      while (Date.now() < until) {
+        if (metricValue(await gw.metrics(), 'lemonade_futurerelease_held_messages') === 0) {
+          spoolEmptyAt = Date.now();
+          return;
+        }
+        await sleep(100);
+      }
+    })();
+    const delivered = (await stack.waitForMessageCount('bob', 'INBOX', bobBefore + accepted, dueAt.getTime() + 300_000 - Date.now())) - bobBefore;
+    const inboxAt = Date.now();
+    const cpuPerMsg = (cpuMs(gw.pid) - cpuAtDue) / accepted;
+    const busy = busyPercent(ticksAtDue, machineTicks());
+    await spoolWatch;
+    const metrics = await gw.metrics();
+    const histogram = readHistogram(metrics, 'lemonade_futurerelease_release_lag_seconds');
+
+    // The same lags from the log lines, as a check on the bucket interpolation.
+    const releasedAt: number[] = [];
+    for (const l of gw.logs) {
+      if (!l.includes('"msg":"held message released"')) continue;
+      const rec = JSON.parse(l) as { time: number };
+      releasedAt.push((rec.time - dueAt.getTime()) / 1000);
+    }
+    releasedAt.sort((a, b) => a - b);
+    return {
+      dueAt, submitSeconds: batch.seconds, submittedBeforeDue, errors: batch.errors, histogram,
+      p50: histogramQuantile(histogram, 0.5), p99: histogramQuantile(histogram, 0.99),
+      logP50: quantile(releasedAt, 0.5), logP99: quantile(releasedAt, 0.99),
+      logFirst: releasedAt[0] ?? NaN, logLast: releasedAt.at(-1) ?? NaN, logCount: releasedAt.length,
+      spoolEmptyS: (spoolEmptyAt - dueAt.getTime()) / 1000, inboxS: (inboxAt - dueAt.getTime()) / 1000, delivered,
+      released: metricValue(metrics, 'lemonade_futurerelease_messages_total', { event: 'released' }),
+      failed: metricValue(metrics, 'lemonade_futurerelease_messages_total', { event: 'failed' }),
+      warnings: complaints(gw), cpuPerMsg, busy,
+    };
+  } finally {
+    await stopGateway(gw);
+  }
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  console.log(
+    `# FUTURERELEASE benchmark: ${COUNT} messages of ${MESSAGE_BYTES} bytes per target over ${CONNECTIONS} and 1 connection(s) ` +
+      `(after ${WARMUP} untimed), release lag of ${LAG_COUNT}; ${os.cpus().length} cores, node ${process.version}`,
+  );
+  const message = makeMessage(MESSAGE_BYTES);
+  const stack = await startLegacyStack({ postfix: true });
+  try {
+    const rows: Row[] = [];
+    const levels = [...new Set([CONNECTIONS, 1])];
+    for (const connections of levels) {
+      for (const name of ['held', 'immediate', 'direct'] as const) {
+        const row = await acceptTurn(stack, name, connections, message);
+        rows.push(row);
+        console.error(
+          `${name}, ${connections} connection(s): ${row.perSec.toFixed(1)} messages/s, p50 ${row.p50.toFixed(1)} ms, p99 ${row.p99.toFixed(1)} ms, ` +
+            `${row.errors} errors${row.firstError ? ` (first: ${row.firstError})` : ''} (${((performance.now() - started) / 1000).toFixed(0)} s into the run)`,
+        );
+      }
+    }
+    const heldRate = rows.find((r) => r.connections === CONNECTIONS && r.target === 'held')!.perSec;
+    const lag = await releaseLag(stack, heldRate, message);
+
+    console.log(`\nAccept rate, ${MESSAGE_BYTES}-byte messages, ${COUNT} per row (pipelined MAIL/RCPT/DATA; latency: MAIL written to the final reply):\n`);
+    console.log('| connections | target | messages/s | p50 ms | p99 ms | messages | errors | vs direct | gateway CPU ms/msg | machine busy |');
+    console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of rows) {
+      const direct = rows.find((d) => d.connections === r.connections && d.target === 'direct')!;
+      console.log(
+        `| ${r.connections} | ${r.target} | ${r.perSec.toFixed(1)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.messages} | ${r.errors} | ` +
+          `${(r.perSec / direct.perSec).toFixed(2)}x | ${r.cpuPerMsg === undefined ? '' : r.cpuPerMsg.toFixed(2)} | ${r.busy.toFixed(0)}% |`,
+      );
+    }
+
+    console.log(
+      `\nRelease lag, ${LAG_COUNT} held ${MESSAGE_BYTES}-byte messages due at ${lag.dueAt.toISOString()} ` +
+        `(submitted over ${CONNECTIONS} connections in ${lag.submitSeconds.toFixed(1)} s, ${lag.submittedBeforeDue ? 'all before' : 'NOT all before'} the due time; ${lag.errors} errors):\n`,
+    );
+    console.log('| measure | p50 s | p99 s | other |');
+    console.log('|---|---:|---:|---|');
+    console.log(
+      `| lemonade_futurerelease_release_lag_seconds (due -> MTA 250), buckets interpolated | ${lag.p50.toFixed(2)} | ${lag.p99.toFixed(2)} | ` +
+        `count ${lag.histogram.count}, mean ${(lag.histogram.sum / lag.histogram.count).toFixed(2)} s |`,
+    );
+    console.log(
+      `| gateway log "held message released" - due time | ${lag.logP50.toFixed(2)} | ${lag.logP99.toFixed(2)} | first ${lag.logFirst.toFixed(2)} s, last ${lag.logLast.toFixed(2)} s |`,
+    );
+    console.log(
+      `| release rate, first to last "held message released" | | | ${((lag.logCount - 1) / (lag.logLast - lag.logFirst)).toFixed(1)} messages/s ` +
+        `(futureRelease.concurrency ${RELEASE_CONCURRENCY ?? '8, the default'}) |`,
+    );
+    console.log(`| spool gauge 0 (polled every 100 ms) - due time | | | ${lag.spoolEmptyS.toFixed(2)} s |`);
+    console.log(`| all ${LAG_COUNT} in bob's INBOX (STATUS every 100 ms) - due time: end-to-end drain | | | ${lag.inboxS.toFixed(2)} s (${lag.delivered} delivered) |`);
+    console.log(
+      `\nHistogram buckets (cumulative): ${lag.histogram.buckets.map((b) => `le=${b.le === Infinity ? '+Inf' : b.le}: ${b.count}`).join(', ')}; ` +
+        `messages_total released ${lag.released}, failed ${lag.failed}`,
+    );
+    console.log(
+      `From the due second to the last message in the INBOX: gateway CPU ${lag.cpuPerMsg.toFixed(2)} ms per message, ` +
+        `machine ${lag.busy.toFixed(0)}% busy (both cores)`,
+    );
+    console.log(`Gateway log lines at warn or above in the release-lag gateway: ${lag.warnings.length}`);
+    for (const l of lag.warnings.slice(0, 5)) console.log(`  ${l.slice(0, 300)}`);
+    console.log(`\nWhole run: ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  } finally {
+    await stack.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
