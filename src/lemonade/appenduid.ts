@@ -89,17 +89,8 @@ export function withAppendUid(line: Buffer, uidValidity: number, uid: number | u
   return Buffer.from(`${m[1]} OK ${code}${m[2]}`, 'latin1');
 }
 
-/** UIDs as a compact RFC 3501 §9 sequence-set ("3:5,9"); uids ascending. */
-export function uidSet(uids: readonly number[]): string {
-  const out: string[] = [];
-  for (let i = 0; i < uids.length; ) {
-    let j = i;
-    while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
-    out.push(j === i ? String(uids[i]) : `${uids[i]}:${uids[j]}`);
-    i = j + 1;
-  }
-  return out.join(',');
-}
+/** UIDs as a compact RFC 3501 §9 sequence-set ("3:5,9"); uids ascending. Lives in sequence-set.ts now. */
+export { formatSequenceSet as uidSet } from '../imap/protocol/sequence-set.js';
 
 /** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
 export function searchResult(line: string): number[] | undefined {
