@@ -32,10 +32,10 @@
  *
  * Not a test: run on demand with `bash bench/run.sh futurerelease`; results go in bench/RESULTS.md.
  */
-import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
+import { drainQueue } from './relay.js';
 import { metricValue, startGateway, type RunningGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp, type Reply } from '../test/helpers/smtp-raw.js';
@@ -197,36 +197,6 @@ const busyPercent = (a: { busy: number; total: number }, b: { busy: number; tota
 
 // ---- between turns --------------------------------------------------------------------
 
-/** Files in Postfix's queue (accepted and not yet delivered, or deferred). */
-function queuedFiles(stack: LegacyStack): number {
-  let n = 0;
-  const walk = (dir: string) => {
-    let entries: string[];
-    try {
-      entries = readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(dir, e);
-      try {
-        if (statSync(p).isDirectory()) walk(p);
-        else n++;
-      } catch {
-        // delivered and removed while we looked
-      }
-    }
-  };
-  for (const q of ['maildrop', 'incoming', 'active', 'deferred', 'hold']) walk(path.join(stack.dir, 'postfix', 'queue', q));
-  return n;
-}
-
-/** Waits until Postfix has delivered everything (at most 120 s); returns how long it took in ms. */
-async function drainQueue(stack: LegacyStack): Promise<number> {
-  const started = performance.now();
-  while (queuedFiles(stack) > 0 && performance.now() - started < 120_000) await sleep(100);
-  return performance.now() - started;
-}
 
 /** Expunges bob's INBOX (through the master user) so every turn starts from the same Dovecot state. */
 async function emptyInbox(stack: LegacyStack, user = 'bob'): Promise<void> {
@@ -352,7 +322,7 @@ async function acceptTurn(stack: LegacyStack, name: Target['name'], connections:
   } finally {
     if (gw) await stopGateway(gw);
     if (name !== 'held') {
-      const drained = await drainQueue(stack);
+      const drained = await drainQueue(stack, 120_000);
       await emptyInbox(stack);
       console.error(`${name}, ${connections} connection(s): Postfix queue empty ${(drained / 1000).toFixed(1)} s after the last 250`);
     }

@@ -1,6 +1,9 @@
 /** The plain TCP relay every benchmark compares against (socat), and the port helpers it needs. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { LegacyStack } from '../test/helpers/stack.js';
 
 /** A free TCP port on 127.0.0.1 (closed again; a tiny race with other processes is accepted). */
 export function freePort(): Promise<number> {
@@ -34,4 +37,35 @@ export async function startSocat(upstreamPort: number): Promise<{ port: number; 
   const proc = spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${upstreamPort}`], { stdio: 'ignore' });
   await waitForPort(port);
   return { port, proc };
+}
+
+/** Files in the sandbox Postfix's queue (accepted and not yet delivered, or deferred). */
+export function queuedFiles(stack: LegacyStack): number {
+  let n = 0;
+  const walk = (dir: string) => {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e);
+      try {
+        if (statSync(p).isDirectory()) walk(p);
+        else n++;
+      } catch {
+        // delivered and removed while we looked
+      }
+    }
+  };
+  for (const q of ['maildrop', 'incoming', 'active', 'deferred', 'hold']) walk(path.join(stack.dir, 'postfix', 'queue', q));
+  return n;
+}
+
+/** Waits until Postfix has delivered everything (at most timeoutMs); returns how long it took in ms. */
+export async function drainQueue(stack: LegacyStack, timeoutMs: number): Promise<number> {
+  const started = performance.now();
+  while (queuedFiles(stack) > 0 && performance.now() - started < timeoutMs) await new Promise((r) => setTimeout(r, 100));
+  return performance.now() - started;
 }

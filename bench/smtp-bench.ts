@@ -18,7 +18,7 @@
  * Not a test: run on demand with `bash bench/run.sh smtp`; results go in bench/RESULTS.md.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
@@ -26,7 +26,7 @@ import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
 import { startGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp } from '../test/helpers/smtp-raw.js';
-import { freePort, startSocat, waitForPort } from './relay.js';
+import { drainQueue, freePort, startSocat, waitForPort } from './relay.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
 /** Timed seconds per target and message size (split into slices). */
@@ -237,36 +237,6 @@ function summarize(tally: Tally): { perSec: number; p50: number; p99: number; n:
 
 // ---- between slices -------------------------------------------------------------------
 
-/** Files in Postfix's queue (messages accepted but not yet delivered, or deferred). */
-function queuedFiles(stack: LegacyStack): number {
-  let n = 0;
-  const walk = (dir: string) => {
-    let entries: string[];
-    try {
-      entries = readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(dir, e);
-      try {
-        if (statSync(p).isDirectory()) walk(p);
-        else n++;
-      } catch {
-        // delivered and removed while we looked
-      }
-    }
-  };
-  for (const q of ['maildrop', 'incoming', 'active', 'deferred', 'hold']) walk(path.join(stack.dir, 'postfix', 'queue', q));
-  return n;
-}
-
-/** Waits until Postfix has delivered everything (at most 60 s); returns how long it took. */
-async function drainQueue(stack: LegacyStack): Promise<number> {
-  const started = performance.now();
-  while (queuedFiles(stack) > 0 && performance.now() - started < 60_000) await new Promise((r) => setTimeout(r, 100));
-  return performance.now() - started;
-}
 
 /** Expunges every user's INBOX (through the master user) so Dovecot's state is the same for every slice. */
 async function emptyInboxes(stack: LegacyStack): Promise<void> {
@@ -457,7 +427,7 @@ async function main(): Promise<void> {
 
     // Warm-up: every target once, untimed, so the first one does not pay for cold caches.
     for (const t of targets) await runSlice(t, messages.get(SIZES[0]!.label)!, newTally(), 1);
-    await drainQueue(stack);
+    await drainQueue(stack, 60_000);
     await emptyInboxes(stack);
 
     await new Promise((r) => setTimeout(r, 1000));
@@ -480,7 +450,7 @@ async function main(): Promise<void> {
           for (const t of targets) {
             const key = `${s.label}/${t.name}`;
             await runSlice(t, messages.get(s.label)!, tallies.get(key)!, SECONDS / slices);
-            drainMs.set(key, (drainMs.get(key) ?? 0) + (await drainQueue(stack)));
+            drainMs.set(key, (drainMs.get(key) ?? 0) + (await drainQueue(stack, 60_000)));
             await emptyInboxes(stack);
           }
         }
