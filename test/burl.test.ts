@@ -7,8 +7,7 @@
 import t from 'tap';
 import net from 'node:net';
 import path from 'node:path';
-import { ImapFlow } from 'imapflow';
-import { startLegacyStack, withoutTrace, type LegacyStack } from './helpers/stack.js';
+import { masterClient, startLegacyStack, withoutTrace, type LegacyStack } from './helpers/stack.js';
 import { metricValue, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
@@ -109,11 +108,7 @@ async function smtpSession(): Promise<RawSmtp> {
 }
 
 async function sentCopy(uid: number): Promise<Buffer> {
-  const c = new ImapFlow({
-    host: stack.imapHost, port: stack.imapPort, secure: false,
-    auth: { user: stack.master.user, pass: stack.master.password, authzid: 'alice' }, logger: false,
-  });
-  await c.connect();
+  const c = await masterClient(stack, 'alice');
   await c.mailboxOpen('Sent');
   const msg = await c.fetchOne(String(uid), { source: true }, { uid: true });
   await c.logout();

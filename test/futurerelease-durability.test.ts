@@ -8,8 +8,7 @@ import t from 'tap';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ImapFlow } from 'imapflow';
-import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { metricValue, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { prng } from './helpers/prng.js';
@@ -52,11 +51,7 @@ async function submitHeld(c: RawSmtp, hold: string, subject: string, body = 'hel
 
 /** How many times each subject with the prefix is in bob's INBOX. */
 async function subjectCounts(prefix: string): Promise<Map<string, number>> {
-  const c = new ImapFlow({
-    host: stack.imapHost, port: stack.imapPort, secure: false,
-    auth: { user: stack.master.user, pass: stack.master.password, authzid: 'bob' }, logger: false,
-  });
-  await c.connect();
+  const c = await masterClient(stack, 'bob');
   const counts = new Map<string, number>();
   const lock = await c.getMailboxLock('INBOX');
   try {

@@ -14,8 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { ImapFlow } from 'imapflow';
-import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import type { ImapFlow } from 'imapflow';
+import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { configSchema, type Config } from '../src/config/schema.js';
 import { UpstreamConnection, astringParts, loginUpstream } from '../src/imap/upstream.js';
 import { fetchAttributes, numberValue } from '../src/imap/protocol/responses.js';
@@ -66,16 +66,7 @@ async function examine(conn: UpstreamConnection, mailbox: string): Promise<{ uid
 
 /** Another session of the user, doing what a mail client does upstream. */
 async function direct(user: string): Promise<ImapFlow> {
-  const client = new ImapFlow({
-    host: stack.imapHost,
-    port: stack.imapPort,
-    secure: false,
-    auth: { user: stack.master.user, pass: stack.master.password, authzid: user },
-    logger: false,
-    disableAutoIdle: true,
-  });
-  client.on('error', () => {});
-  await client.connect();
+  const client = await masterClient(stack, user);
   clients.push(client);
   return client;
 }

@@ -153,9 +153,9 @@ export class SqliteStore implements Store {
     return this.stmt.spoolNextDue.get()?.due ?? undefined;
   }
 
-  async spoolStats(): Promise<{ count: number; bytes: number; nextDue: number | undefined; oldestRelease: number | undefined }> {
+  async spoolStats(): Promise<{ count: number; bytes: number; oldestRelease: number | undefined }> {
     const row = this.stmt.spoolStats.get()!;
-    return { count: row.count, bytes: row.bytes ?? 0, nextDue: row.nextDue ?? undefined, oldestRelease: row.oldestRelease ?? undefined };
+    return { count: row.count, bytes: row.bytes ?? 0, oldestRelease: row.oldestRelease ?? undefined };
   }
 
   // ---- mod-sequence state (CONDSTORE/QRESYNC emulation, RFC 7162) ----
@@ -438,8 +438,8 @@ function prepare(db: Database.Database) {
       return spoolRecoverable.all().map(heldMessage);
     }),
     spoolNextDue: db.prepare<[], { due: number | null }>("SELECT MIN(next_attempt_at) AS due FROM held_messages WHERE state = 'held'"),
-    spoolStats: db.prepare<[], { count: number; bytes: number | null; nextDue: number | null; oldestRelease: number | null }>(
-      'SELECT COUNT(*) AS count, SUM(size) AS bytes, MIN(next_attempt_at) AS nextDue, MIN(release_at) AS oldestRelease FROM held_messages',
+    spoolStats: db.prepare<[], { count: number; bytes: number | null; oldestRelease: number | null }>(
+      'SELECT COUNT(*) AS count, SUM(size) AS bytes, MIN(release_at) AS oldestRelease FROM held_messages',
     ),
     selectKey,
     createKey: db.transaction((user: string, mailbox: string): Buffer => {

@@ -70,8 +70,8 @@ export interface SpoolIndex {
   spoolRecover(): Promise<HeldMessage[]>;
   /** The earliest next attempt of a held message (an index lookup, cheap at any size). */
   spoolNextDue(): Promise<number | undefined>;
-  /** How many rows, their octets, and the earliest next attempt (undefined when empty): a scan, so not per message. */
-  spoolStats(): Promise<{ count: number; bytes: number; nextDue: number | undefined; oldestRelease: number | undefined }>;
+  /** How many rows, their octets, and the earliest requested release (undefined when empty): a scan, so not per message. */
+  spoolStats(): Promise<{ count: number; bytes: number; oldestRelease: number | undefined }>;
 }
 
 /**

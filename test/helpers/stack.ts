@@ -197,7 +197,7 @@ export async function startLegacyStack(opts: LegacyStackOptions = {}): Promise<L
 }
 
 /** An IMAP session as user, logged in through the master user (SASL PLAIN authzid). */
-async function masterClient(info: LegacyStackInfo, user: string): Promise<ImapFlow> {
+export async function masterClient(info: LegacyStackInfo, user: string): Promise<ImapFlow> {
   const client = new ImapFlow({
     host: info.imapHost,
     port: info.imapPort,
