@@ -7,8 +7,7 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
-import { ImapFlow } from 'imapflow';
-import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { metricValue, repoRoot, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { RawImap } from './helpers/imap-raw.js';
@@ -41,11 +40,7 @@ async function authed(): Promise<RawSmtp> {
 
 /** Subjects of the messages in user's INBOX (read through the master user, directly upstream). */
 async function subjects(user: string): Promise<string[]> {
-  const c = new ImapFlow({
-    host: stack.imapHost, port: stack.imapPort, secure: false,
-    auth: { user: stack.master.user, pass: stack.master.password, authzid: user }, logger: false,
-  });
-  await c.connect();
+  const c = await masterClient(stack, user);
   const lock = await c.getMailboxLock('INBOX');
   const out: string[] = [];
   try {
@@ -210,8 +205,10 @@ t.test('queue list shows held messages; queue cancel and XCANCEL prevent deliver
   const c = await authed();
   const byOperator = `cancel-operator-${Date.now()}`;
   const bySender = `cancel-sender-${Date.now()}`;
-  const operatorId = heldId((await submit(c, ' HOLDFOR=4', byOperator)).text)!;
-  const senderId = heldId((await submit(c, ' HOLDFOR=4', bySender)).text)!;
+  // Long enough for the queue commands (a process each) even on a loaded machine.
+  const submitted = Date.now();
+  const operatorId = heldId((await submit(c, ' HOLDFOR=12', byOperator)).text)!;
+  const senderId = heldId((await submit(c, ' HOLDFOR=12', bySender)).text)!;
   t.ok(operatorId && senderId, 'ids in the 250 replies');
   const list = await queueCli('list');
   t.equal(list.code, 0, list.stderr);
@@ -232,7 +229,7 @@ t.test('queue list shows held messages; queue cancel and XCANCEL prevent deliver
   t.match((await c.command(`XCANCEL ${senderId}`)).text, /^550 5\.0\.0 /, 'twice: unknown');
   t.equal((await queueCli('show', operatorId)).code, 67, 'gone from the queue');
   c.close();
-  await sleep(6000);
+  await sleep(Math.max(0, submitted + 14_000 - Date.now()));
   const inbox = await subjects('bob');
   t.notOk(inbox.includes(byOperator), 'cancelled by the operator: never delivered');
   t.notOk(inbox.includes(bySender), 'cancelled by the sender: never delivered');
