@@ -185,6 +185,16 @@ const catenate = z.strictObject({
   spillBytes: z.number().int().min(0).default(1024 * 1024),
 });
 
+const qresync = z.strictObject({
+  /** Offer CONDSTORE, QRESYNC and ENABLE (RFC 7162, RFC 5161) when the upstream lacks them. */
+  enabled: z.boolean().default(true),
+  /**
+   * Expunged UIDs remembered per mailbox for VANISHED (EARLIER); older ones are dropped
+   * and a client resynchronizing from before them gets every missing UID of its set.
+   */
+  vanishedKept: z.number().int().min(0).default(10000),
+});
+
 const master = z.strictObject({
   user: z.string().min(1),
   password: z.string().min(1),
@@ -216,6 +226,7 @@ export const configSchema = z.strictObject({
       sideConnections: sideConnections.prefault({}),
       urlauth: urlauth.prefault({}),
       catenate: catenate.prefault({}),
+      qresync: qresync.prefault({}),
       limits: imapLimits.prefault({}),
       timeouts: imapTimeouts.prefault({}),
       /** Re-probe the upstream's capabilities this often (they are also re-read when a connection shows them changed). */

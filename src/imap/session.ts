@@ -27,6 +27,8 @@ import type { Lemonade } from '../lemonade/services.js';
 import { CatenateCommand, catenateStart, type CatenateHost } from './commands/catenate.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
+import { CondstoreSession } from '../lemonade/qresync/session-state.js';
+import { highestModseqCode } from '../lemonade/qresync/responses.js';
 import {
   bytesTotal,
   commandDuration,
@@ -38,6 +40,9 @@ import {
   sessionsTotal,
 } from '../metrics/metrics.js';
 import { isLoopbackAddress } from '../net/address.js';
+
+/** Commands intercepted only in a CONDSTORE session or when they enable CONDSTORE. */
+const CONDSTORE_ON_DEMAND = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH']);
 
 /** Failed logins are answered only after this delay, to slow down password guessing. */
 const AUTH_FAILURE_DELAY_MS = 1000;
@@ -106,6 +111,8 @@ export class ImapSession implements CommandContext {
   state: SessionState = 'not-authenticated';
   tlsActive: boolean;
   upstream: UpstreamConnection | undefined;
+  /** CONDSTORE/QRESYNC state while the gateway emulates them (RFC 7162). */
+  readonly condstore = new CondstoreSession();
   private client: net.Socket;
   private readonly lexer: ImapLexer;
   /** Gathers commands the gateway answers itself, within maxBufferedLiteral. */
@@ -287,6 +294,11 @@ export class ImapSession implements CommandContext {
     });
   }
 
+  setSelected(selected: boolean): void {
+    this.state = selected ? 'selected' : 'authenticated';
+    if (!selected) this.condstore.deselect();
+  }
+
   logout(tag: string): void {
     this.state = 'logout';
     this.untagged('BYE Logging out');
@@ -394,7 +406,7 @@ export class ImapSession implements CommandContext {
       const start = catenateStart(ev.data);
       if (start !== undefined) return this.startCatenate(start);
     }
-    const handler = authenticated ? this.postAuthHandler(head.name) : preAuthHandlers.get(head.name);
+    const handler = authenticated ? this.postAuthHandler(head.name, ev.data) : preAuthHandlers.get(head.name);
     if (handler === undefined && authenticated && this.upstream && !upstreamSupports(spec, this.upstream.capabilities)) {
       this.tagged(head.tag, 'BAD', `Unknown command ${head.name}`);
       return this.discardRest();
@@ -414,7 +426,22 @@ export class ImapSession implements CommandContext {
         );
       }
     }
-    this.beginRelay(head, ev);
+    this.beginRelay(head, ev, head.name === 'EXPUNGE' ? this.expungeModseqTracker() : undefined);
+  }
+
+  /**
+   * RFC 7162 §3.2.7: once QRESYNC is enabled, the tagged OK of EXPUNGE carries the
+   * mailbox's HIGHESTMODSEQ after the expunges (recorded by the view as they pass).
+   */
+  private expungeModseqTracker(): AppendUidTracker | undefined {
+    const view = this.condstore.view;
+    if (view === undefined || !this.condstore.qresync) return undefined;
+    return {
+      rewriteTagged: async (line) => {
+        await view.settled();
+        return withResponseCode(line, highestModseqCode(view.highestModseq));
+      },
+    };
   }
 
   /** Streams the command to the upstream under a tag of ours. */
@@ -434,11 +461,15 @@ export class ImapSession implements CommandContext {
   }
 
   /** The gateway's own handler for a command after login: CAPABILITY, and what it emulates. */
-  private postAuthHandler(name: string): CommandHandler | undefined {
+  private postAuthHandler(name: string, firstLine: Buffer | undefined): CommandHandler | undefined {
     const handler = postAuthHandlers.get(name);
     if (handler === undefined) return undefined;
     if (name === 'CAPABILITY') return handler;
-    return this.upstream && this.deps.lemonade.intercepts(name, this.upstream.capabilities) ? handler : undefined;
+    if (!this.upstream || !this.deps.lemonade.intercepts(name, this.upstream.capabilities)) return undefined;
+    // RFC 7162: FETCH, STORE and SEARCH are the emulation's only in a CONDSTORE session or
+    // when they enable it; otherwise they stream through untouched.
+    if (CONDSTORE_ON_DEMAND.has(name) && !this.condstore.wants(firstLine ?? Buffer.alloc(0))) return undefined;
+    return handler;
   }
 
   // ---- APPEND CATENATE (RFC 4469) --------------------------------------------------
@@ -526,7 +557,7 @@ export class ImapSession implements CommandContext {
    * data capture() claims is this command's; everything else (EXPUNGE, FETCH) still
    * reaches the client, whose mailbox it describes.
    */
-  async internalCommand(text: string, capture: (line: string) => boolean = () => false): Promise<{ status: string; line: string }> {
+  async internalCommand(text: string | Buffer, capture: (line: string) => boolean = () => false): Promise<{ status: string; line: string }> {
     const upstream = this.upstream;
     if (!upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
     const upTag = `I${this.nextUpTag++}`;
@@ -543,7 +574,7 @@ export class ImapSession implements CommandContext {
     });
     // The handler holds the upstream still; its own command's answer must be read.
     this.holdUpstream(false);
-    this.writeUpstream(Buffer.from(`${upTag} ${text}\r\n`, 'utf8'));
+    this.writeUpstream(Buffer.concat([Buffer.from(`${upTag} `), typeof text === 'string' ? Buffer.from(text, 'utf8') : text, Buffer.from('\r\n')]));
     try {
       return await result;
     } finally {
@@ -737,7 +768,7 @@ export class ImapSession implements CommandContext {
       malformedCommands.inc({ reason: 'syntax' });
       return this.tagged(mode.tag, 'BAD', `Syntax error: ${(err as Error).message.slice(0, 100)}`);
     }
-    const handler = this.state === 'not-authenticated' ? preAuthHandlers.get(mode.name) : this.postAuthHandler(mode.name);
+    const handler = this.state === 'not-authenticated' ? preAuthHandlers.get(mode.name) : this.postAuthHandler(mode.name, segments[0]);
     if (handler === undefined) {
       return this.tagged(mode.tag, 'BAD', `${mode.name} is not valid in this state`);
     }
@@ -817,6 +848,10 @@ export class ImapSession implements CommandContext {
       } else if (head.kind === 'BYE') {
         // Relayed as is; the close that follows needs no second BYE.
         this.upstreamSaidBye = true;
+      } else {
+        const rewritten = this.condstore.rewriteUntagged(first, head);
+        if (rewritten instanceof Promise) return this.holdUntagged(rewritten, first);
+        out = rewritten;
       }
     } else {
       const entry = this.inflight.get(head.tag);
@@ -907,21 +942,48 @@ export class ImapSession implements CommandContext {
         this.relayMidResponse = false;
         this.writeClient(out);
         this.completeInFlight(tagged.upTag, tagged.status);
-        const backlog = this.upstreamBacklog ?? [];
-        this.upstreamBacklog = undefined;
-        for (let i = 0; i < backlog.length; i++) {
-          if (this.upstreamBacklog !== undefined) {
-            // Another completion is being rewritten: the rest waits behind it.
-            (this.upstreamBacklog as LexEvent[]).push(...backlog.slice(i));
-            return;
-          }
-          this.onUpstreamEvent(backlog[i]!);
-        }
-        if (this.upstreamBacklog !== undefined) return;
-        if (!this.upstreamPaused && !this.handlerHoldsUpstream) this.upstream?.resume();
-        this.flushLocal();
-        this.wakeQuiet();
+        this.replayBacklog();
       });
+  }
+
+  /**
+   * The first segment of an untagged response whose rewrite waits for the store (a
+   * mod-sequence being assigned): the upstream is not read meanwhile, and the rest of the
+   * response follows the rewritten segment in order.
+   */
+  private holdUntagged(rewrite: Promise<Buffer>, first: Buffer): void {
+    this.upstreamBacklog = [];
+    this.upstream?.pause();
+    rewrite
+      .catch((err: unknown) => {
+        this.log.warn({ err: (err as Error).message }, 'untagged response rewrite failed');
+        return first;
+      })
+      .then((out) => {
+        // Still mid-response: the rest of it (and its end) is in the backlog.
+        this.writeClient(out);
+        this.replayBacklog();
+      });
+  }
+
+  /** Feeds the upstream events kept back during a rewrite, in order, then reads on. */
+  private replayBacklog(): void {
+    const backlog = this.upstreamBacklog ?? [];
+    this.upstreamBacklog = undefined;
+    for (let i = 0; i < backlog.length; i++) {
+      if (this.upstreamBacklog !== undefined) {
+        // Another response is being rewritten: the rest waits behind it.
+        (this.upstreamBacklog as LexEvent[]).push(...backlog.slice(i));
+        return;
+      }
+      this.onUpstreamEvent(backlog[i]!);
+    }
+    if (this.upstreamBacklog !== undefined) return;
+    if (!this.upstreamPaused && !this.handlerHoldsUpstream) this.upstream?.resume();
+    if (!this.relayMidResponse) {
+      this.flushLocal();
+      this.wakeQuiet();
+    }
   }
 
   private upstreamBacklog: LexEvent[] | undefined;
@@ -962,9 +1024,9 @@ export class ImapSession implements CommandContext {
     // The upstream refused a command whose literal it never asked for.
     if (this.upstreamContinuation && status !== 'OK') this.upstreamContinuation(false);
     if (entry.command === 'SELECT' || entry.command === 'EXAMINE') {
-      this.state = status === 'OK' ? 'selected' : 'authenticated';
+      this.setSelected(status === 'OK');
     } else if ((entry.command === 'CLOSE' || entry.command === 'UNSELECT') && status === 'OK') {
-      this.state = 'authenticated';
+      this.setSelected(false);
     }
     if (entry.logout) this.closeClient();
   }
@@ -1058,6 +1120,13 @@ export class ImapSession implements CommandContext {
     this.log.debug({ user: this.user }, 'session closed');
     this.deps.onClose(this);
   }
+}
+
+/** A tagged OK without a response code, given one (a line with a code, or not OK, is kept). */
+export function withResponseCode(line: Buffer, code: string): Buffer {
+  const m = /^(\S+ OK) (?!\[)/i.exec(line.subarray(0, 200).toString('latin1'));
+  if (m === null) return line;
+  return Buffer.concat([line.subarray(0, m[1]!.length), Buffer.from(` [${code}]`), line.subarray(m[1]!.length)]);
 }
 
 /** "{n}\r\n" at the end of a segment, rewritten for the upstream (RFC 7888 §3, RFC 3516 §4.1). */

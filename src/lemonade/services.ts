@@ -39,7 +39,18 @@ const COMMANDS: Record<string, readonly string[]> = {
   CATENATE: ['APPEND'],
   // RFC 4315: APPENDUID is worked out around every APPEND; these two are answered here.
   UIDPLUS: ['UID EXPUNGE', 'COPY', 'UID COPY'],
+  // RFC 7162: FETCH, STORE and SEARCH only in a CONDSTORE session (the session decides).
+  CONDSTORE: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'ENABLE'],
+  QRESYNC: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'ENABLE'],
+  // RFC 5161, advertised when the upstream lacks it; intercepted whenever CONDSTORE is emulated.
+  ENABLE: ['ENABLE'],
 };
+
+/** The CONDSTORE/QRESYNC emulation's capabilities, offered whenever the upstream has no CONDSTORE (they need no side connection). */
+function modseqEmulation(config: Config, upstream: readonly string[]): string[] {
+  if (!config.imap.qresync.enabled || hasCapability(upstream, 'CONDSTORE') || hasCapability(upstream, 'QRESYNC')) return [];
+  return hasCapability(upstream, 'ENABLE') ? ['CONDSTORE', 'QRESYNC'] : ['CONDSTORE', 'QRESYNC', 'ENABLE'];
+}
 
 export async function startLemonade(config: Config, log: Logger): Promise<Lemonade> {
   const store = await openStore(config);
@@ -50,12 +61,14 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
     log.warn('imap.master is not configured: URLAUTH is not emulated (it needs side connections)');
   }
   const emulated = (upstream: readonly string[]): string[] => {
+    const modseq = modseqEmulation(config, upstream);
     // Fetching parts on the user's behalf needs the master identity.
-    if (!sidePool.available) return [];
+    if (!sidePool.available) return modseq;
     // With MULTIAPPEND (RFC 3502) upstream, one APPEND may carry several messages: neither
     // APPENDUID by one size nor the one-message CATENATE emulation would be right then.
     const multi = hasCapability(upstream, 'MULTIAPPEND');
-    return Object.keys(COMMANDS).filter((cap) => !hasCapability(upstream, cap) && !(multi && (cap === 'UIDPLUS' || cap === 'CATENATE')));
+    const parts = ['URLAUTH', 'CATENATE', 'UIDPLUS'].filter((cap) => !hasCapability(upstream, cap) && !(multi && (cap === 'UIDPLUS' || cap === 'CATENATE')));
+    return [...parts, ...modseq];
   };
   return {
     config,

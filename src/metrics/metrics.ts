@@ -335,3 +335,50 @@ export const releaseLag = new Histogram({
 });
 
 for (const event of HOLD_OUTCOMES) futureReleaseEvents.inc({ event }, 0);
+
+// ---- CONDSTORE/QRESYNC emulation (RFC 7162) ------------------------------------------
+
+export const RECONCILE_RESULTS = ['ok', 'error'] as const;
+export const QRESYNC_CHANGE_KINDS = ['changed', 'expunged'] as const;
+export const QRESYNC_BYTE_KINDS = ['sent', 'full_equivalent'] as const;
+
+export const qresyncReconciliations = new Counter({
+  name: 'lemonade_qresync_reconciliations_total',
+  help: 'Full rescans of a mailbox against the upstream (UID FETCH 1:* (FLAGS)) for CONDSTORE/QRESYNC, by result.',
+  labelNames: ['result'] as const,
+  registers: [registry],
+});
+
+export const qresyncReconcileDuration = new Histogram({
+  name: 'lemonade_qresync_reconcile_duration_seconds',
+  help: 'Time a full rescan of a mailbox took (upstream fetch and store writes).',
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [registry],
+});
+
+export const qresyncChanges = new Counter({
+  name: 'lemonade_qresync_changes_total',
+  help: 'Changes the gateway found and gave a new mod-sequence: new messages or changed flags (changed), expunges.',
+  labelNames: ['kind'] as const,
+  registers: [registry],
+});
+
+export const qresyncSelectBytes = new Counter({
+  name: 'lemonade_qresync_select_bytes_total',
+  help: 'Bytes of VANISHED and FETCH responses sent for SELECT/EXAMINE (QRESYNC) (sent), and what FETCH 1:* (UID FLAGS) would have sent instead (full_equivalent).',
+  labelNames: ['kind'] as const,
+  registers: [registry],
+});
+
+export const warmUpstreamReuses = new Counter({
+  name: 'lemonade_imap_warm_upstream_total',
+  help: 'Upstream IMAP connections kept warm after a client left, by what became of them (reused by a reconnect, or closed when they expired or were evicted).',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
+
+export const WARM_OUTCOMES = ['kept', 'reused', 'expired'] as const;
+for (const result of RECONCILE_RESULTS) qresyncReconciliations.inc({ result }, 0);
+for (const kind of QRESYNC_CHANGE_KINDS) qresyncChanges.inc({ kind }, 0);
+for (const kind of QRESYNC_BYTE_KINDS) qresyncSelectBytes.inc({ kind }, 0);
+for (const outcome of WARM_OUTCOMES) warmUpstreamReuses.inc({ outcome }, 0);

@@ -12,8 +12,8 @@
  * ("alice*gateway", or SASL PLAIN with authzid). If the test process dies without stop(),
  * the script's watcher stops the stack within a second or so.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -210,6 +210,36 @@ export async function masterClient(info: LegacyStackInfo, user: string): Promise
   client.on('error', () => {});
   await client.connect();
   return client;
+}
+
+/**
+ * Writes n messages straight into a Maildir folder of the sandbox ('' is the INBOX);
+ * Dovecot indexes them at the next SELECT/EXAMINE. APPEND costs an fsync each upstream
+ * (~10 ms, 8 minutes for 50,000). Maildir flags: every third message \Seen, every seventh
+ * \Flagged too. Needs root (the files belong to the sandbox's mail user).
+ */
+export function bulkMaildir(info: LegacyStackInfo, user: string, folder: string, n: number, message: (i: number) => Buffer): void {
+  const mail = path.join(info.dir, 'mail', user, 'Maildir', folder === '' ? '' : `.${folder}`);
+  const uid = Number(execFileSync('id', ['-u', 'lemonademail']).toString());
+  const gid = Number(execFileSync('id', ['-g', 'lemonademail']).toString());
+  for (const d of ['', 'cur', 'new', 'tmp']) {
+    mkdirSync(path.join(mail, d), { recursive: true, mode: 0o700 });
+    chownSync(path.join(mail, d), uid, gid);
+  }
+  // Directories created on the way (the user's, Maildir) belong to the mail user too.
+  for (let d = path.dirname(mail); d.length > path.join(info.dir, 'mail').length; d = path.dirname(d)) chownSync(d, uid, gid);
+  if (folder !== '') {
+    writeFileSync(path.join(mail, 'maildirfolder'), '');
+    chownSync(path.join(mail, 'maildirfolder'), uid, gid);
+  }
+  const base = Math.floor(Date.now() / 1000) - n;
+  for (let i = 1; i <= n; i++) {
+    const raw = message(i);
+    const flags = i % 7 === 0 ? 'FS' : i % 3 === 0 ? 'S' : '';
+    const file = path.join(mail, 'cur', `${base + i}.M${i}P1.lemonade,S=${raw.length}:2,${flags}`);
+    writeFileSync(file, raw, { mode: 0o600 });
+    chownSync(file, uid, gid);
+  }
 }
 
 /** The message without the trace fields Postfix and Dovecot prepend (RFC 5321 §4.4), and the gateway's. */

@@ -8,6 +8,7 @@ import type { ParsedLine } from '../protocol/parser.js';
 import type { SessionState } from './registry.js';
 import type { UpstreamConnection } from '../upstream.js';
 import type { Lemonade } from '../../lemonade/services.js';
+import type { CondstoreSession } from '../../lemonade/qresync/session-state.js';
 
 export interface Credentials {
   /** Authentication identity (RFC 4616 authcid). */
@@ -56,7 +57,11 @@ export interface CommandContext {
    * A command of the gateway's own on the client's upstream connection (nothing else is
    * in flight then); untagged lines capture() claims are not shown to the client.
    */
-  internalCommand(text: string, capture?: (line: string) => boolean): Promise<{ status: string; line: string }>;
+  internalCommand(text: string | Buffer, capture?: (line: string) => boolean): Promise<{ status: string; line: string }>;
+  /** The session's CONDSTORE/QRESYNC state (RFC 7162 emulation). */
+  readonly condstore: CondstoreSession;
+  /** A SELECT/EXAMINE the gateway ran succeeded (true) or failed, closing any mailbox (RFC 3501 §6.3.1). */
+  setSelected(selected: boolean): void;
   /** Ends the session with an untagged BYE (RFC 3501 §7.1.5). */
   bye(text: string): void;
 }

@@ -11,6 +11,10 @@ import { isQuotable, quoted } from '../protocol/writer.js';
 import { copiedUids, mailboxUids, searchResult, uidSet, type MailboxUids } from '../../lemonade/appenduid.js';
 import { normalizeMailbox } from '../../store/store.js';
 import { SEQUENCE_SET } from './uid-expunge.js';
+import { answerAsUpstream } from './upstream-answer.js';
+
+/** The upstream's own COPYUID (if any) is not what the gateway advertised: never shown. */
+const COPYUID = /^COPYUID /i;
 
 export const copy: CommandHandler = async (ctx, line) => {
   const byUid = line.items[0]?.type === 'atom' && line.items[0].value.toUpperCase() === 'UID';
@@ -29,7 +33,7 @@ export const copy: CommandHandler = async (ctx, line) => {
   if (uids.length === 0) {
     // Nothing matches: the upstream's own answer (OK, or NO for a missing mailbox) is the answer.
     const r = await ctx.internalCommand(`${name} ${set.value} ${quoted(mailbox)}`);
-    return answer(ctx, line.tag, r, undefined);
+    return answerAsUpstream(ctx, line.tag, r, undefined, COPYUID);
   }
   const user = ctx.authenticatedUser!;
   const lemonade = ctx.lemonade;
@@ -43,16 +47,8 @@ export const copy: CommandHandler = async (ctx, line) => {
       const target = await lemonade.sidePool.withConnection(user, (c) => copiedUids(c, mailbox, known, uids.length)).catch(() => undefined);
       if (target !== undefined) code = `COPYUID ${before.uidValidity} ${uidSet(uids)} ${uidSet(target)}`;
     }
-    return answer(ctx, line.tag, r, code);
+    return answerAsUpstream(ctx, line.tag, r, code, COPYUID);
   } finally {
     release();
   }
 };
-
-/** The upstream's completion under the client's tag, its unadvertised COPYUID replaced by ours. */
-function answer(ctx: Parameters<CommandHandler>[0], tag: string, r: { status: string; line: string }, code: string | undefined): void {
-  const m = /^\S+ (OK|NO|BAD) (?:\[([^\]]*)\] )?(.*?)\r?\n?$/is.exec(r.line);
-  if (m === null) return ctx.tagged(tag, 'NO', 'Upstream server unavailable', 'UNAVAILABLE');
-  const upstreamCode = m[2] !== undefined && !/^COPYUID /i.test(m[2]) ? m[2] : undefined;
-  ctx.tagged(tag, m[1]!.toUpperCase() as 'OK' | 'NO' | 'BAD', m[3]!, code ?? upstreamCode);
-}

@@ -12,6 +12,11 @@ import { urlfetch } from './urlfetch.js';
 import { resetkey } from './resetkey.js';
 import { uidExpunge } from './uid-expunge.js';
 import { copy } from './copy.js';
+import { enable } from './enable.js';
+import { select } from './select.js';
+import { fetch } from './fetch.js';
+import { store } from './store.js';
+import { search } from './search.js';
 
 /** Handled locally before authentication (there is no upstream session yet). */
 export const preAuthHandlers = new Map<string, CommandHandler>([
@@ -37,4 +42,13 @@ export const postAuthHandlers = new Map<string, CommandHandler>([
   ['UID EXPUNGE', uidExpunge], // RFC 4315
   ['COPY', copy],
   ['UID COPY', copy],
+  ['ENABLE', enable], // RFC 5161, RFC 7162 §3.2.3
+  ['SELECT', select], // RFC 7162 §3.1.8, §3.2.5
+  ['EXAMINE', select],
+  ['FETCH', fetch], // RFC 7162 §3.1.4, §3.2.6
+  ['UID FETCH', fetch],
+  ['STORE', store], // RFC 7162 §3.1.3
+  ['UID STORE', store],
+  ['SEARCH', search], // RFC 7162 §3.1.5
+  ['UID SEARCH', search],
 ]);

@@ -162,12 +162,37 @@ export function expungeNumber(line: Buffer): number | undefined {
 const B = { SP: 0x20, QUOTE: 0x22, LPAREN: 0x28, RPAREN: 0x29, LBRACKET: 0x5b, RBRACKET: 0x5d, LBRACE: 0x7b, TILDE: 0x7e } as const;
 
 /**
- * The value of a top-level `UID n` pair in a FETCH attribute list starting at pos, reading
- * name/value pairs (RFC 3501 §7.4.2 msg-att) until ")", the end of the segment, or a
- * literal (whose data is not in this segment). Section names ("BODY[HEADER.FIELDS (A B)]")
- * and quoted strings are skipped whole.
+ * The value of a top-level `UID n` pair in a FETCH attribute list starting at pos (see
+ * scanAttribute).
  */
 function scanUid(b: Buffer, pos: number): number | undefined {
+  const at = scanAttribute(b, pos, 'UID');
+  if (at === undefined) return undefined;
+  const text = b.toString('latin1', at[0], at[1]);
+  return /^[1-9][0-9]{0,9}$/.test(text) && Number(text) <= 4_294_967_295 ? Number(text) : undefined;
+}
+
+/**
+ * The flags of a top-level `FLAGS (...)` pair in an upstream `* n FETCH (...)` response's
+ * first segment, when it comes before any literal; undefined otherwise.
+ */
+export function fetchHeadFlags(head: Buffer): string[] | undefined {
+  const info = parseFetchHead(head);
+  if (info === undefined) return undefined;
+  const at = scanAttribute(head, info.listStart, 'FLAGS');
+  if (at === undefined || head[at[0]] !== B.LPAREN) return undefined;
+  // flag-list = "(" [flag *(SP flag)] ")": atoms and "\"-atoms only (RFC 3501 §9).
+  const inner = head.toString('latin1', at[0] + 1, at[1] - 1).trim();
+  return inner === '' ? [] : inner.split(/ +/);
+}
+
+/**
+ * [start, end) of the value of the top-level attribute `name` in a FETCH attribute list
+ * starting at pos, reading name/value pairs (RFC 3501 §7.4.2 msg-att) until ")", the end
+ * of the segment, or a literal (whose data is not in this segment). Section names
+ * ("BODY[HEADER.FIELDS (A B)]") and quoted strings are skipped whole.
+ */
+function scanAttribute(b: Buffer, pos: number, wanted: string): [number, number] | undefined {
   let end = b.length;
   if (b[end - 1] === 0x0a) end--;
   if (b[end - 1] === 0x0d) end--;
@@ -185,19 +210,14 @@ function scanUid(b: Buffer, pos: number): number | undefined {
     const name = b.toString('latin1', nameStart, i).toUpperCase();
     i++;
     // Value: a list, a quoted string, a literal (stop), or an atom/number/NIL.
+    const valueStart = i;
     const c = b[i];
     if (c === B.LPAREN) i = skipList(b, i + 1, end);
     else if (c === B.QUOTE) i = skipQuoted(b, i, end);
     else if (c === B.LBRACE || c === B.TILDE) return undefined;
-    else {
-      const valueStart = i;
-      while (i < end && b[i] !== B.SP && b[i] !== B.RPAREN) i++;
-      if (name === 'UID') {
-        const text = b.toString('latin1', valueStart, i);
-        return /^[1-9][0-9]{0,9}$/.test(text) && Number(text) <= 4_294_967_295 ? Number(text) : undefined;
-      }
-    }
+    else while (i < end && b[i] !== B.SP && b[i] !== B.RPAREN) i++;
     if (i < 0) return undefined;
+    if (name === wanted) return [valueStart, i];
   }
   return undefined;
 }

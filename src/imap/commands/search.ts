@@ -1,0 +1,57 @@
+/**
+ * SEARCH and UID SEARCH in a CONDSTORE session (RFC 7162 §3.1.5, §3.1.6) over an upstream
+ * without mod-sequences. The MODSEQ key is taken out of the program (params.ts); the rest
+ * is searched upstream by UID, and the result is cut to the messages whose mod-sequence is
+ * at least the key's value after the mailbox's flags were read again. The answer carries
+ * the highest mod-sequence of what it found (§3.1.6). A program without MODSEQ goes
+ * upstream as it is.
+ */
+import type { CommandHandler } from './context.js';
+import { condstoreView, rescanFlags } from './condstore-sync.js';
+import { answerAsUpstream } from './upstream-answer.js';
+import { formatValues, parseSearchModseq } from '../../lemonade/qresync/params.js';
+import { searchResponse } from '../../lemonade/qresync/responses.js';
+import { searchResult } from '../../lemonade/appenduid.js';
+
+export const search: CommandHandler = async (ctx, line) => {
+  const byUid = line.items[0]?.type === 'atom' && line.items[0].value.toUpperCase() === 'UID';
+  const name = byUid ? 'UID SEARCH' : 'SEARCH';
+  const parsed = parseSearchModseq(line.items.slice(byUid ? 2 : 1));
+  if (!parsed.ok) return ctx.tagged(line.tag, parsed.error.status, parsed.error.text, parsed.error.code);
+  if (parsed.value.program.length === 0) return ctx.tagged(line.tag, 'BAD', `${name} expects search keys`);
+  // Strings that need a literal go as non-synchronizing ones, which the upstream must accept (RFC 7888).
+  const program = formatValues(parsed.value.program, { nonSync: true });
+  if (program.includes('+}\r\n') && !(ctx.upstream?.has('LITERAL+') ?? false)) {
+    return ctx.tagged(line.tag, 'NO', 'That search needs LITERAL+ at the upstream server', 'CANNOT');
+  }
+  const min = parsed.value.modseq;
+  if (min === undefined) {
+    const r = await ctx.internalCommand(Buffer.concat([Buffer.from(`${name} `), program]));
+    return answerAsUpstream(ctx, line.tag, r);
+  }
+  const view = await condstoreView(ctx);
+  if (view === undefined) return ctx.tagged(line.tag, 'BAD', 'No mailbox selected');
+  if (view.count > 0 && !(await rescanFlags(ctx, view, '1:*', false))) return ctx.tagged(line.tag, 'NO', 'Cannot read the mailbox flags');
+  let found: number[] = [];
+  const r = await ctx.internalCommand(Buffer.concat([Buffer.from('UID SEARCH '), program]), (l) => {
+    const uids = searchResult(l);
+    if (uids === undefined) return false;
+    found = found.concat(uids);
+    return true;
+  });
+  if (r.status !== 'OK') return answerAsUpstream(ctx, line.tag, r);
+  const floor = Number(min);
+  const numbers: number[] = [];
+  let highest = 0;
+  for (const uid of found) {
+    const seq = view.seqOf(uid);
+    if (seq === undefined) continue;
+    const modseq = view.modseqs[seq - 1]!;
+    if (modseq < floor) continue;
+    numbers.push(byUid ? uid : seq);
+    highest = Math.max(highest, modseq);
+  }
+  numbers.sort((a, b) => a - b);
+  ctx.writeData(searchResponse(numbers, numbers.length > 0 ? highest : undefined));
+  answerAsUpstream(ctx, line.tag, r);
+};
