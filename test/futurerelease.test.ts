@@ -207,8 +207,9 @@ t.test('queue list shows held messages; queue cancel and XCANCEL prevent deliver
   const bySender = `cancel-sender-${Date.now()}`;
   // Long enough for the queue commands (a process each) even on a loaded machine.
   const submitted = Date.now();
-  const operatorId = heldId((await submit(c, ' HOLDFOR=12', byOperator)).text)!;
-  const senderId = heldId((await submit(c, ' HOLDFOR=12', bySender)).text)!;
+  // (12 s was not: five queue commands took longer in a full parallel run.)
+  const operatorId = heldId((await submit(c, ' HOLDFOR=30', byOperator)).text)!;
+  const senderId = heldId((await submit(c, ' HOLDFOR=30', bySender)).text)!;
   t.ok(operatorId && senderId, 'ids in the 250 replies');
   const list = await queueCli('list');
   t.equal(list.code, 0, list.stderr);
@@ -229,7 +230,7 @@ t.test('queue list shows held messages; queue cancel and XCANCEL prevent deliver
   t.match((await c.command(`XCANCEL ${senderId}`)).text, /^550 5\.0\.0 /, 'twice: unknown');
   t.equal((await queueCli('show', operatorId)).code, 67, 'gone from the queue');
   c.close();
-  await sleep(Math.max(0, submitted + 14_000 - Date.now()));
+  await sleep(Math.max(0, submitted + 33_000 - Date.now()));
   const inbox = await subjects('bob');
   t.notOk(inbox.includes(byOperator), 'cancelled by the operator: never delivered');
   t.notOk(inbox.includes(bySender), 'cancelled by the sender: never delivered');

@@ -72,7 +72,7 @@ function malformedCorpus(): Array<{ name: string; data: Buffer; expect: RegExp }
   add('NUL bytes', Buffer.from('x13 NO\0OP\r\n'), /^(x13|\*) BAD/);
   add('tag with plus', '+x SELECT INBOX\r\n', /^\* BAD/);
   add('COMPRESS not offered', 'x14 COMPRESS DEFLATE\r\n', /^x14 BAD/);
-  add('ENABLE not advertised upstream', 'x15 ENABLE CONDSTORE\r\n', /^x15 BAD/);
+  add('ENABLE without capabilities', 'x15 ENABLE\r\n', /^x15 BAD/);
   add('UID without subcommand', 'x16 UID\r\n', /^x16 BAD/);
   add('UID unknown', 'x17 UID FROB 1\r\n', /^x17 BAD/);
   add('bad literal announcement', 'x18 LOGIN {abc}\r\n', /^x18 BAD/);

@@ -12,19 +12,31 @@ const dataDir = () => mkdtempSync(path.join(os.tmpdir(), 'lemonade-svc-'));
 
 t.test('emulated over a legacy upstream; native ones passed through; MULTIAPPEND excludes the one-message emulations', async (t) => {
   const lemonade = await startLemonade(configSchema.parse({ dataDir: dataDir(), imap: { master: { user: 'm', password: 'p' } } }), log);
-  t.same(lemonade.emulated(['IMAP4rev1', 'IDLE']), ['URLAUTH', 'CATENATE', 'UIDPLUS']);
-  t.same(lemonade.emulated(['IMAP4rev1', 'URLAUTH', 'CATENATE']), ['UIDPLUS'], 'native ones are not emulated');
-  t.same(lemonade.emulated(['IMAP4rev1', 'MULTIAPPEND']), ['URLAUTH'], 'MULTIAPPEND upstream: no CATENATE or UIDPLUS emulation');
+  const modseq = ['CONDSTORE', 'QRESYNC', 'ENABLE'];
+  t.same(lemonade.emulated(['IMAP4rev1', 'IDLE']), ['URLAUTH', 'CATENATE', 'UIDPLUS', ...modseq]);
+  t.same(lemonade.emulated(['IMAP4rev1', 'URLAUTH', 'CATENATE']), ['UIDPLUS', ...modseq], 'native ones are not emulated');
+  t.same(lemonade.emulated(['IMAP4rev1', 'MULTIAPPEND']), ['URLAUTH', ...modseq], 'MULTIAPPEND upstream: no CATENATE or UIDPLUS emulation');
+  t.same(lemonade.emulated(['IMAP4rev1', 'ENABLE']), ['URLAUTH', 'CATENATE', 'UIDPLUS', 'CONDSTORE', 'QRESYNC'], 'ENABLE upstream: not advertised twice');
+  t.same(lemonade.emulated(['IMAP4rev1', 'CONDSTORE', 'ENABLE']), ['URLAUTH', 'CATENATE', 'UIDPLUS'], 'CONDSTORE upstream: passed through, QRESYNC not emulated over it');
+  t.ok(lemonade.intercepts('ENABLE', ['IMAP4rev1', 'ENABLE']), 'ENABLE intercepted while CONDSTORE is emulated');
+  t.notOk(lemonade.intercepts('SELECT', ['IMAP4rev1', 'CONDSTORE', 'QRESYNC']), 'SELECT relayed to an upstream with QRESYNC');
   t.ok(lemonade.intercepts('uid expunge', ['IMAP4rev1']));
   t.notOk(lemonade.intercepts('UID EXPUNGE', ['IMAP4rev1', 'UIDPLUS']));
   t.notOk(lemonade.synthesizesAppendUid(['IMAP4rev1', 'UIDPLUS']));
   await lemonade.close();
 });
 
-t.test('without a master identity nothing is emulated (side connections need it)', async (t) => {
+t.test('without a master identity only CONDSTORE/QRESYNC are emulated (the rest needs side connections)', async (t) => {
   const lemonade = await startLemonade(configSchema.parse({ dataDir: dataDir() }), log);
-  t.same(lemonade.emulated(['IMAP4rev1']), []);
+  t.same(lemonade.emulated(['IMAP4rev1']), ['CONDSTORE', 'QRESYNC', 'ENABLE']);
   t.notOk(lemonade.synthesizesAppendUid(['IMAP4rev1']));
+  await lemonade.close();
+});
+
+t.test('imap.qresync.enabled: false turns the CONDSTORE/QRESYNC emulation off', async (t) => {
+  const lemonade = await startLemonade(configSchema.parse({ dataDir: dataDir(), imap: { qresync: { enabled: false } } }), log);
+  t.same(lemonade.emulated(['IMAP4rev1']), []);
+  t.notOk(lemonade.intercepts('SELECT', ['IMAP4rev1']));
   await lemonade.close();
 });
 

@@ -7,6 +7,7 @@
 import t, { type Test } from 'tap';
 import { ImapFlow } from 'imapflow';
 import { bulkMaildir, masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import path from 'node:path';
 import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 
@@ -21,6 +22,7 @@ function message(i: number): Buffer {
 
 interface Setup {
   stack: LegacyStack;
+  /** Replaced by the restart test. */
   gw: RunningGateway;
 }
 
@@ -173,6 +175,124 @@ async function conditionalStore(t: Test, s: Setup): Promise<Record<string, unkno
   return { modified: '50', changed: changed.map((f) => f.uid).sort((a, b) => a - b), searched: hit.replace(/\(MODSEQ [0-9]+\)/, '') };
 }
 
+/** Changes made by another client while a QRESYNC session idles, and the session's own EXPUNGE. */
+async function liveChanges(t: Test, s: Setup): Promise<void> {
+  const c = await login(s.gw);
+  await c.command('e', 'ENABLE QRESYNC');
+  const sel = selectInfo(await c.command('s', 'SELECT INBOX'));
+  c.write('i IDLE\r\n');
+  t.match(await c.line(), /^\+ /, 'idling');
+  const direct = await masterClient(s.stack, 'alice');
+  await direct.mailboxOpen('INBOX');
+  await direct.messageFlagsAdd('40', ['\\Answered'], { uid: true });
+  await direct.messageDelete('41', { uid: true });
+  const seen: string[] = [];
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline && !(seen.some((l) => / FETCH /.test(l)) && seen.some((l) => l.startsWith('* VANISHED')))) {
+    const l = await c.line(Math.max(1, deadline - Date.now())).catch(() => undefined);
+    if (l === undefined) break;
+    seen.push(l);
+  }
+  c.write('DONE\r\n');
+  seen.push(...(await c.until('i')));
+  const update = fetched(seen).find((f) => f.uid === 40 || f.uid === 0);
+  t.ok(update, `an unsolicited FETCH for message 40 arrived: ${seen.join(' | ')}`);
+  t.ok(update !== undefined && update.modseq > sel.highestModseq, 'with a new MODSEQ (RFC 7162 §3.1.4.2)');
+  t.ok(seen.includes('* VANISHED 41'), 'VANISHED 41 instead of EXPUNGE (§3.2.10.2)');
+  t.notOk(seen.some((l) => / EXPUNGE$/.test(l)), 'no EXPUNGE in a QRESYNC session');
+
+  await c.command('d', 'UID STORE 42 +FLAGS.SILENT (\\Deleted)');
+  const ex = await c.command('x', 'EXPUNGE');
+  t.ok(ex.includes('* VANISHED 42'), 'own EXPUNGE reported as VANISHED');
+  const hm = /^x OK \[HIGHESTMODSEQ ([0-9]+)\]/.exec(ex.at(-1)!);
+  t.ok(hm !== null && BigInt(hm[1]!) > sel.highestModseq, `EXPUNGE's tagged OK carries HIGHESTMODSEQ (§3.2.7): ${ex.at(-1)}`);
+
+  const other = await c.command('o', 'SELECT Trash');
+  t.equal(other[0], '* OK [CLOSED] Previous mailbox closed', 'SELECT of another mailbox starts with [CLOSED] (§3.2.11)');
+  t.match(other.at(-1)!, /^o OK /);
+  await direct.logout();
+  await c.command('z', 'LOGOUT');
+}
+
+async function badInput(t: Test, s: Setup): Promise<void> {
+  const c = await login(s.gw);
+  const uv = selectInfo(await c.command('s0', 'EXAMINE INBOX')).uidValidity;
+  await c.command('c0', 'CLOSE');
+  const noEnable = await c.command('b1', `SELECT INBOX (QRESYNC (${uv} 1))`);
+  t.match(noEnable.at(-1)!, /^b1 BAD /, 'QRESYNC parameter before ENABLE QRESYNC: BAD (§3.2.5)');
+  t.match((await c.command('e', 'ENABLE QRESYNC')).join('\n'), /\* ENABLED QRESYNC/);
+  const bad: string[] = [
+    `SELECT INBOX (QRESYNC (0 1))`, // uidvalidity is nz-number
+    `SELECT INBOX (QRESYNC (${uv} 0))`, // mod-sequence-value is >= 1
+    `SELECT INBOX (QRESYNC (${uv} 9223372036854775808))`, // above 2^63-1
+    `SELECT INBOX (QRESYNC (${uv} abc))`,
+    `SELECT INBOX (QRESYNC (${uv} 5 1:*))`, // no "*" in known-uids
+    `SELECT INBOX (QRESYNC (${uv} 5 1:4294967296))`, // out of range
+    `SELECT INBOX (QRESYNC (${uv} 5 1:10 (1:3 1:2)))`, // seq-match sets of different sizes
+    `SELECT INBOX (QRESYNC (${uv} 5 1:10 (3,1 1,3)))`, // not ascending
+    `SELECT INBOX (QRESYNC)`,
+    `SELECT INBOX (FOO)`,
+    `SELECT INBOX ()`,
+  ];
+  let n = 0;
+  for (const cmd of bad) {
+    const r = await c.command(`b${++n + 1}`, cmd);
+    t.match(r.at(-1)!, new RegExp(`^b${n + 1} BAD `), `${cmd}: BAD`);
+  }
+  const good = await c.command('g', `SELECT INBOX (QRESYNC (${uv} 1 1:10))`);
+  t.match(good.at(-1)!, /^g OK /, 'a mod-sequence older than anything kept still resynchronizes');
+  const selected: string[] = [
+    'FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)', // VANISHED only with UID FETCH
+    'UID FETCH 1 (FLAGS) (VANISHED)', // VANISHED needs CHANGEDSINCE
+    'UID FETCH 1 (FLAGS) (CHANGEDSINCE 0)', // 0 is not a mod-sequence-value
+    'UID FETCH 1 (FLAGS) (CHANGEDSINCE x)',
+    'UID FETCH 1 (FLAGS) (FOO 1)',
+    'UID STORE 1 (UNCHANGEDSINCE -1) +FLAGS (\\Seen)',
+    'UID STORE 1 (UNCHANGEDSINCE 1 UNCHANGEDSINCE 2) +FLAGS (\\Seen)',
+    'UID SEARCH MODSEQ x',
+    'ENABLE CONDSTORE', // only in the authenticated state (RFC 5161 §3.1)
+  ];
+  for (const cmd of selected) {
+    const r = await c.command(`s${++n}`, cmd);
+    t.match(r.at(-1)!, new RegExp(`^s${n} BAD `), `${cmd}: BAD`);
+  }
+  const nested = await c.command('nn', 'UID SEARCH OR MODSEQ 5 SEEN');
+  t.match(nested.at(-1)!, /^nn NO \[CANNOT\] /, 'MODSEQ under OR: NO [CANNOT]');
+  t.match((await c.command('ok', 'NOOP')).at(-1)!, /^ok OK /, 'the session goes on');
+  await c.command('z', 'LOGOUT');
+
+  const plain = await login(s.gw);
+  await plain.command('s', 'SELECT INBOX');
+  const noQresync = await plain.command('v', 'UID FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)');
+  t.match(noQresync.at(-1)!, /^v BAD /, 'VANISHED without ENABLE QRESYNC: BAD (§3.2.6)');
+  await plain.command('z', 'LOGOUT');
+}
+
+/** A HIGHESTMODSEQ saved before a restart still resynchronizes exactly after it. */
+async function restart(t: Test, s: Setup): Promise<void> {
+  const c = await login(s.gw);
+  await c.command('e', 'ENABLE QRESYNC');
+  const before = selectInfo(await c.command('s', 'SELECT INBOX'));
+  await c.command('z', 'LOGOUT');
+  const dataDir = path.join(s.gw.dir, 'data');
+  t.equal(await s.gw.stop(), 0, 'gateway stopped');
+  s.gw = await startGateway(s.stack, { config: { dataDir, submission: { senderPolicy: { mode: 'own', domains: ['example.org'] } } } });
+
+  const direct = await masterClient(s.stack, 'alice');
+  await direct.mailboxOpen('INBOX');
+  await direct.messageFlagsAdd('30', ['$AfterRestart'], { uid: true });
+  await direct.messageDelete('31', { uid: true });
+  await direct.logout();
+
+  const c2 = await login(s.gw);
+  await c2.command('e', 'ENABLE QRESYNC');
+  const lines = await c2.command('s', `SELECT INBOX (QRESYNC (${before.uidValidity} ${before.highestModseq}))`);
+  t.same(vanishedEarlier(lines), ['31'], 'VANISHED (EARLIER) 31 only');
+  t.same(fetched(lines).map((f) => f.uid), [30], 'FETCH for UID 30 only');
+  t.ok(selectInfo(lines).highestModseq > before.highestModseq, 'HIGHESTMODSEQ moved on from the saved value');
+  await c2.command('z', 'LOGOUT');
+}
+
 const results: Record<string, { reconnect: unknown; condstore: unknown }> = {};
 
 for (const mode of ['legacy', 'full'] as const) {
@@ -182,7 +302,9 @@ for (const mode of ['legacy', 'full'] as const) {
       await s.gw.stop();
       await s.stack.stop();
     });
-    const caps = (await (await login(s.gw)).command('c', 'CAPABILITY')).join(' ');
+    const probe = await login(s.gw);
+    const caps = (await probe.command('c', 'CAPABILITY')).join(' ');
+    await probe.command('z', 'LOGOUT');
     t.match(caps, /CONDSTORE/, 'CONDSTORE advertised');
     t.match(caps, /QRESYNC/, 'QRESYNC advertised');
     t.match(caps, / ENABLE/, 'ENABLE advertised');
@@ -194,12 +316,16 @@ for (const mode of ['legacy', 'full'] as const) {
       results[mode]!.condstore = await conditionalStore(t, s);
     });
     if (mode === 'legacy') {
+      await t.test('live changes: unsolicited FETCH with MODSEQ, VANISHED, EXPUNGE with HIGHESTMODSEQ, CLOSED', (t) => liveChanges(t, s));
+      await t.test('bad input gets the RFC 7162 answers; the session goes on', (t) => badInput(t, s));
       const metrics = await s.gw.metrics();
       t.ok(metricValue(metrics, 'lemonade_qresync_reconciliations_total', { result: 'ok' }) >= 3, 'reconciliations counted');
       t.ok(metricValue(metrics, 'lemonade_qresync_changes_total', { kind: 'expunged' }) >= 2, 'expunges counted');
       const sent = metricValue(metrics, 'lemonade_qresync_select_bytes_total', { kind: 'sent' });
       const full = metricValue(metrics, 'lemonade_qresync_select_bytes_total', { kind: 'full_equivalent' });
       t.ok(sent > 0 && full > 50 * sent, `QRESYNC select bytes ${sent} against a full flag fetch's ${full}`);
+      // Last: the metrics above are the first gateway's.
+      await t.test('mod-sequences survive a gateway restart', (t) => restart(t, s));
     }
   });
 }

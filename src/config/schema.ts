@@ -195,6 +195,16 @@ const qresync = z.strictObject({
   vanishedKept: z.number().int().min(0).default(10000),
 });
 
+const warmUpstream = z.strictObject({
+  /**
+   * Seconds an upstream connection stays logged in after its client vanished without
+   * LOGOUT, for a reconnect with the same credentials to reuse; 0 turns it off.
+   */
+  seconds: z.number().int().min(0).max(3600).default(30),
+  /** Such connections kept at most, over all users. */
+  max: z.number().int().min(0).default(100),
+});
+
 const master = z.strictObject({
   user: z.string().min(1),
   password: z.string().min(1),
@@ -227,6 +237,7 @@ export const configSchema = z.strictObject({
       urlauth: urlauth.prefault({}),
       catenate: catenate.prefault({}),
       qresync: qresync.prefault({}),
+      warmUpstream: warmUpstream.prefault({}),
       limits: imapLimits.prefault({}),
       timeouts: imapTimeouts.prefault({}),
       /** Re-probe the upstream's capabilities this often (they are also re-read when a connection shows them changed). */

@@ -28,6 +28,7 @@ import { CatenateCommand, catenateStart, type CatenateHost } from './commands/ca
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
+import type { WarmUpstreams } from './warm-upstreams.js';
 import { highestModseqCode } from '../lemonade/qresync/responses.js';
 import {
   bytesTotal,
@@ -138,6 +139,8 @@ export class ImapSession implements CommandContext {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private user: string | undefined;
+  /** Finds this session's upstream connection again after the client vanished (warm-upstreams.ts). */
+  private warmKey: string | undefined;
 
   constructor(
     socket: net.Socket,
@@ -229,6 +232,15 @@ export class ImapSession implements CommandContext {
   }
 
   async login(tag: string, creds: Credentials): Promise<void> {
+    const warm = this.deps.lemonade.warmUpstreams;
+    const warmKey = warm.enabled ? warm.key(creds) : undefined;
+    const parked = warmKey === undefined ? undefined : warm.take(warmKey);
+    if (parked !== undefined) {
+      // The same credentials logged this connection in a moment ago (warm-upstreams.ts).
+      imapAuthTotal.inc({ mechanism: creds.mechanism, result: 'ok' });
+      if (this.closed) return warm.park(warmKey!, parked);
+      return this.loggedIn(tag, parked, creds, warmKey, true);
+    }
     let upstream: UpstreamConnection;
     try {
       upstream = await UpstreamConnection.open(this.config.imap.upstream);
@@ -264,10 +276,16 @@ export class ImapSession implements CommandContext {
       }
     }
     if (this.closed) return upstream.end();
+    this.loggedIn(tag, upstream, creds, warmKey);
+  }
+
+  /** The session is authenticated over upstream: relay from now on. */
+  private loggedIn(tag: string, upstream: UpstreamConnection, creds: Credentials, warmKey: string | undefined, warm = false): void {
     this.upstream = upstream;
+    this.warmKey = warmKey;
     this.state = 'authenticated';
     this.user = creds.authzid ?? creds.user;
-    this.log.info({ user: this.user, mechanism: creds.mechanism }, 'logged in');
+    this.log.info({ user: this.user, mechanism: creds.mechanism, warmUpstream: warm }, 'logged in');
     upstream.startRelay({ onEvent: (ev) => this.onUpstreamEvent(ev), onClose: (err) => this.onUpstreamClose(err) });
     this.armTimer();
     this.tagged(tag, 'OK', 'Logged in', `CAPABILITY ${this.capabilities().join(' ')}`);
@@ -1104,6 +1122,26 @@ export class ImapSession implements CommandContext {
     this.teardown();
   }
 
+  /**
+   * The upstream connection when the session ends: parked for a reconnect when the client
+   * vanished between commands (or while idling) without LOGOUT, else closed.
+   */
+  private releaseUpstream(): void {
+    const upstream = this.upstream;
+    if (upstream === undefined) return;
+    const key = this.warmKey;
+    const mode = this.mode;
+    const between =
+      !this.relayMidResponse &&
+      this.upstreamBacklog === undefined &&
+      this.upstreamContinuation === undefined &&
+      !(mode?.kind === 'relay' && mode.sentAny) &&
+      mode?.kind !== 'catenate' &&
+      [...this.inflight.values()].every((e) => e.idle);
+    if (key === undefined || this.state === 'logout' || upstream.isClosed() || !between) return upstream.end();
+    void parkUpstream(upstream, key, this.deps.lemonade.warmUpstreams, this.state === 'selected', this.inflight.size > 0);
+  }
+
   private onClientClose(): void {
     this.teardown();
   }
@@ -1112,7 +1150,7 @@ export class ImapSession implements CommandContext {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
-    this.upstream?.end();
+    this.releaseUpstream();
     this.upstreamContinuation?.(false);
     // Commands that will never complete give back what they hold (APPENDUID's mailbox lock).
     for (const entry of this.inflight.values()) entry.abandon?.();
@@ -1127,6 +1165,28 @@ export function withResponseCode(line: Buffer, code: string): Buffer {
   const m = /^(\S+ OK) (?!\[)/i.exec(line.subarray(0, 200).toString('latin1'));
   if (m === null) return line;
   return Buffer.concat([line.subarray(0, m[1]!.length), Buffer.from(` [${code}]`), line.subarray(m[1]!.length)]);
+}
+
+/**
+ * Makes a connection whose client vanished fit for another session of the same user: an
+ * IDLE ended, no mailbox selected (UNSELECT, RFC 3691, or else a failed EXAMINE, which
+ * closes the mailbox without expunging, RFC 3501 §6.3.1), then parked.
+ */
+async function parkUpstream(upstream: UpstreamConnection, key: string, warm: WarmUpstreams, selected: boolean, idling: boolean): Promise<void> {
+  try {
+    upstream.stopRelay();
+    // The IDLE's own tagged OK comes back under a tag internal mode does not wait for.
+    if (idling) upstream.write(Buffer.from('DONE\r\n'));
+    if (selected) {
+      if (upstream.has('UNSELECT')) await upstream.command(['UNSELECT']);
+      else await upstream.command([`EXAMINE "lemonade-gateway/${randomBytes(8).toString('hex')}/unselect"`]);
+    } else if (idling) {
+      await upstream.command(['NOOP']);
+    }
+    warm.park(key, upstream);
+  } catch {
+    upstream.destroy();
+  }
 }
 
 /** "{n}\r\n" at the end of a segment, rewritten for the upstream (RFC 7888 §3, RFC 3516 §4.1). */

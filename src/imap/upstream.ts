@@ -295,6 +295,16 @@ export class UpstreamConnection {
     this.relay = handler;
   }
 
+  /**
+   * Back to internal mode (the session that relayed is gone and the connection is kept
+   * warm): only between responses, when nothing of the relay is half-read.
+   */
+  stopRelay(): void {
+    this.relay = undefined;
+    this.collector.reset();
+    this.socket.resume();
+  }
+
   pause(): void {
     this.socket.pause();
   }

@@ -12,6 +12,7 @@ import type { Store } from '../store/store.js';
 import { SidePool } from '../upstream/side-pool.js';
 import { UrlAuthority } from './urlauth.js';
 import { MailboxLocks } from './appenduid.js';
+import { WarmUpstreams } from '../imap/warm-upstreams.js';
 
 export interface Lemonade {
   readonly config: Config;
@@ -20,6 +21,8 @@ export interface Lemonade {
   readonly urlauth: UrlAuthority;
   /** The gateway's APPENDs to one mailbox, one at a time (for APPENDUID without UIDPLUS). */
   readonly appendLocks: MailboxLocks;
+  /** Logged-in upstream connections kept for a client's reconnect (imap.warmUpstream). */
+  readonly warmUpstreams: WarmUpstreams;
   /**
    * Whether the gateway works out APPENDUID itself: the upstream has no UIDPLUS (and no
    * MULTIAPPEND, whose several messages one size cannot tell apart).
@@ -57,6 +60,7 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
   const side = config.imap.sideConnections;
   const sidePool = new SidePool(config, { maxIdle: side.maxIdle, idleMs: side.idleSeconds * 1000, maxOpen: side.maxOpen }, log);
   const urlauth = new UrlAuthority(store);
+  const warmUpstreams = new WarmUpstreams(config.imap.warmUpstream);
   if (config.imap.master === undefined) {
     log.warn('imap.master is not configured: URLAUTH is not emulated (it needs side connections)');
   }
@@ -76,6 +80,7 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
     sidePool,
     urlauth,
     appendLocks: new MailboxLocks(),
+    warmUpstreams,
     synthesizesAppendUid: (upstream) =>
       sidePool.available && !hasCapability(upstream, 'UIDPLUS') && !hasCapability(upstream, 'MULTIAPPEND'),
     emulated,
@@ -84,6 +89,7 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
       return emulated(upstream).some((cap) => COMMANDS[cap]!.includes(name));
     },
     async close() {
+      warmUpstreams.close();
       await sidePool.close();
       await store.close();
     },
