@@ -207,6 +207,11 @@ async function liveChanges(t: Test, s: Setup): Promise<void> {
   const hm = /^x OK \[HIGHESTMODSEQ ([0-9]+)\]/.exec(ex.at(-1)!);
   t.ok(hm !== null && BigInt(hm[1]!) > sel.highestModseq, `EXPUNGE's tagged OK carries HIGHESTMODSEQ (§3.2.7): ${ex.at(-1)}`);
 
+  await c.command('d2', 'UID STORE 43 +FLAGS.SILENT (\\Deleted)');
+  const uidEx = await c.command('ux', 'UID EXPUNGE 43');
+  t.ok(uidEx.includes('* VANISHED 43'), 'UID EXPUNGE (emulated UIDPLUS) reported as VANISHED');
+  t.match(uidEx.at(-1)!, /^ux OK \[HIGHESTMODSEQ [0-9]+\]/, "UID EXPUNGE's tagged OK carries HIGHESTMODSEQ (§3.2.9)");
+
   const other = await c.command('o', 'SELECT Trash');
   t.equal(other[0], '* OK [CLOSED] Previous mailbox closed', 'SELECT of another mailbox starts with [CLOSED] (§3.2.11)');
   t.match(other.at(-1)!, /^o OK /);

@@ -7,6 +7,7 @@
  */
 import type { CommandHandler } from './context.js';
 import { searchResult, uidSet } from '../../lemonade/appenduid.js';
+import { highestModseqCode } from '../../lemonade/qresync/responses.js';
 
 /** RFC 3501 §9 sequence-set (UIDs or "*"). */
 export const SEQUENCE_SET = /^(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*$/;
@@ -27,5 +28,8 @@ export const uidExpunge: CommandHandler = async (ctx, line) => {
   const expunged = await ctx.internalCommand('EXPUNGE');
   if (others.length > 0) await ctx.internalCommand(`UID STORE ${uidSet(others)} +FLAGS.SILENT (\\Deleted)`);
   if (expunged.status !== 'OK') return ctx.tagged(line.tag, 'NO', 'UID EXPUNGE failed');
-  ctx.tagged(line.tag, 'OK', 'UID EXPUNGE completed');
+  // RFC 7162 §3.2.9: once QRESYNC is enabled, the mailbox's HIGHESTMODSEQ after the expunges.
+  const view = ctx.condstore.qresync ? ctx.condstore.view : undefined;
+  if (view !== undefined) await view.settled();
+  ctx.tagged(line.tag, 'OK', 'UID EXPUNGE completed', view === undefined ? undefined : highestModseqCode(view.highestModseq));
 };
