@@ -12,6 +12,7 @@ import { startSubmissionServer, type SubmissionServer } from './smtp/server.js';
 import { startLemonade } from './lemonade/services.js';
 import { startMetricsServer } from './metrics/server.js';
 import { tlsReloads } from './metrics/metrics.js';
+import { shutDown } from './shutdown.js';
 
 export interface Gateway {
   imap: ImapServer;
@@ -35,13 +36,17 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const lemonade = await startLemonade(config, log);
   const imap = await startImapServer(config, tlsHolder, capabilityCache, lemonade, log);
   const submission = await startSubmissionServer(config, tlsHolder, lemonade, log);
+  let draining = false;
+  let stopping: Promise<void> | undefined;
   const metrics = config.metrics.enabled
     ? await startMetricsServer({
         host: config.metrics.host,
         port: config.metrics.port,
+        // 503 while draining, so a load balancer stops sending new clients here.
         health: () => ({
-          ok: true,
+          ok: !draining,
           detail: {
+            ...(draining ? { draining: true } : {}),
             imapSessions: imap.sessions.size,
             submissionSessions: submission.sessions.size,
             upstreamProbed: capabilityCache.hasProbed(),
@@ -68,13 +73,18 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       }
     },
     async stop() {
-      capabilityCache.stop();
-      await imap.close();
-      await submission.close();
-      for (const s of imap.sessions) s.bye('Server shutting down');
-      for (const s of submission.sessions) s.close(`421 4.3.2 ${config.hostname} Service shutting down\r\n`);
-      await metrics?.close();
-      await lemonade.close();
+      if (stopping === undefined) {
+        draining = true;
+        stopping = shutDown({ config, log, imap, submission }).finally(async () => {
+          capabilityCache.stop();
+          await metrics?.close();
+          // Last: the store holds the spool index (and the access keys); closing it
+          // checkpoints SQLite's write-ahead log into the database file.
+          await lemonade.close();
+          log.info('stopped');
+        });
+      }
+      return stopping;
     },
   };
 }

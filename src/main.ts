@@ -47,9 +47,23 @@ async function main(argv: string[]): Promise<number> {
   const log = configureLogger(config.log.level);
   const gateway = await startGateway(config, log);
   process.on('SIGHUP', () => gateway.reload());
+  let stopping = false;
   const stop = (signal: string) => {
-    log.info({ signal }, 'shutting down');
-    void gateway.stop().then(() => process.exit(0));
+    if (stopping) return; // a second signal does not cut the grace time short
+    stopping = true;
+    log.info({ signal, graceSeconds: config.shutdown.graceSeconds }, 'shutting down');
+    // A stop that hangs past the grace time and a margin is a bug; exit rather than stay.
+    setTimeout(() => {
+      log.error('shutdown did not finish in time');
+      process.exit(1);
+    }, (config.shutdown.graceSeconds + 30) * 1000).unref();
+    gateway.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err: (err as Error).stack }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -1,10 +1,12 @@
 /**
  * TLS material and process lifecycle: a self-signed certificate is generated once and
  * reused; SIGHUP swaps in a new certificate for new sessions while an open session keeps
- * working; /metrics and /healthz answer; SIGTERM ends the process cleanly.
+ * working, and applies the reloadable parts of the config file; /metrics and /healthz
+ * answer; SIGTERM drains the sessions within the grace time and exits 0.
  */
 import t from 'tap';
 import tls from 'node:tls';
+import net from 'node:net';
 import { mkdtempSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,10 +14,11 @@ import { loadOrCreateCertificate } from '../src/tls/certificates.js';
 import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { startGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
+import { RawSmtp } from './helpers/smtp-raw.js';
 
 let stack: LegacyStack;
 t.before(async () => {
-  stack = await startLegacyStack({ postfix: false });
+  stack = await startLegacyStack();
 });
 t.teardown(async () => {
   await stack?.stop();
@@ -108,4 +111,111 @@ t.test('/metrics, /healthz and SIGTERM', async (t) => {
   const again = await startGateway(stack, { config: { dataDir } });
   t.equal(readFileSync(path.join(dataDir, 'tls', 'selfsigned-cert.pem'), 'utf8'), firstCert, 'certificate reused across restarts');
   await again.stop();
+});
+
+const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
+
+async function imapLogin(port: number, user: string): Promise<RawImap> {
+  const c = await RawImap.connect(port, { tls: true });
+  await c.line();
+  const done = await c.command('l', `LOGIN ${user} password`);
+  if (!/^l OK/.test(done.at(-1) ?? '')) throw new Error(`login failed: ${done.join(' | ')}`);
+  return c;
+}
+
+/** A submission session of alice's with MAIL, RCPT and DATA given: the next bytes are content. */
+async function inData(port: number, to: string): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(port, { tls: true });
+  await c.reply();
+  await c.command('EHLO client.example.org');
+  const steps = [`AUTH PLAIN ${b64('\0alice\0password')}`, 'MAIL FROM:<alice@example.org>', `RCPT TO:<${to}>`, 'DATA'];
+  for (const [i, line] of steps.entries()) {
+    const r = await c.command(line);
+    if (r.code !== [235, 250, 250, 354][i]) throw new Error(`${line}: ${r.text}`);
+  }
+  return c;
+}
+
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', () => resolve(true));
+  });
+}
+
+t.test('SIGTERM: idle sessions get BYE / 421 at once, work under way finishes, the rest is cut at the grace time, exit 0', async (t) => {
+  const graceSeconds = 8;
+  const gw = await startGateway(stack, { config: { shutdown: { graceSeconds }, submission: { senderPolicy: { mode: 'own', domains: ['example.org'] } } } });
+  const marker = `drain-${Date.now()}`;
+  const bobBefore = await stack.messageCount('bob');
+  const carolBefore = await stack.messageCount('carol');
+
+  // An APPEND whose literal is half sent: a command under way.
+  const appended = Buffer.from(`From: alice@example.org\r\nTo: alice@example.org\r\nSubject: ${marker} append\r\n\r\n${'appended line\r\n'.repeat(500)}`);
+  const appender = await imapLogin(gw.imapsPort, 'alice');
+  appender.write(`a APPEND INBOX {${appended.length}}\r\n`);
+  t.match(await appender.line(), /^\+/);
+  appender.write(appended.subarray(0, 1000));
+  // An IDLE, and a session doing nothing.
+  const idler = await imapLogin(gw.imapsPort, 'bob');
+  await idler.command('s', 'SELECT INBOX');
+  idler.write('i IDLE\r\n');
+  t.match(await idler.line(), /^\+/);
+  const quiet = await imapLogin(gw.imapsPort, 'carol');
+  // A message in DATA that will be finished, one that never is, and an idle submission session.
+  const finishing = await inData(gw.submissionsPort, 'bob@example.org');
+  finishing.write(`From: alice@example.org\r\nTo: bob@example.org\r\nSubject: ${marker} finished\r\n\r\nfirst half\r\n`);
+  const stalled = await inData(gw.submissionsPort, 'carol@example.org');
+  stalled.write(`From: alice@example.org\r\nTo: carol@example.org\r\nSubject: ${marker} stalled\r\n\r\nnever ends\r\n`);
+  const idleSmtp = await RawSmtp.connect(gw.submissionsPort, { tls: true });
+  await idleSmtp.reply();
+  await idleSmtp.command('EHLO client.example.org');
+
+  const started = Date.now();
+  process.kill(gw.pid, 'SIGTERM');
+
+  // Idle sessions end at once (well before the grace time).
+  t.match((await idler.closedAfter(graceSeconds * 1000 - 1000)).join('\n'), /^\* BYE Server shutting down$/m, 'IDLE gets BYE');
+  t.match((await quiet.closedAfter(graceSeconds * 1000 - 1000)).join('\n'), /^\* BYE Server shutting down$/m, 'idle IMAP session gets BYE');
+  const last = await idleSmtp.reply(graceSeconds * 1000 - 1000);
+  t.match(last?.text, /^421 4\.3\.2 /, 'idle submission session gets 421');
+  t.equal(await refused(gw.imapsPort), true, 'no new IMAP connections');
+  t.equal(await refused(gw.submissionsPort), true, 'no new submission connections');
+  const health = await fetch(`http://127.0.0.1:${gw.metricsPort}/healthz`);
+  t.equal(health.status, 503, '/healthz says unavailable while draining');
+  t.match(await health.json(), { draining: true });
+
+  // Work under way finishes, then the session ends.
+  appender.write(Buffer.concat([appended.subarray(1000), Buffer.from('\r\n')]));
+  const appendDone = await appender.until('a', 20_000);
+  t.match(appendDone.at(-1), /^a OK/, 'the APPEND under way completes');
+  t.match((await appender.closedAfter()).join('\n'), /^\* BYE Server shutting down$/m, 'then BYE');
+  finishing.write('second half\r\n.\r\n');
+  const relayed = await finishing.reply(20_000);
+  t.match(relayed?.text, /^250 /, 'the message in DATA is relayed and acknowledged');
+  t.match((await finishing.reply())?.text, /^421 4\.3\.2 /, 'then 421');
+
+  // The stalled message is cut at the grace time with a 4xx: the client still has it.
+  const cut = await stalled.reply((graceSeconds + 20) * 1000);
+  t.match(cut?.text, /^421 4\.3\.2 /, 'a message still in DATA at the grace time gets 421');
+  const code = await gw.exited;
+  const elapsed = Date.now() - started;
+  t.equal(code, 0, 'exit code 0');
+  // The stop is planned to fit in the grace time; the margin is for a loaded machine.
+  t.ok(elapsed < (graceSeconds + 5) * 1000, `exited ${elapsed} ms after SIGTERM (grace ${graceSeconds} s)`);
+  t.ok(elapsed >= (graceSeconds - 3) * 1000, 'the stalled session was given (most of) the grace time');
+  t.match(gw.logs.join('\n'), /draining sessions[\s\S]*grace time over[\s\S]*"stopped"/);
+
+  // Nothing acknowledged was lost; nothing unacknowledged was delivered.
+  t.equal(await stack.waitForMessageCount('bob', 'INBOX', bobBefore + 1), bobBefore + 1, 'the relayed message reached bob');
+  t.match((await stack.newestMessage('bob', bobBefore + 1)).toString(), new RegExp(`${marker} finished[\\s\\S]*first half\\r\\nsecond half`));
+  await new Promise((r) => setTimeout(r, 1000));
+  t.equal(await stack.messageCount('carol'), carolBefore, 'the cut message was not delivered');
+  const alice = await stack.newestMessage('alice', 1);
+  t.match(alice.toString(), new RegExp(`${marker} append`), 'the appended message is in alice\'s INBOX');
+  for (const c of [appender, idler, quiet, finishing, stalled, idleSmtp]) c.close();
 });

@@ -272,6 +272,15 @@ export const configSchema = z.strictObject({
       path: z.string().default('gateway.sqlite'),
     })
     .prefault({}),
+  shutdown: z
+    .strictObject({
+      /**
+       * SIGTERM: seconds that commands and mail transactions under way get to finish
+       * before the remaining sessions get BYE / 421. Idle sessions are closed at once.
+       */
+      graceSeconds: z.number().int().min(0).max(3600).default(25),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

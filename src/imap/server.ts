@@ -11,7 +11,10 @@ export interface ImapServer {
   /** Bound addresses, in listener order (port 0 in config gets a real port here). */
   addresses: BoundListener[];
   sessions: Set<ImapSession>;
-  close(): Promise<void>;
+  /** Stops accepting connections; open sessions carry on. */
+  stopAccepting(): void;
+  /** Closes the listeners; connections still open after lingerMs are destroyed. */
+  close(lingerMs?: number): Promise<void>;
 }
 
 export async function startImapServer(
@@ -44,5 +47,10 @@ export async function startImapServer(
       sessions.add(session);
     },
   });
-  return { addresses: listeners.addresses, sessions, close: () => listeners.close() };
+  return {
+    addresses: listeners.addresses,
+    sessions,
+    stopAccepting: () => listeners.stopAccepting(),
+    close: (lingerMs) => listeners.close(lingerMs),
+  };
 }

@@ -45,6 +45,9 @@ import { isLoopbackAddress } from '../net/address.js';
 /** Commands intercepted only in a CONDSTORE session or when they enable CONDSTORE. */
 const CONDSTORE_ON_DEMAND = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH']);
 
+/** The BYE text of a shutdown (drain and the end of the grace time). */
+export const SHUTDOWN_TEXT = 'Server shutting down';
+
 /** Failed logins are answered only after this delay, to slow down password guessing. */
 const AUTH_FAILURE_DELAY_MS = 1000;
 
@@ -402,6 +405,8 @@ export class ImapSession implements CommandContext {
     if (ev.type === 'error') return this.malformed(ev);
     if (ev.type !== 'text') return; // stray literal events after an aborted command
     if (this.idleActive !== undefined) return this.relayDone(ev.data);
+    // Shutting down: a command that has not started is not started (RFC 3501 §7.1.5 BYE).
+    if (this.draining) return this.bye(SHUTDOWN_TEXT);
     const head = commandHead(ev.data);
     if (head === undefined) {
       malformedCommands.inc({ reason: 'syntax' });
@@ -815,6 +820,7 @@ export class ImapSession implements CommandContext {
         const status = this.lastLocalStatus;
         imapCommandsTotal.inc({ command: label, result: status === 'OK' ? 'ok' : status === 'NO' ? 'no' : status === 'BAD' ? 'bad' : 'error' });
         this.release('handler');
+        this.afterCommand();
       });
   }
 
@@ -1039,6 +1045,7 @@ export class ImapSession implements CommandContext {
     const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : 'bad';
     imapCommandsTotal.inc({ command: label, result });
     commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - entry.started) / 1e9);
+    this.afterCommand();
     // The upstream refused a command whose literal it never asked for.
     if (this.upstreamContinuation && status !== 'OK') this.upstreamContinuation(false);
     if (entry.command === 'SELECT' || entry.command === 'EXAMINE') {
@@ -1102,6 +1109,31 @@ export class ImapSession implements CommandContext {
     const seconds = this.state === 'not-authenticated' ? t.preAuthSeconds : t.idleSeconds;
     this.timer = setTimeout(() => this.bye('Autologout; idle for too long'), seconds * 1000);
     this.timer.unref();
+  }
+
+  /**
+   * SIGTERM (gateway.ts): the session ends as soon as no command is under way. An IDLE
+   * counts as none (it only waits), so an idling client gets BYE at once; a command under
+   * way (an APPEND being sent, a FETCH being relayed, a local handler) finishes first, and
+   * no new one starts. The gateway sends BYE to whatever is left when its grace time ends.
+   */
+  drain(): void {
+    this.draining = true;
+    this.byeIfIdle();
+  }
+
+  private draining = false;
+
+  /** Runs once the tagged response is written; during a drain, the session may end now. */
+  private afterCommand(): void {
+    if (this.draining) setImmediate(() => this.byeIfIdle());
+  }
+
+  private byeIfIdle(): void {
+    if (!this.draining || this.closed) return;
+    if (this.mode !== undefined || this.holds.size > 0 || this.relayMidResponse) return;
+    for (const entry of this.inflight.values()) if (!entry.idle) return;
+    this.bye(SHUTDOWN_TEXT);
   }
 
   /** Untagged BYE (RFC 3501 §7.1.5) and close. */

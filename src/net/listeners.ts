@@ -17,7 +17,14 @@ export interface BoundListener {
 
 export interface Listeners {
   addresses: BoundListener[];
-  close(): Promise<void>;
+  /** Stops accepting connections (at once); the open ones carry on. */
+  stopAccepting(): void;
+  /**
+   * Stops accepting, gives the connections still open up to lingerMs to close (a last
+   * BYE / 421 being flushed), then destroys the rest. net.Server.close() alone would
+   * wait for every connection, forever for a client that never finishes a TLS handshake.
+   */
+  close(lingerMs?: number): Promise<void>;
 }
 
 export interface ListenOptions {
@@ -36,6 +43,11 @@ export interface ListenOptions {
 export async function startListeners(opts: ListenOptions): Promise<Listeners> {
   const servers: net.Server[] = [];
   const addresses: BoundListener[] = [];
+  const sockets = new Set<net.Socket>();
+  const track = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
   const accept = (listener: ListenerConfig) => (socket: net.Socket) => {
     socket.on('error', () => undefined);
     if (opts.sessionCount() >= opts.maxSessions) {
@@ -50,6 +62,8 @@ export async function startListeners(opts: ListenOptions): Promise<Listeners> {
       listener.tls === 'implicit'
         ? tls.createServer({ ...opts.tls.serverOptions() }, accept(listener))
         : net.createServer(accept(listener));
+    // 'connection' carries the TCP socket, before any TLS handshake.
+    server.on('connection', track);
     if (server instanceof tls.Server) {
       opts.tls.track(server);
       server.on('tlsClientError', (err) => opts.log.debug({ err: err.message, protocol: opts.protocol }, 'TLS handshake failed'));
@@ -66,10 +80,19 @@ export async function startListeners(opts: ListenOptions): Promise<Listeners> {
     opts.log.info({ protocol: opts.protocol, host: listener.host, port: addr.port, tls: listener.tls }, 'listener ready');
     servers.push(server);
   }
+  const closed = servers.map((s) => new Promise<void>((r) => s.once('close', () => r())));
+  const stopAccepting = () => {
+    for (const s of servers) if (s.listening) s.close();
+  };
   return {
     addresses,
-    async close() {
-      await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    stopAccepting,
+    async close(lingerMs = 0) {
+      stopAccepting();
+      const deadline = Date.now() + lingerMs;
+      while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const socket of sockets) socket.destroy();
+      await Promise.all(closed);
     },
   };
 }

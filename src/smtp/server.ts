@@ -17,7 +17,10 @@ export interface SubmissionServer {
   addresses: BoundListener[];
   sessions: Set<SubmissionSession>;
   futureRelease: FutureRelease;
-  close(): Promise<void>;
+  /** Stops accepting connections; open sessions (and their relays) carry on. */
+  stopAccepting(): void;
+  /** Closes the listeners (connections left after lingerMs are destroyed), the release scheduler and the relay pool. */
+  close(lingerMs?: number): Promise<void>;
 }
 
 export async function startSubmissionServer(config: Config, tlsHolder: TlsContextHolder, lemonade: Lemonade, log: Logger): Promise<SubmissionServer> {
@@ -73,8 +76,10 @@ export async function startSubmissionServer(config: Config, tlsHolder: TlsContex
     addresses: listeners.addresses,
     sessions,
     futureRelease,
-    async close() {
-      await listeners.close();
+    stopAccepting: () => listeners.stopAccepting(),
+    async close(lingerMs) {
+      await listeners.close(lingerMs);
+      // After the sessions: a message still in DATA relays through the pool until then.
       await futureRelease.stop();
       await pool.close();
     },

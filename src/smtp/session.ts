@@ -212,7 +212,28 @@ export class SubmissionSession {
       // The state may have moved between commands and content: its timeout applies now.
       if (!this.closed) this.armTimer();
       this.resumeInput();
+      this.closeIfIdle();
     }
+  }
+
+  /**
+   * SIGTERM (gateway.ts): the session ends with 421 (RFC 5321 §3.8) as soon as no
+   * transaction is under way. A transaction under way (MAIL given, or content arriving)
+   * goes on to its end, so a message in DATA is relayed and gets the MTA's 250 (or its
+   * refusal); the 421 follows that reply. The gateway sends 421 to whatever is left when
+   * its grace time ends, and the client, which got no 250, keeps the message.
+   */
+  drain(): void {
+    this.draining = true;
+    this.closeIfIdle();
+  }
+
+  private draining = false;
+
+  private closeIfIdle(): void {
+    if (!this.draining || this.closed || this.closing) return;
+    if (this.busy || this.tx !== undefined || this.chunk !== undefined || this.sasl !== undefined) return;
+    this.close(shutdownReply(this.config.hostname));
   }
 
   private pauseInput(): void {
@@ -890,3 +911,8 @@ function syntaxText(err: unknown, fallback: string): string {
 }
 
 const UNAVAILABLE_TEXT = 'Upstream mail server unavailable, try again later';
+
+/** RFC 5321 §3.8: 421 to a client when the server shuts down; RFC 3463 X.3.2 system not accepting messages. */
+export function shutdownReply(hostname: string): string {
+  return reply(421, '4.3.2', `${hostname} Service shutting down`);
+}

@@ -3,7 +3,7 @@
  * with its own config and dataDir in a temp directory, and tells the test its ports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +28,10 @@ export interface RunningGateway {
   pid: number;
   dir: string;
   configFile: string;
+  /** Everything the process wrote to stdout and stderr, as it arrives (DIR/gateway.log). */
+  logFile: string;
+  /** Resolves with the exit code once the process has exited. */
+  exited: Promise<number | null>;
   /** STARTTLS-capable plain listener. */
   imapPort: number;
   /** Implicit TLS listener. */
@@ -90,6 +94,8 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
           }
         : {}),
       metrics: { host: '127.0.0.1', port: 0 },
+      // Short, so stop() returns soon even with a client in mid-command (well inside its SIGKILL timer).
+      shutdown: { graceSeconds: 5 },
       log: { level: 'debug' },
     },
     opts.config ?? {},
@@ -105,6 +111,11 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
+  const logFile = path.join(dir, 'gateway.log');
+  writeFileSync(logFile, '');
+  const keep = (chunk: Buffer) => appendFileSync(logFile, chunk);
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
   let buffered = '';
   type Bound = Array<{ port: number; tls: string }>;
   const ready = new Promise<{ imap: Bound; submission?: Bound; metrics: { port: number } }>((resolve, reject) => {
@@ -146,6 +157,8 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
     pid: proc.pid!,
     dir,
     configFile,
+    logFile,
+    exited,
     imapPort: plainPort,
     imapsPort: tlsPort,
     submissionPort: info.submission?.find((l) => l.tls === 'starttls')?.port ?? 0,
