@@ -13,12 +13,17 @@ import { startLemonade } from './lemonade/services.js';
 import { startMetricsServer } from './metrics/server.js';
 import { tlsReloads } from './metrics/metrics.js';
 import { shutDown } from './shutdown.js';
+import { applyReload } from './config/reload.js';
 
 export interface Gateway {
   imap: ImapServer;
   submission: SubmissionServer;
   metricsPort: number | undefined;
-  reload(): void;
+  /**
+   * SIGHUP: applies the reloadable parts of `next` (config/reload.ts), when the config file
+   * was re-read and is valid, then reloads the TLS certificate.
+   */
+  reload(next?: Config): void;
   stop(): Promise<void>;
 }
 
@@ -62,9 +67,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     imap,
     submission,
     metricsPort: metrics?.port,
-    reload() {
+    reload(next) {
+      if (next !== undefined) {
+        const { applied, restartNeeded } = applyReload(config, next);
+        log.level = config.log.level;
+        log.info({ applied, restartNeeded }, 'configuration reloaded');
+        if (restartNeeded.length > 0) log.warn({ keys: restartNeeded }, 'these changes take effect only after a restart');
+      }
       try {
-        tlsHolder.reload();
+        tlsHolder.reload({ cert: config.tls.cert, key: config.tls.key });
         tlsReloads.inc({ result: 'ok' });
         log.info('TLS certificate reloaded');
       } catch (err) {

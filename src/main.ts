@@ -46,7 +46,18 @@ async function main(argv: string[]): Promise<number> {
   }
   const log = configureLogger(config.log.level);
   const gateway = await startGateway(config, log);
-  process.on('SIGHUP', () => gateway.reload());
+  process.on('SIGHUP', () => {
+    // An invalid file changes nothing but the certificate, which is re-read either way
+    // (a renewed certificate should not wait for a config typo to be fixed).
+    let next: Config | undefined;
+    try {
+      next = loadConfig(file);
+    } catch (err) {
+      const issues = err instanceof ConfigError ? err.issues : [(err as Error).message];
+      log.error({ issues }, 'configuration reload failed; keeping the running configuration');
+    }
+    gateway.reload(next);
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return; // a second signal does not cut the grace time short

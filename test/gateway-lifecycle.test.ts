@@ -15,6 +15,9 @@ import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { startGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
+import { parse as parseYaml, stringify } from 'yaml';
+
+const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 
 let stack: LegacyStack;
 t.before(async () => {
@@ -91,6 +94,65 @@ t.test('SIGHUP: new sessions get the new certificate, the open session keeps wor
   }
 });
 
+t.test('SIGHUP re-reads the config file: reloadable keys apply, the others wait for a restart', async (t) => {
+  const certDir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-certs-'));
+  const other = loadOrCreateCertificate({ dataDir: certDir, hostname: 'other.example.org' });
+  writeFileSync(path.join(certDir, 'other-cert.pem'), other.cert);
+  writeFileSync(path.join(certDir, 'other-key.pem'), other.key);
+  const gw = await startGateway(stack, { config: { submission: { senderPolicy: { mode: 'own', domains: [] } } } });
+  try {
+    const before = await fingerprint(gw.imapsPort);
+    const open = await RawSmtp.connect(gw.submissionsPort, { tls: true });
+    await open.reply();
+    await open.command('EHLO client.example.org');
+    t.equal((await open.command(`AUTH PLAIN ${b64('\0alice\0password')}`)).code, 235);
+    t.match((await open.command('MAIL FROM:<alice@example.org>')).text, /^553 5\.7\.1/, 'not alice\'s address under the first policy');
+
+    const config = parseYaml(readFileSync(gw.configFile, 'utf8')) as { submission: Record<string, unknown>; imap: Record<string, unknown> } & Record<string, unknown>;
+    config.tls = { cert: path.join(certDir, 'other-cert.pem'), key: path.join(certDir, 'other-key.pem') };
+    config.submission.senderPolicy = { mode: 'own', domains: ['example.org'] };
+    config.log = { level: 'info' };
+    config.imap.limits = { maxBadCommands: 3 };
+    writeFileSync(gw.configFile, stringify(config));
+    const logged = gw.logs.length;
+    process.kill(gw.pid, 'SIGHUP');
+    let reloaded: { applied: string[]; restartNeeded: string[] } | undefined;
+    for (let i = 0; i < 100 && reloaded === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const line = gw.logs.slice(logged).find((l) => l.includes('configuration reloaded'));
+      if (line) reloaded = JSON.parse(line) as typeof reloaded;
+    }
+    t.ok(reloaded, 'the reload is logged');
+    t.same([...reloaded!.applied].sort(), ['log.level', 'submission.senderPolicy.domains', 'tls.cert', 'tls.key'], 'what was applied');
+    t.same(reloaded!.restartNeeded, ['imap.limits.maxBadCommands'], 'what waits for a restart');
+
+    t.not(await fingerprint(gw.imapsPort), before, 'the certificate at the new path is in use');
+    t.equal((await open.command('MAIL FROM:<alice@example.org>')).code, 250, 'the new sender policy applies to an open session');
+    await open.command('QUIT');
+    // log.level info: a new session's debug lines are gone.
+    const sinceReload = gw.logs.length;
+    const imap = await RawImap.connect(gw.imapsPort, { tls: true });
+    await imap.line();
+    // maxBadCommands stays 20 until a restart: three bad commands do not end the session.
+    for (const tag of ['x1', 'x2', 'x3']) t.match((await imap.command(tag, 'FROBNICATE')).at(-1), new RegExp(`^${tag} BAD`));
+    t.match((await imap.command('n', 'NOOP')).at(-1), /^n OK/, 'maxBadCommands was not changed in the running gateway');
+    imap.close();
+    await new Promise((r) => setTimeout(r, 300));
+    t.notOk(gw.logs.slice(sinceReload).some((l) => l.includes('"level":20')), 'no debug lines after log.level: info');
+
+    // An invalid file: logged, nothing changes, the running gateway carries on.
+    writeFileSync(gw.configFile, 'imap: { limits: { maxBadCommands: "many" } }\n');
+    process.kill(gw.pid, 'SIGHUP');
+    await new Promise((r) => setTimeout(r, 500));
+    t.match(gw.logs.join('\n'), /"issues":\["imap\.limits\.maxBadCommands: [^\n]*"configuration reload failed/);
+    const after = await RawImap.connect(gw.imapsPort, { tls: true });
+    t.match(await after.line(), /^\* OK/, 'still serving');
+    after.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
 t.test('/metrics, /healthz and SIGTERM', async (t) => {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-data-'));
   const gw = await startGateway(stack, { config: { dataDir } });
@@ -112,8 +174,6 @@ t.test('/metrics, /healthz and SIGTERM', async (t) => {
   t.equal(readFileSync(path.join(dataDir, 'tls', 'selfsigned-cert.pem'), 'utf8'), firstCert, 'certificate reused across restarts');
   await again.stop();
 });
-
-const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 
 async function imapLogin(port: number, user: string): Promise<RawImap> {
   const c = await RawImap.connect(port, { tls: true });

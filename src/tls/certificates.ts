@@ -151,7 +151,7 @@ export class TlsContextHolder {
   private material: CertificateMaterial;
   private readonly servers = new Set<tls.Server>();
 
-  constructor(private readonly source: CertificateSource) {
+  constructor(private source: CertificateSource) {
     this.material = loadOrCreateCertificate(source);
     this.current = tls.createSecureContext(contextOptions(this.material));
   }
@@ -173,14 +173,17 @@ export class TlsContextHolder {
   /**
    * Re-reads the certificate and key (a generated one is reused unless it needs renewing).
    * On any error the old context stays in use and the error is thrown. Established
-   * connections keep the context they were handshaken with.
+   * connections keep the context they were handshaken with. `files` are new paths from a
+   * reloaded config; they are kept only when the reload succeeds.
    */
-  reload(): void {
-    const material = loadOrCreateCertificate(this.source);
+  reload(files?: Pick<CertificateSource, 'cert' | 'key'>): void {
+    const source = files ? { ...this.source, cert: files.cert, key: files.key } : this.source;
+    const material = loadOrCreateCertificate(source);
     const options = contextOptions(material);
     // Built before anything is swapped: a bad pair throws here and changes nothing.
     const context = tls.createSecureContext(options);
     for (const server of this.servers) server.setSecureContext(options);
+    this.source = source;
     this.material = material;
     this.current = context;
   }
