@@ -48,6 +48,10 @@ const CONDSTORE_ON_DEMAND = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE',
 /** The BYE text of a shutdown (drain and the end of the grace time). */
 export const SHUTDOWN_TEXT = 'Server shutting down';
 
+function elapsedMs(started: bigint): number {
+  return Math.round(Number(process.hrtime.bigint() - started) / 1e6);
+}
+
 /** Failed logins are answered only after this delay, to slow down password guessing. */
 const AUTH_FAILURE_DELAY_MS = 1000;
 
@@ -109,7 +113,8 @@ export function guessTag(text: Buffer): string {
 
 export class ImapSession implements CommandContext {
   readonly id = randomBytes(6).toString('hex');
-  readonly log: Logger;
+  /** Carries the session id on every line, and the user once logged in. */
+  log: Logger;
   readonly config: Config;
   readonly listener: ListenerConfig;
   state: SessionState = 'not-authenticated';
@@ -153,7 +158,7 @@ export class ImapSession implements CommandContext {
     this.listener = deps.listener;
     this.tlsActive = socket instanceof tls.TLSSocket;
     this.client = socket;
-    this.log = deps.log.child({ session: this.id, remote: socket.remoteAddress });
+    this.log = deps.log.child({ session: this.id, protocol: 'imap', remote: socket.remoteAddress });
     const limits = deps.config.imap.limits;
     this.lexer = new ImapLexer({ maxLineLength: limits.maxLineLength, maxLiteralSize: limits.maxLiteralSize });
     this.collector = new CommandCollector({
@@ -289,6 +294,7 @@ export class ImapSession implements CommandContext {
     this.state = 'authenticated';
     this.user = creds.authzid ?? creds.user;
     this.log.info({ user: this.user, mechanism: creds.mechanism, warmUpstream: warm }, 'logged in');
+    this.log = this.log.child({ user: this.user });
     upstream.startRelay({ onEvent: (ev) => this.onUpstreamEvent(ev), onClose: (err) => this.onUpstreamClose(err) });
     this.armTimer();
     this.tagged(tag, 'OK', 'Logged in', `CAPABILITY ${this.capabilities().join(' ')}`);
@@ -818,7 +824,9 @@ export class ImapSession implements CommandContext {
         if (authenticated) this.holdUpstream(false);
         commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - started) / 1e9);
         const status = this.lastLocalStatus;
-        imapCommandsTotal.inc({ command: label, result: status === 'OK' ? 'ok' : status === 'NO' ? 'no' : status === 'BAD' ? 'bad' : 'error' });
+        const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : status === 'BAD' ? 'bad' : 'error';
+        imapCommandsTotal.inc({ command: label, result });
+        this.log.debug({ command: label, result, ms: elapsedMs(started) }, 'command');
         this.release('handler');
         this.afterCommand();
       });
@@ -1045,6 +1053,7 @@ export class ImapSession implements CommandContext {
     const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : 'bad';
     imapCommandsTotal.inc({ command: label, result });
     commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - entry.started) / 1e9);
+    this.log.debug({ command: label, result, ms: elapsedMs(entry.started) }, 'command');
     this.afterCommand();
     // The upstream refused a command whose literal it never asked for.
     if (this.upstreamContinuation && status !== 'OK') this.upstreamContinuation(false);
@@ -1187,7 +1196,7 @@ export class ImapSession implements CommandContext {
     // Commands that will never complete give back what they hold (APPENDUID's mailbox lock).
     for (const entry of this.inflight.values()) entry.abandon?.();
     sessionsOpen.dec({ protocol: 'imap' });
-    this.log.debug({ user: this.user }, 'session closed');
+    this.log.debug('session closed');
     this.deps.onClose(this);
   }
 }

@@ -112,7 +112,8 @@ const BASE64_PASSWORD = Buffer.from('Password:').toString('base64');
 
 export class SubmissionSession {
   readonly id = randomBytes(6).toString('hex');
-  private readonly log: Logger;
+  /** Carries the session id on every line, and the user once authenticated. */
+  private log: Logger;
   private readonly config: Config;
   private client: net.Socket;
   private readonly reader: SmtpReader;
@@ -153,6 +154,7 @@ export class SubmissionSession {
     this.attach(socket);
     this.armTimer();
     this.send(reply(220, undefined, `${this.config.hostname} ESMTP lemonade-gateway`));
+    this.log.debug('session open');
   }
 
   private get clientAddress(): string {
@@ -273,6 +275,8 @@ export class SubmissionSession {
   private command(line: string): Promise<void> | undefined {
     const cmd = parseCommandLine(line);
     if (cmd === undefined) return this.error(500, '5.5.2', 'Syntax error, command unrecognized');
+    // The verb only: arguments may hold credentials (AUTH PLAIN's initial response).
+    this.log.debug({ command: cmd.verb.slice(0, 20) }, 'command');
     switch (cmd.verb) {
       case 'EHLO':
       case 'HELO':
@@ -408,6 +412,7 @@ export class SubmissionSession {
     if (outcome === 'ok') {
       this.user = authzid ?? user;
       this.log.info({ user: this.user, mechanism }, 'authenticated');
+      this.log = this.log.child({ user: this.user });
       return this.ok(235, '2.7.0', 'Authentication successful');
     }
     if (outcome === 'unavailable') return this.error(454, '4.7.0', 'Temporary authentication failure');
@@ -741,7 +746,7 @@ export class SubmissionSession {
     submissionMessages.inc({ result: accepted ? 'accepted' : 'rejected', reason: accepted ? 'none' : 'upstream' });
     if (tx.conn !== undefined) bytesTotal.inc({ protocol: 'submission', direction: 'upstream_out' }, tx.size);
     const outcome = !accepted ? 'message refused upstream' : tx.releaseAt !== undefined ? 'message held' : 'message relayed';
-    this.log.info({ user: this.user, id: tx.id, size: tx.size, recipients: tx.accepted.length, code: answer.code }, outcome);
+    this.log.info({ id: tx.id, size: tx.size, recipients: tx.accepted.length, code: answer.code }, outcome);
     return this.relayReply(answer);
   }
 
@@ -899,7 +904,7 @@ export class SubmissionSession {
     if (this.timer) clearTimeout(this.timer);
     this.abortTransaction();
     sessionsOpen.dec({ protocol: 'submission' });
-    this.log.debug({ user: this.user }, 'session closed');
+    this.log.debug('session closed');
     this.deps.onClose(this);
   }
 }
