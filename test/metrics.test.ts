@@ -50,6 +50,13 @@ t.test('/metrics, /healthz and everything else', async (t) => {
   for (const [, name, type] of declared) {
     t.match(name, /^lemonade_[a-z0-9_]+$/, `${name} is prefixed`);
     if (type === 'counter') t.match(name, /_total$/, `${name} ends in _total`);
+    // Base units: time in seconds, sizes in bytes (never _ms, _milliseconds, _kb ...).
+    t.notMatch(name, /_(ms|milliseconds|minutes|hours|kb|kib|mb|mib|octets)(_|$)/, `${name} is in base units`);
+  }
+  // Bounded labels only: nothing a client names (user, mailbox, address, host, tag) is a label.
+  const labels = new Set([...text.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...m[1]!.matchAll(/(\w+)="/g)].map((l) => l[1]!)));
+  for (const forbidden of ['user', 'username', 'login', 'mailbox', 'folder', 'address', 'sender', 'recipient', 'host', 'tag', 'url']) {
+    t.notOk(labels.has(forbidden), `no ${forbidden} label`);
   }
 
   const ok = await fetch(`${base}/healthz`);
