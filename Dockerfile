@@ -9,7 +9,10 @@
 # The mounted config.yaml should set `dataDir: /data`, listen on host 0.0.0.0 (loopback
 # inside the container is unreachable from outside), and keep the metrics endpoint on
 # port 9464 for the HEALTHCHECK. config.example.yaml in /app lists every option.
-# `docker kill -s HUP lemonade` reloads the TLS certificate.
+# `docker kill -s HUP lemonade` reloads the TLS certificate and the reloadable options
+# (README, "Signals"). `docker stop` sends SIGTERM and waits 10 s by default: give it more
+# than shutdown.graceSeconds (`docker run --stop-timeout 35`, compose `stop_grace_period`)
+# so sessions drain before SIGKILL. deploy/compose.yaml runs a whole local trial.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
