@@ -113,7 +113,12 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
   const logs: string[] = [];
   const logFile = path.join(dir, 'gateway.log');
   writeFileSync(logFile, '');
-  const keep = (chunk: Buffer) => appendFileSync(logFile, chunk);
+  // scripts/test.sh collects every gateway's log of the run here and searches them for secrets (scripts/check-logs.mjs).
+  const runLog = process.env.LEMONADE_LOG_DIR ? path.join(process.env.LEMONADE_LOG_DIR, `${path.basename(dir)}.log`) : undefined;
+  const keep = (chunk: Buffer) => {
+    appendFileSync(logFile, chunk);
+    if (runLog) appendFileSync(runLog, chunk);
+  };
   proc.stdout!.on('data', keep);
   proc.stderr!.on('data', keep);
   let buffered = '';
