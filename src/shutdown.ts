@@ -9,8 +9,10 @@
  *  3. When the grace time runs out (less a reserve for the steps below), the sessions still open get `* BYE` / `421`; a
  *     message whose content had not ended is dropped upstream unacknowledged, so the
  *     client still has it and sends it again: nothing the gateway acknowledged is lost.
- *  4. The release scheduler finishes the release it is in and stops, the relay pool
- *     closes; gateway.ts then closes the store.
+ *  4. The FUTURERELEASE scheduler starts no release pass after the signal; one under
+ *     way gets until the end of the grace time (an interrupted release is completed or
+ *     redone after the restart: the spool is crash safe). The relay pool closes, then
+ *     gateway.ts closes the store, which holds the spool index.
  */
 import type { Config } from './config/schema.js';
 import type { Logger } from './log/logger.js';
@@ -36,8 +38,11 @@ export interface Draining {
 }
 
 export async function shutDown({ config, log, imap, submission }: Draining): Promise<void> {
+  const started = Date.now();
   imap.stopAccepting();
   submission.stopAccepting();
+  // Held messages due during the drain wait for the restart (RFC 4865 forbids only early release).
+  void submission.futureRelease.stop();
   const graceMs = config.shutdown.graceSeconds * 1000;
   log.info({ imapSessions: imap.sessions.size, submissionSessions: submission.sessions.size, graceSeconds: config.shutdown.graceSeconds }, 'draining sessions');
   // Copies: a drained session leaves its set at once.
@@ -51,5 +56,6 @@ export async function shutDown({ config, log, imap, submission }: Draining): Pro
   if (left > 0) log.warn({ imapSessions: imap.sessions.size, submissionSessions: submission.sessions.size }, 'grace time over: closing the sessions left');
   for (const s of [...imap.sessions]) s.bye(SHUTDOWN_TEXT);
   for (const s of [...submission.sessions]) s.close(shutdownReply(config.hostname));
-  await Promise.all([imap.close(LINGER_MS), submission.close(LINGER_MS)]);
+  const releaseWaitMs = Math.max(0, started + graceMs - RESERVE_MS / 2 - Date.now());
+  await Promise.all([imap.close(LINGER_MS), submission.close(LINGER_MS, releaseWaitMs)]);
 }

@@ -19,8 +19,11 @@ export interface SubmissionServer {
   futureRelease: FutureRelease;
   /** Stops accepting connections; open sessions (and their relays) carry on. */
   stopAccepting(): void;
-  /** Closes the listeners (connections left after lingerMs are destroyed), the release scheduler and the relay pool. */
-  close(lingerMs?: number): Promise<void>;
+  /**
+   * Closes the listeners (connections left after lingerMs are destroyed), the release
+   * scheduler (waiting up to releaseWaitMs for a release under way) and the relay pool.
+   */
+  close(lingerMs?: number, releaseWaitMs?: number): Promise<void>;
 }
 
 export async function startSubmissionServer(config: Config, tlsHolder: TlsContextHolder, lemonade: Lemonade, log: Logger): Promise<SubmissionServer> {
@@ -77,10 +80,13 @@ export async function startSubmissionServer(config: Config, tlsHolder: TlsContex
     sessions,
     futureRelease,
     stopAccepting: () => listeners.stopAccepting(),
-    async close(lingerMs) {
+    async close(lingerMs, releaseWaitMs = Infinity) {
       await listeners.close(lingerMs);
       // After the sessions: a message still in DATA relays through the pool until then.
-      await futureRelease.stop();
+      const stopped = futureRelease.stop();
+      if (releaseWaitMs === Infinity) await stopped;
+      // A release cut short is finished or done again after the restart (spool crash safety).
+      else await Promise.race([stopped, new Promise((r) => setTimeout(r, releaseWaitMs).unref())]);
       await pool.close();
     },
   };
