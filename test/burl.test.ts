@@ -8,7 +8,7 @@ import t from 'tap';
 import net from 'node:net';
 import path from 'node:path';
 import { masterClient, startLegacyStack, withoutTrace, type LegacyStack } from './helpers/stack.js';
-import { metricValue, startGateway, type RunningGateway } from './helpers/gateway.js';
+import { freePort, metricValue, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { withAttachment } from './helpers/messages.js';
@@ -54,15 +54,6 @@ t.teardown(async () => {
   await partner?.stop();
   await stack?.stop();
 });
-
-/** A loopback port nothing listens on. */
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 const original = (bytes: number) => withAttachment(bytes, 'carol@example.org');
 const seed = (raw: Buffer) => stack.append('alice', 'INBOX', raw);

@@ -5,10 +5,9 @@
  * A metric added to src/metrics/metrics.ts without a panel fails here by name.
  */
 import t from 'tap';
-import net from 'node:net';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
-import { repoRoot, startGateway, type RunningGateway } from './helpers/gateway.js';
+import { freePort, repoRoot, startGateway, type RunningGateway } from './helpers/gateway.js';
 
 interface Target {
   refId?: string;
@@ -41,19 +40,11 @@ function metricNames(expr: string): string[] {
   return [...expr.matchAll(/\b(lemonade_[a-zA-Z0-9_:]+)\b(?!\s*\()/g)].map((m) => m[1]!);
 }
 
-/** A loopback port nothing listens on: the gateway starts without an upstream (the probe failing is not fatal). */
-async function closedPort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
-
 let gw: RunningGateway;
 let exposition: string;
 t.before(async () => {
-  const port = await closedPort();
+  // Nothing listens there: the gateway starts anyway (a failed upstream probe is not fatal).
+  const port = await freePort();
   // smtpPort makes the helper configure submission listeners, so nothing about the submission front is left out.
   gw = await startGateway({ imapHost: '127.0.0.1', imapPort: port, smtpPort: port });
   exposition = await gw.metrics();

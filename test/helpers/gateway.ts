@@ -3,6 +3,7 @@
  * with its own config and dataDir in a temp directory, and tells the test its ports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { appendFileSync, existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -187,6 +188,15 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
       return code;
     },
   };
+}
+
+/** A loopback port nothing listens on (bound and released): for an upstream that refuses connections. */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
 }
 
 /** The value of one sample of a metric in a Prometheus text exposition (sum over matching label sets). */
