@@ -50,6 +50,7 @@ t.test('/metrics, /healthz and everything else', async (t) => {
   for (const [, name, type] of declared) {
     t.match(name, /^lemonade_[a-z0-9_]+$/, `${name} is prefixed`);
     if (type === 'counter') t.match(name, /_total$/, `${name} ends in _total`);
+    else t.notMatch(name, /_total$/, `${name} is a ${type}: no _total`);
     // Base units: time in seconds, sizes in bytes (never _ms, _milliseconds, _kb ...).
     t.notMatch(name, /_(ms|milliseconds|minutes|hours|kb|kib|mb|mib|octets)(_|$)/, `${name} is in base units`);
   }

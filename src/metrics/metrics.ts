@@ -8,6 +8,10 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry, prefix: 'lemonade_' });
+// prom-client's gauges named *_total break the convention that _total marks a counter
+// (promtool check metrics flags them); the same numbers are the sums of the per-type gauges
+// lemonade_nodejs_active_{handles,requests,resources}.
+for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`lemonade_nodejs_active_${kind}_total`);
 
 /** The label values each bounded label may take; the series for them are created at zero below. */
 export const PROTOCOLS = ['imap', 'submission'] as const;
