@@ -11,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
 import { schemaEntries } from './helpers/config-keys.js';
+import { applyReload, changedKeys } from '../src/config/reload.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const examplePath = path.join(repoRoot, 'config.example.yaml');
@@ -218,4 +219,27 @@ t.test('loadConfig resolves paths against the config file directory', async (t) 
 
   const missing = path.join(dir, 'nope.yaml');
   t.throws(() => loadConfig(missing), { name: 'ConfigError', message: new RegExp(`cannot read ${missing}`) });
+});
+
+t.test('SIGHUP reload: the reloadable subtrees are swapped in place, other changes only reported', async (t) => {
+  const running = configSchema.parse({});
+  const submission = running.submission;
+  const next = configSchema.parse({
+    log: { level: 'debug' },
+    shutdown: { graceSeconds: 3 },
+    imap: { limits: { maxSessions: 5 }, urlauth: { allowAnonymousFetch: true } },
+    submission: { senderPolicy: { mode: 'any' }, limits: { maxRecipients: 7 } },
+  });
+  const outcome = applyReload(running, next);
+  t.same(outcome.applied.sort(), ['imap.urlauth.allowAnonymousFetch', 'log.level', 'shutdown.graceSeconds', 'submission.senderPolicy.mode']);
+  t.same(outcome.restartNeeded.sort(), ['imap.limits.maxSessions', 'submission.limits.maxRecipients']);
+  t.equal(running.log.level, 'debug');
+  t.equal(running.shutdown.graceSeconds, 3);
+  t.equal(running.imap.urlauth.allowAnonymousFetch, true);
+  t.equal(running.submission.senderPolicy.mode, 'any');
+  t.equal(running.submission, submission, 'sessions holding the config see the change: the same objects, their parts replaced');
+  t.equal(running.imap.limits.maxSessions, 10_000, 'not applied');
+  t.equal(running.submission.limits.maxRecipients, 100, 'not applied');
+  t.same(applyReload(running, configSchema.parse({ log: { level: 'debug' }, shutdown: { graceSeconds: 3 }, imap: { urlauth: { allowAnonymousFetch: true } }, submission: { senderPolicy: { mode: 'any' } } })).applied, [], 'nothing changed: nothing to apply');
+  t.same(changedKeys({ a: [1, 2], b: { c: 1 } }, { a: [1, 3], b: { c: 1, d: 2 } }).sort(), ['a', 'b.d'], 'lists compare whole');
 });
