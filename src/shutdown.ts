@@ -6,9 +6,10 @@
  *  2. Every session is told to drain: idle ones (an IMAP IDLE counts as idle) get
  *     `* BYE` / `421` at once; one with a command or mail transaction under way gets its
  *     answer first (a message in DATA is relayed and gets the MTA's 250) and then ends.
- *  3. When the grace time runs out (less a reserve for the steps below), the sessions still open get `* BYE` / `421`; a
- *     message whose content had not ended is dropped upstream unacknowledged, so the
- *     client still has it and sends it again: nothing the gateway acknowledged is lost.
+ *  3. When the grace time runs out (less a reserve for the steps below), the sessions
+ *     still open get `* BYE` / `421`; a message whose content had not ended is dropped
+ *     upstream unacknowledged, so the client still has it and sends it again: nothing
+ *     the gateway acknowledged is lost.
  *  4. The FUTURERELEASE scheduler starts no release pass after the signal; one under
  *     way gets until the end of the grace time (an interrupted release is completed or
  *     redone after the restart: the spool is crash safe). The relay pool closes, then
