@@ -149,6 +149,7 @@ export class ImapSession implements CommandContext {
   private user: string | undefined;
   /** Finds this session's upstream connection again after the client vanished (warm-upstreams.ts). */
   private warmKey: string | undefined;
+  private endedHere = false;
 
   constructor(
     socket: net.Socket,
@@ -1156,6 +1157,8 @@ export class ImapSession implements CommandContext {
 
   private closeClient(): void {
     if (this.closed) return;
+    // The gateway ends this session (LOGOUT, BYE, shutdown): its upstream is not kept warm.
+    this.endedHere = true;
     this.flushLocal();
     this.client.end();
     const socket = this.client;
@@ -1179,7 +1182,7 @@ export class ImapSession implements CommandContext {
       !(mode?.kind === 'relay' && mode.sentAny) &&
       mode?.kind !== 'catenate' &&
       [...this.inflight.values()].every((e) => e.idle);
-    if (key === undefined || this.state === 'logout' || upstream.isClosed() || !between) return upstream.end();
+    if (key === undefined || this.endedHere || this.state === 'logout' || upstream.isClosed() || !between) return upstream.end();
     void parkUpstream(upstream, key, this.deps.lemonade.warmUpstreams, this.state === 'selected', this.inflight.size > 0);
   }
 

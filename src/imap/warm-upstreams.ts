@@ -30,6 +30,7 @@ export interface WarmUpstreamOptions {
 export class WarmUpstreams {
   private readonly secret = randomBytes(32);
   private readonly cache: LRUCache<string, UpstreamConnection> | undefined;
+  private closed = false;
 
   constructor(readonly options: WarmUpstreamOptions) {
     if (options.seconds <= 0 || options.max <= 0) return;
@@ -58,7 +59,7 @@ export class WarmUpstreams {
 
   /** Keeps conn for a later login with the same credentials (a connection parked before under the key is closed). */
   park(key: string, conn: UpstreamConnection): void {
-    if (this.cache === undefined || conn.isClosed()) return conn.end();
+    if (this.cache === undefined || this.closed || conn.isClosed()) return conn.end();
     const old = this.cache.get(key);
     if (old !== undefined) {
       this.cache.delete(key);
@@ -87,6 +88,7 @@ export class WarmUpstreams {
 
   /** Logs every parked connection out (shutdown). */
   close(): void {
+    this.closed = true;
     if (this.cache === undefined) return;
     const conns = [...this.cache.values()];
     this.cache.clear();
