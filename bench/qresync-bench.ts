@@ -14,11 +14,16 @@
  *   native   the full-capability Dovecot with its own QRESYNC, no gateway (plain TCP: the
  *            sandbox Dovecot has no TLS), the peer an operator would compare with
  *            (BENCH_NATIVE=0 leaves it out)
- * Per size, target and way: round trips, the client's bytes (IMAP inside TLS, counted on its
- * socket from connect to the last tagged OK), wall time to the synchronized state (median of
- * BENCH_REPEAT reconnects, each after 10 fresh changes, both ways after the same changes),
- * CPU the gateway and Dovecot spent per reconnect (/proc utime+stime deltas), and the
- * gateway's reconciliation time (lemonade_qresync_reconcile_duration_seconds deltas).
+ * and over two links: loopback, and a SlowLink (bench/throttle.ts: BENCH_LINK_BPS each way,
+ * default 1 Mbit/s, BENCH_LINK_RTT_MS round trip, default 50 ms; BENCH_LINK_BPS=0 leaves it
+ * out), a phone's link, where bytes and round trips cost time.
+ * Per size, target and way: round trips (counted: TCP's handshake, TLS's as negotiated, the
+ * greeting, one per command; no pipelining), the client's bytes (IMAP inside TLS, counted on
+ * its socket from connect to the last tagged OK; on the slow link also the TLS records it
+ * carried), wall time to the synchronized state (median of BENCH_REPEAT reconnects per link,
+ * each after 10 fresh changes, both ways after the same changes), CPU the gateway and Dovecot
+ * spent per reconnect (/proc utime+stime deltas, on loopback), and the gateway's
+ * reconciliation time (lemonade_qresync_reconcile_duration_seconds deltas).
  * Every answer is checked against the bench's own model of the mailbox: the full resync
  * must give every UID with its flags, the QRESYNC resync exactly the expunged UIDs in
  * VANISHED (EARLIER) and exactly the changed and new UIDs in FETCH, with their flags.
@@ -32,10 +37,13 @@ import { bulkMaildir, masterClient, startLegacyStack, type LegacyStack } from '.
 import { metricValue, startGateway, type RunningGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { prng } from '../test/helpers/prng.js';
+import { SlowLink } from './throttle.js';
 
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 5);
 const SIZES = (process.env.BENCH_SIZES ?? '1000,10000,50000').split(',').map(Number);
 const NATIVE = process.env.BENCH_NATIVE !== '0';
+const LINK_BPS = Number(process.env.BENCH_LINK_BPS ?? 1_000_000);
+const LINK_RTT_MS = Number(process.env.BENCH_LINK_RTT_MS ?? 50);
 const FLAG_CHANGES = 6;
 const EXPUNGES = 2;
 const APPENDS = 2;
@@ -63,6 +71,8 @@ function canon(flags: string): string {
 interface Target {
   name: 'gateway' | 'native';
   port: number;
+  /** The same port behind the slow link (0: no slow link). */
+  slowPort: number;
   tls: boolean;
   stack: LegacyStack;
   gw?: RunningGateway;
@@ -86,8 +96,13 @@ interface Box {
   firstSync: { full: number; qresync: number };
 }
 
+type Via = 'loopback' | 'slow';
+
 interface Sample {
   ms: number;
+  /** TLS records (or plain TCP payload) the slow link carried down to the client; 0 on loopback. */
+  linkDown: number;
+  linkUp: number;
   sent: number;
   received: number;
   roundTrips: number;
@@ -142,6 +157,7 @@ function ticksDelta(before: Map<number, number>, after: Map<number, number>): nu
 async function measured<T>(box: Box, run: () => Promise<{ result: T; client: RawImap; commands: number; ms: number }>): Promise<{ result: T; sample: Sample }> {
   const { gw, stack } = box.target;
   const m0 = gw ? await gw.metrics() : '';
+  const l0 = link?.bytes ?? { up: 0, down: 0 };
   const g0 = gw ? cpuTicks(gw.pid) : 0;
   const d0 = dovecotTicks(stack);
   const { result, client, commands, ms } = await run();
@@ -151,12 +167,15 @@ async function measured<T>(box: Box, run: () => Promise<{ result: T; client: Raw
   const protocol = box.target.tls ? (client.socket as TLSSocket).getProtocol() : null;
   client.close(); // vanish without LOGOUT
   const m1 = gw ? await gw.metrics() : '';
+  const l1 = link?.bytes ?? { up: 0, down: 0 };
   const delta = (name: string, labels: Record<string, string> = {}) => (gw ? metricValue(m1, name, labels) - metricValue(m0, name, labels) : 0);
   const handshake = box.target.tls ? (protocol === 'TLSv1.3' ? 1 : 2) : 0;
   return {
     result,
     sample: {
       ms,
+      linkDown: l1.down - l0.down,
+      linkUp: l1.up - l0.up,
       sent: client.bytesSent,
       received: client.bytesReceived,
       // TCP handshake, TLS handshake as negotiated, the greeting (sent once the handshake is done), then one per command.
@@ -171,8 +190,10 @@ async function measured<T>(box: Box, run: () => Promise<{ result: T; client: Raw
   };
 }
 
-async function connect(target: Target): Promise<RawImap> {
-  const c = await RawImap.connect(target.port, { tls: target.tls });
+let link: SlowLink | undefined;
+
+async function connect(target: Target, via: Via): Promise<RawImap> {
+  const c = await RawImap.connect(via === 'slow' ? target.slowPort : target.port, { tls: target.tls });
   const greeting = await c.line();
   if (!greeting?.startsWith('* OK')) throw new Error(`${target.name}: greeting ${greeting}`);
   expectOk(await c.command('l', 'LOGIN alice password'), 'l');
@@ -213,10 +234,10 @@ const sorted = (xs: Iterable<number>) => [...xs].sort((a, b) => a - b);
 const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** (a) connect, LOGIN, SELECT, UID FETCH 1:* (UID FLAGS); the answer must match the model exactly. */
-async function fullResync(box: Box): Promise<Sample> {
+async function fullResync(box: Box, via: Via): Promise<Sample> {
   const { sample } = await measured(box, async () => {
     const started = performance.now();
-    const c = await connect(box.target);
+    const c = await connect(box.target, via);
     const sel = await c.command('s', `SELECT ${box.name}`, 60_000);
     expectOk(sel, 's');
     const f = await c.command('f', 'UID FETCH 1:* (UID FLAGS)', 120_000);
@@ -235,10 +256,10 @@ async function fullResync(box: Box): Promise<Sample> {
 }
 
 /** (b) connect, LOGIN, ENABLE QRESYNC, SELECT (QRESYNC ...); exactly the last changes must come back. */
-async function qresyncResync(box: Box): Promise<Sample> {
+async function qresyncResync(box: Box, via: Via): Promise<Sample> {
   const { result, sample } = await measured(box, async () => {
     const started = performance.now();
-    const c = await connect(box.target);
+    const c = await connect(box.target, via);
     const e = await c.command('e', 'ENABLE QRESYNC');
     expectOk(e, 'e');
     if (!e.some((l) => /^\* ENABLED .*QRESYNC/i.test(l))) throw new Error(`${box.target.name}: QRESYNC not enabled: ${e.join(' | ')}`);
@@ -316,7 +337,7 @@ async function prepare(target: Target, size: number, seed: number): Promise<Box>
   // The QRESYNC client's first sync: ENABLE QRESYNC, SELECT; it notes UIDVALIDITY and HIGHESTMODSEQ.
   const q = await measured(box, async () => {
     const started = performance.now();
-    const c = await connect(target);
+    const c = await connect(target, 'loopback');
     expectOk(await c.command('e', 'ENABLE QRESYNC'), 'e');
     const lines = await c.command('s', `SELECT ${name}`, 300_000);
     expectOk(lines, 's');
@@ -329,7 +350,7 @@ async function prepare(target: Target, size: number, seed: number): Promise<Box>
   box.firstSync.qresync = q.sample.ms;
   if (target.gw) box.firstReconcile = q.sample.reconcileS;
   // The full-resync client's first sync: every UID and its flags (checked against the model).
-  box.firstSync.full = (await fullResync(box)).ms;
+  box.firstSync.full = (await fullResync(box, 'loopback')).ms;
   return box;
 }
 
@@ -339,80 +360,106 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 async function main(): Promise<void> {
   const legacy = await startLegacyStack({ postfix: false });
   const gw = await startGateway(legacy);
+  link = LINK_BPS > 0 ? new SlowLink({ bitsPerSecond: LINK_BPS, rttMs: LINK_RTT_MS }) : undefined;
+  const vias: Via[] = link ? ['loopback', 'slow'] : ['loopback'];
   const targets: Target[] = [
-    { name: 'gateway', port: gw.imapsPort, tls: true, stack: legacy, gw, master: await masterClient(legacy, 'alice') },
+    {
+      name: 'gateway', port: gw.imapsPort, slowPort: (await link?.forward(gw.imapsPort)) ?? 0, tls: true,
+      stack: legacy, gw, master: await masterClient(legacy, 'alice'),
+    },
   ];
   let full: LegacyStack | undefined;
   if (NATIVE) {
     full = await startLegacyStack({ mode: 'full', postfix: false });
-    targets.push({ name: 'native', port: full.imapPort, tls: false, stack: full, master: await masterClient(full, 'alice') });
+    targets.push({
+      name: 'native', port: full.imapPort, slowPort: (await link?.forward(full.imapPort)) ?? 0, tls: false,
+      stack: full, master: await masterClient(full, 'alice'),
+    });
   }
   const rows: string[] = [];
   const costRows: string[] = [];
+  const firstRows: string[] = [];
+  const range = (xs: number[]) => {
+    const lo = Math.min(...xs);
+    const hi = Math.max(...xs);
+    return lo === hi ? lo.toLocaleString('en') : `${lo.toLocaleString('en')}–${hi.toLocaleString('en')}`;
+  };
+  const timing = (xs: number[]) => (xs.length === 0 ? '–' : `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)})`);
   try {
     for (const size of SIZES) {
       const boxes: Box[] = [];
       for (const target of targets) boxes.push(await prepare(target, size, size));
       const samples = new Map<string, Sample[]>();
+      const get = (key: string) => samples.get(key) ?? [];
       for (let r = 0; r < REPEAT; r++) {
         for (const box of boxes) {
-          await makeChanges(box);
-          // Both ways after the same changes (the full-resync client does not touch the
-          // gateway's mod-sequence state), in turns first so caches favour neither.
-          const order = r % 2 === 0 ? (['full', 'qresync'] as const) : (['qresync', 'full'] as const);
-          for (const way of order) {
-            const s = way === 'full' ? await fullResync(box) : await qresyncResync(box);
-            const key = `${box.target.name} ${way}`;
-            samples.set(key, [...(samples.get(key) ?? []), s]);
-            console.error(`${size} ${key} #${r + 1}: ${s.ms.toFixed(0)} ms, ${s.received} B in, gateway CPU ${s.gatewayCpuMs} ms, Dovecot CPU ${s.dovecotCpuMs} ms, reconcile ${(s.reconcileS * 1000).toFixed(0)} ms`);
+          for (const via of vias) {
+            await makeChanges(box);
+            // Both ways after the same changes (the full-resync client does not touch the
+            // gateway's mod-sequence state), in turns first so caches favour neither.
+            const order = r % 2 === 0 ? (['full', 'qresync'] as const) : (['qresync', 'full'] as const);
+            for (const way of order) {
+              const s = way === 'full' ? await fullResync(box, via) : await qresyncResync(box, via);
+              const key = `${box.target.name} ${via} ${way}`;
+              samples.set(key, [...get(key), s]);
+              console.error(
+                `${size} ${key} #${r + 1}: ${s.ms.toFixed(0)} ms, ${s.received} B in, link ${s.linkDown} B down, ` +
+                  `gateway CPU ${s.gatewayCpuMs} ms, Dovecot CPU ${s.dovecotCpuMs} ms, reconcile ${(s.reconcileS * 1000).toFixed(0)} ms, warm ${s.warmReused}`,
+              );
+            }
           }
         }
       }
       for (const box of boxes) {
+        const t = box.target;
         for (const way of ['full', 'qresync'] as const) {
-          const ss = samples.get(`${box.target.name} ${way}`)!;
-          const s = ss[0]!;
-          const bytes = (f: (x: Sample) => number) => {
-            const lo = Math.min(...ss.map(f));
-            const hi = Math.max(...ss.map(f));
-            return lo === hi ? lo.toLocaleString('en') : `${lo.toLocaleString('en')}–${hi.toLocaleString('en')}`;
-          };
-          const ms = ss.map((x) => x.ms);
+          const lo = get(`${t.name} loopback ${way}`);
+          const slow = get(`${t.name} slow ${way}`);
+          const all = [...lo, ...slow];
           rows.push(
-            `| ${size.toLocaleString('en')} | ${box.target.name}${box.target.tls ? ' (TLS)' : ' (plain)'} | ${way} | ${s.roundTrips} | ${bytes((x) => x.sent)} | ${bytes((x) => x.received)} | ${median(ms).toFixed(0)} (${Math.min(...ms).toFixed(0)}–${Math.max(...ms).toFixed(0)}) | ` +
-              `${box.target.gw ? mean(ss.map((x) => x.gatewayCpuMs)).toFixed(0) : '–'} | ${mean(ss.map((x) => x.dovecotCpuMs)).toFixed(0)} |`,
+            `| ${size.toLocaleString('en')} | ${t.name}${t.tls ? ' (TLS)' : ' (plain)'} | ${way} | ${lo[0]!.roundTrips} | ${range(all.map((x) => x.sent))} | ${range(all.map((x) => x.received))} | ` +
+              `${slow.length > 0 ? range(slow.map((x) => x.linkDown)) : '–'} | ${timing(lo.map((x) => x.ms))} | ${timing(slow.map((x) => x.ms))} | ` +
+              `${t.gw ? mean(lo.map((x) => x.gatewayCpuMs)).toFixed(0) : '–'} | ${mean(lo.map((x) => x.dovecotCpuMs)).toFixed(0)} |`,
           );
           console.error(rows.at(-1));
-          if (box.target.gw && way === 'qresync') {
-            const rec = ss.reduce((a, x) => a + x.reconcileS, 0);
-            const n = ss.reduce((a, x) => a + x.reconciles, 0);
-            const warm = ss.reduce((a, x) => a + x.warmReused, 0);
-            const fullSs = samples.get(`${box.target.name} full`)!;
-            const warmFull = fullSs.reduce((a, x) => a + x.warmReused, 0);
-            costRows.push(
-              `| ${size.toLocaleString('en')} | ${((box.firstReconcile ?? 0) * 1000).toFixed(0)} | ${n} | ${n > 0 ? ((rec / n) * 1000).toFixed(0) : '–'} | ` +
-                `${mean(ss.map((x) => x.gatewayCpuMs)).toFixed(0)} | ${mean(fullSs.map((x) => x.gatewayCpuMs)).toFixed(0)} | ${warm + warmFull}/${ss.length + fullSs.length} |`,
-            );
-            console.error(costRows.at(-1));
-          }
         }
-        console.error(`${box.target.name} ${box.name} first sync: qresync client ${box.firstSync.qresync.toFixed(0)} ms, full client ${box.firstSync.full.toFixed(0)} ms`);
+        if (t.gw) {
+          const q = [...get(`${t.name} loopback qresync`), ...get(`${t.name} slow qresync`)];
+          const f = [...get(`${t.name} loopback full`), ...get(`${t.name} slow full`)];
+          const rec = q.reduce((a, x) => a + x.reconcileS, 0);
+          const n = q.reduce((a, x) => a + x.reconciles, 0);
+          const warm = [...q, ...f].reduce((a, x) => a + x.warmReused, 0);
+          costRows.push(
+            `| ${size.toLocaleString('en')} | ${((box.firstReconcile ?? 0) * 1000).toFixed(0)} | ${n} | ${n > 0 ? ((rec / n) * 1000).toFixed(0) : '–'} | ` +
+              `${timing(q.map((x) => x.reconcileS * 1000))} | ${mean(get(`${t.name} loopback qresync`).map((x) => x.gatewayCpuMs)).toFixed(0)} | ` +
+              `${mean(get(`${t.name} loopback full`).map((x) => x.gatewayCpuMs)).toFixed(0)} | ${warm}/${q.length + f.length} |`,
+          );
+          console.error(costRows.at(-1));
+        }
+        firstRows.push(`| ${size.toLocaleString('en')} | ${t.name} | ${box.firstSync.qresync.toFixed(0)} | ${box.firstSync.full.toFixed(0)} |`);
+        console.error(firstRows.at(-1));
       }
     }
   } finally {
     for (const t of targets) await t.master.logout().catch(() => t.master.close());
+    await link?.close();
     await gw.stop();
     await legacy.stop();
     await full?.stop();
   }
-  console.log(`\nReconnect after 10 changes (6 flag changes, 2 expunges, 2 APPENDs), median of ${REPEAT} (min–max):\n`);
-  console.log('| messages | target | way | round trips | client bytes sent | client bytes received | wall ms | gateway CPU ms | Dovecot CPU ms |');
-  console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|');
+  const slowName = link ? `${LINK_BPS / 1e6} Mbit/s, ${LINK_RTT_MS} ms RTT` : 'no slow link';
+  console.log(`\nReconnect after 10 changes (6 flag changes, 2 expunges, 2 APPENDs), median of ${REPEAT} per link (min–max):\n`);
+  console.log(`| messages | target | way | round trips | client bytes sent | client bytes received | link bytes down | loopback ms | ${slowName} ms | gateway CPU ms | Dovecot CPU ms |`);
+  console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) console.log(r);
-  console.log('\nThe gateway\'s reconciliation (full rescan) per mailbox size:\n');
-  console.log('| messages | first reconcile ms (records all) | reconciles | mean reconcile ms | gateway CPU ms per QRESYNC reconnect | gateway CPU ms per full resync | warm upstream reused |');
-  console.log('|---:|---:|---:|---:|---:|---:|---:|');
+  console.log("\nThe gateway's reconciliation (full rescan, lemonade_qresync_reconcile_duration_seconds) per mailbox size, QRESYNC reconnects on both links:\n");
+  console.log('| messages | first reconcile ms (records every message) | reconciles | mean ms | median ms (min–max) | gateway CPU ms per QRESYNC reconnect | gateway CPU ms per full resync | warm upstream reused |');
+  console.log('|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of costRows) console.log(r);
+  console.log('\nFirst sync (loopback; not part of the comparison: the QRESYNC client gets no flags here, the gateway records every message):\n');
+  console.log('| messages | target | ENABLE QRESYNC + SELECT ms | SELECT + UID FETCH 1:* (UID FLAGS) ms |');
+  console.log('|---:|---|---:|---:|');
+  for (const r of firstRows) console.log(r);
 }
 
 main().catch((err: unknown) => {
