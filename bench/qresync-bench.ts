@@ -359,7 +359,8 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 async function main(): Promise<void> {
   const legacy = await startLegacyStack({ postfix: false });
-  const gw = await startGateway(legacy);
+  // Logging at info, the deployed default (the test harness's debug logs every command).
+  const gw = await startGateway(legacy, { config: { log: { level: 'info' } } });
   link = LINK_BPS > 0 ? new SlowLink({ bitsPerSecond: LINK_BPS, rttMs: LINK_RTT_MS }) : undefined;
   const vias: Via[] = link ? ['loopback', 'slow'] : ['loopback'];
   const targets: Target[] = [
