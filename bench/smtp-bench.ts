@@ -34,6 +34,12 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 9);
 const SLICE_SECONDS = Number(process.env.BENCH_SLICE_SECONDS ?? 3);
 /** Extra node flags for the gateway (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"); they replace its shebang's. */
 const GATEWAY_NODE_ARGS = process.env.BENCH_GATEWAY_NODE_ARGS?.split(/\s+/).filter(Boolean);
+/**
+ * A second gateway from another build (the path of its dist/main.js, e.g. a copy of dist/
+ * made before a change, kept inside the repository so node_modules resolve), measured as
+ * target "gateway-ref" in the same run: compares code variants under the same noise.
+ */
+const REF_MAIN = process.env.BENCH_GATEWAY_REF_MAIN;
 /** Only these targets (comma-separated names), e.g. for profiling one of them. */
 const ONLY = process.env.BENCH_TARGETS?.split(',').filter(Boolean);
 const USERS = ['alice', 'bob', 'carol'];
@@ -94,11 +100,15 @@ interface Tally {
   seconds: number;
   /** The relay's CPU (user + system, with its descendants') in ms over this target's slices. */
   cpuMs: number;
+  /** Of cpuMs, system (kernel) time. */
+  sysMs: number;
+  /** Minor page faults of the relay's processes over this target's slices. */
+  faults: number;
   /** Time the relay's threads waited for a CPU while runnable, in ms, over this target's slices. */
   waitMs: number;
 }
 
-const newTally = (): Tally => ({ latencies: [], errors: 0, seconds: 0, cpuMs: 0, waitMs: 0 });
+const newTally = (): Tally => ({ latencies: [], errors: 0, seconds: 0, cpuMs: 0, sysMs: 0, faults: 0, waitMs: 0 });
 
 /** The PIDs of a process and all its descendants, from /proc. */
 function processTree(root: number): number[] {
@@ -130,19 +140,24 @@ function processTree(root: number): number[] {
  * Deltas are right as long as children that exit are reaped before the interval ends
  * (socat and Dovecot's master reap at once).
  */
-function treeCpuMs(root: number): number {
+function treeCpuMs(root: number): { cpuMs: number; sysMs: number; faults: number } {
   let ticks = 0;
+  let sys = 0;
+  let faults = 0;
   for (const pid of processTree(root)) {
     try {
       const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
       // utime stime cutime cstime: fields 14-17 of stat(5), 12-15 counting from state.
       ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+      sys += Number(fields[12]) + Number(fields[14]);
+      // minflt cminflt: fields 10-11 (page faults served without I/O, e.g. first touches of new memory).
+      faults += Number(fields[7]) + Number(fields[8]);
     } catch {
       // exited meanwhile: its time is in its parent's cutime once reaped
     }
   }
-  return ticks * 10;
+  return { cpuMs: ticks * 10, sysMs: sys * 10, faults };
 }
 
 /**
@@ -200,7 +215,7 @@ async function runSlice(target: Target, message: Buffer, tally: Tally, seconds: 
     await Promise.all(
       clients.map((c) => c.transport.sendMail({ envelope: { from: SENDER, to: c.to }, raw: message }).catch(note)),
     );
-    const cpuBefore = target.relayPid ? treeCpuMs(target.relayPid()) : 0;
+    const cpuBefore = target.relayPid ? treeCpuMs(target.relayPid()) : undefined;
     const waitBefore = target.relayPid ? treeRunqueueWaitMs(target.relayPid()) : 0;
     const started = performance.now();
     const deadline = started + seconds * 1000;
@@ -222,7 +237,12 @@ async function runSlice(target: Target, message: Buffer, tally: Tally, seconds: 
     for (const c of clients) c.transport.close();
     // Let connection-per-process relays (socat, Dovecot) finish and be reaped, then count.
     await new Promise((r) => setTimeout(r, 300));
-    if (target.relayPid) tally.cpuMs += treeCpuMs(target.relayPid()) - cpuBefore;
+    if (target.relayPid && cpuBefore) {
+      const after = treeCpuMs(target.relayPid());
+      tally.cpuMs += after.cpuMs - cpuBefore.cpuMs;
+      tally.sysMs += after.sysMs - cpuBefore.sysMs;
+      tally.faults += after.faults - cpuBefore.faults;
+    }
   } finally {
     for (const c of clients) c.transport.close();
     tally.errors += errors;
@@ -370,25 +390,33 @@ async function main(): Promise<void> {
   };
   try {
     // The harness reads the gateway's "ready" log line, which is logged at info.
-    const gw = await startGateway(stack, {
-      config: {
-        log: { level: 'info' },
-        submission: {
-          listen: [
-            { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: true },
-            { host: '127.0.0.1', port: 0, tls: 'implicit' },
-          ],
-          senderPolicy: { mode: 'any' },
-          limits: { maxMessageSize: 64 * 1024 * 1024, maxSessions: 1000 },
-          relay: { poolSize: CLIENTS * 2 },
-        },
+    const gatewayConfig = {
+      log: { level: 'info' },
+      submission: {
+        listen: [
+          { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: true },
+          { host: '127.0.0.1', port: 0, tls: 'implicit' },
+        ],
+        senderPolicy: { mode: 'any' },
+        limits: { maxMessageSize: 64 * 1024 * 1024, maxSessions: 1000 },
+        relay: { poolSize: CLIENTS * 2 },
       },
+    };
+    const gw = await startGateway(stack, {
+      config: gatewayConfig,
       ...(GATEWAY_NODE_ARGS ? { nodeArgs: GATEWAY_NODE_ARGS } : {}),
     });
     stops.push(async () => {
       await gw.stop();
       rmSync(gw.dir, { recursive: true, force: true });
     });
+    const ref = REF_MAIN ? await startGateway(stack, { config: gatewayConfig, main: path.resolve(REF_MAIN) }) : undefined;
+    if (ref) {
+      stops.push(async () => {
+        await ref.stop();
+        rmSync(ref.dir, { recursive: true, force: true });
+      });
+    }
     const socat = await startSocat(stack.smtpPort);
     stops.push(() => socat.proc.kill());
     const tlsDir = path.join(gw.dir, 'data', 'tls');
@@ -408,6 +436,7 @@ async function main(): Promise<void> {
       { name: 'direct', port: stack.smtpPort, tls: false, auth: false },
       { name: 'socat', port: socat.port, tls: false, auth: false, relayPid: () => socat.proc.pid! },
       { name: 'gateway', port: gw.submissionPort, tls: false, auth: true, relayPid: () => gw.pid },
+      ...(ref ? [{ name: 'gateway-ref', port: ref.submissionPort, tls: false, auth: true, relayPid: () => ref.pid }] : []),
       { name: 'gateway-tls', port: gw.submissionsPort, tls: true, auth: true, relayPid: () => gw.pid },
       ...(dsub
         ? [
@@ -468,16 +497,18 @@ async function main(): Promise<void> {
     for (const s of SIZES) {
       const direct = summarize(tallies.get(`${s.label}/direct`)!);
       console.log(`\n${s.label} messages:\n`);
-      console.log('| target | messages/s | p50 ms | p99 ms | messages | errors | vs direct | relay CPU ms/msg | relay runqueue wait ms/msg |');
-      console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+      console.log('| target | messages/s | p50 ms | p99 ms | messages | errors | vs direct | relay CPU ms/msg | of it system | relay faults/msg | relay runqueue wait ms/msg |');
+      console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
       for (const t of targets) {
         const tally = tallies.get(`${s.label}/${t.name}`)!;
         const r = summarize(tally);
         const cpu = t.relayPid && r.n > 0 ? (tally.cpuMs / r.n).toFixed(2) : '';
         const wait = t.relayPid && r.n > 0 ? (tally.waitMs / r.n).toFixed(2) : '';
+        const sys = t.relayPid && r.n > 0 ? (tally.sysMs / r.n).toFixed(2) : '';
+        const faults = t.relayPid && r.n > 0 ? (tally.faults / r.n).toFixed(0) : '';
         console.log(
           `| ${t.name} | ${r.perSec.toFixed(1)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.n} | ${tally.errors} | ` +
-            `${(r.perSec / direct.perSec).toFixed(2)}x | ${cpu} | ${wait} |`,
+            `${(r.perSec / direct.perSec).toFixed(2)}x | ${cpu} | ${sys} | ${faults} | ${wait} |`,
         );
       }
     }

@@ -55,6 +55,8 @@ export interface GatewayOptions {
   /** Also listen on a plain port where LOGIN without TLS is allowed from loopback. */
   plaintext?: boolean;
   nodeArgs?: string[];
+  /** Another build's entry point instead of this tree's dist/main.js (the benchmarks compare builds). */
+  main?: string;
 }
 
 function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
@@ -104,7 +106,7 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
   const configFile = path.join(dir, 'config.yaml');
   writeFileSync(configFile, stringify(config));
   // Run the entry point as deployed (its shebang carries the runtime flags), unless a test adds node flags.
-  const main = path.join(repoRoot, 'dist', 'main.js');
+  const main = opts.main ?? path.join(repoRoot, 'dist', 'main.js');
   const [cmd, args] = opts.nodeArgs
     ? [process.execPath, [...opts.nodeArgs, main, '--config', configFile]]
     : [main, ['--config', configFile]];
