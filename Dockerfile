@@ -44,7 +44,7 @@ FROM ${NODE_IMAGE} AS runtime
 # a larger trim threshold stops the heap faulting its read buffers in again (src/main.ts).
 ENV NODE_ENV=production \
     NODE_OPTIONS=--max-semi-space-size=1 \
-    GLIBC_TUNABLES=glibc.malloc.trim_threshold=8388608
+    GLIBC_TUNABLES=glibc.malloc.trim_threshold=33554432
 WORKDIR /app
 COPY --from=deps /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist

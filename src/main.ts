@@ -1,4 +1,4 @@
-#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.trim_threshold=8388608 node --max-semi-space-size=1
+#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.trim_threshold=33554432 node --max-semi-space-size=1
 // The flag above: a relay allocates a buffer per socket read and drops it at once; a small
 // young generation collects those promptly, so memory follows the traffic in flight rather
 // than the traffic relayed (a 50 MB FETCH otherwise leaves tens of MB of garbage waiting).
@@ -6,9 +6,11 @@
 // The tunable: those read buffers (64 KiB each) come from glibc's heap, and with its default
 // trim threshold (128 KiB) every collection that frees a few of them hands the top of the
 // heap back to the kernel, so the next reads fault fresh pages in again: for 1 MB messages
-// relayed by 8 sessions about 200 page faults and 2-4 ms of system CPU per message
-// (bench/RESULTS.md, issue 3). Keeping up to 8 MiB of freed heap cut that to about 30.
-// glibc reads it only at start-up (musl ignores it). The Dockerfile sets the same.
+// relayed by 8 sessions about 150-200 page faults and 2-4 ms of system CPU per message
+// (bench/RESULTS.md, issue 3). Keeping up to 32 MiB of freed heap cut that to about 30
+// (8 MiB was not enough once 1 KB and 1 MB traffic alternated: about 100); the price is
+// that much heap kept after a burst instead of returned. glibc reads it only at start-up
+// (musl ignores it). The Dockerfile sets the same.
 /**
  * lemonade-gateway command line: `--config FILE` runs the gateway, `--check-config FILE`
  * only validates the configuration, `queue ...` inspects and acts on the FUTURERELEASE spool.
