@@ -15,7 +15,8 @@ let gw: RunningGateway;
 t.before(async () => {
   legacy = await startLegacyStack({ postfix: false });
   gw = await startGateway(legacy, {
-    config: { imap: { timeouts: { preAuthSeconds: 2 }, limits: { maxSessions: 20 } } },
+    // warmUpstream off: this file checks that a vanished client's upstream is closed (test/warm-upstream.test.ts covers keeping it).
+    config: { imap: { timeouts: { preAuthSeconds: 2 }, limits: { maxSessions: 20 }, warmUpstream: { seconds: 0 } } },
   });
 });
 t.teardown(async () => {

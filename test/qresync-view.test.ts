@@ -16,8 +16,14 @@ import { parseResponseHead } from '../src/imap/protocol/parser.js';
 async function fixture(uids: number[]): Promise<{ store: SqliteStore; view: MailboxView }> {
   const store = SqliteStore.open(path.join(mkdtempSync(path.join(os.tmpdir(), 'lemonade-view-')), 'store.sqlite'));
   const state = await store.modseqOpen('alice', 'INBOX', 7);
-  const r = await store.modseqRecord(state.id, { changed: uids.map((uid) => ({ uid, flags: uid % 2 === 0 ? ['\\Seen'] : [] })), expunged: [] });
-  const view = await MailboxView.load(store, state, 'INBOX', 7, Uint32Array.from(uids), r.highestModseq);
+  const flags = uids.map((uid) => (uid % 2 === 0 ? ['\\Seen'] : []));
+  const r = await store.modseqRecord(state.id, { changed: uids.map((uid, i) => ({ uid, flags: flags[i]! })), expunged: [] });
+  const view = MailboxView.create(store, state, 'INBOX', 7, {
+    uids: Uint32Array.from(uids),
+    modseqs: Float64Array.from(r.modseqs),
+    flags: flags.map((f) => f.join(' ')),
+    highestModseq: r.highestModseq,
+  });
   return { store, view };
 }
 
@@ -28,7 +34,7 @@ t.test('load, seqOf, EXISTS, EXPUNGE', async (t) => {
   t.same([3, 5, 8, 13].map((u) => view.seqOf(u)), [1, 2, 3, 4]);
   t.equal(view.seqOf(4), undefined);
   t.ok(view.modseqs[0]! < view.modseqs[3]!, 'mod-sequences from the store, in recording order');
-  t.same(view.flagsOf(3), ['\\Seen']);
+  t.same(view.flagsOf(3), ['\\Seen'], 'message 3 (UID 8, even) is seen');
 
   view.exists(6);
   t.equal(view.firstUnknown(), 5, 'new messages are unknown until a FETCH names them');

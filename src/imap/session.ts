@@ -88,7 +88,7 @@ interface InFlight {
   /** Called if the command never completes (the session or upstream ends first). */
   abandon?: () => void;
   /** A command of the gateway's own on the client's connection (see internalCommand). */
-  internal?: { capture: (line: string) => boolean; done: (status: string, line: string) => void };
+  internal?: { capture: (line: string, raw: Buffer) => boolean; done: (status: string, line: string) => void };
 }
 
 type AppendUidTracker = Pick<InFlight, 'rewriteTagged' | 'abandon'>;
@@ -587,7 +587,7 @@ export class ImapSession implements CommandContext {
    * data capture() claims is this command's; everything else (EXPUNGE, FETCH) still
    * reaches the client, whose mailbox it describes.
    */
-  async internalCommand(text: string | Buffer, capture: (line: string) => boolean = () => false): Promise<{ status: string; line: string }> {
+  async internalCommand(text: string | Buffer, capture: (line: string, raw: Buffer) => boolean = () => false): Promise<{ status: string; line: string }> {
     const upstream = this.upstream;
     if (!upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
     const upTag = `I${this.nextUpTag++}`;
@@ -870,7 +870,7 @@ export class ImapSession implements CommandContext {
     if (head.tag === '*') {
       // The gateway's own command runs alone, so the untagged data it asked for is its own.
       for (const entry of this.inflight.values()) {
-        if (entry.internal?.capture(first.toString('latin1'))) {
+        if (entry.internal?.capture(first.toString('latin1'), first)) {
           this.relaySkip = true;
           return;
         }

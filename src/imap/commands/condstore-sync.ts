@@ -14,8 +14,7 @@ import { SequenceSet } from '../protocol/sequence-set.js';
 import { qresyncChanges, qresyncReconcileDuration, qresyncReconciliations } from '../../metrics/metrics.js';
 
 /** The message number, UID and flags of a `* n FETCH (...)` line the gateway asked for (no literals in it). */
-function fetchLine(line: string): { seq: number; uid?: number; flags?: string[] } | undefined {
-  const b = Buffer.from(line, 'latin1');
+function fetchLine(b: Buffer): { seq: number; uid?: number; flags?: string[] } | undefined {
   const info = parseFetchHead(b);
   if (info === undefined) return undefined;
   const flags = fetchHeadFlags(b);
@@ -24,8 +23,8 @@ function fetchLine(line: string): { seq: number; uid?: number; flags?: string[] 
 
 /**
  * The full rescan (lemonade/qresync/reconcile.ts) of the mailbox the client just selected,
- * on its own connection: UID FETCH 1:* (FLAGS) streamed into the reconciler, then the view
- * read back from the store. Throws when the upstream or the store fails.
+ * on its own connection: UID FETCH 1:* (FLAGS) streamed into the reconciler, which also
+ * gives the view its mod-sequences and flags (no second pass over the store). Throws when the upstream or the store fails.
  */
 export async function reconcileSelected(ctx: CommandContext, mailbox: string, uidValidity: number, exists: number): Promise<MailboxView> {
   const index = ctx.lemonade.store;
@@ -39,8 +38,8 @@ export async function reconcileSelected(ctx: CommandContext, mailbox: string, ui
       resume: () => upstream?.resume(),
     });
     if (exists > 0) {
-      const r = await ctx.internalCommand('UID FETCH 1:* (FLAGS)', (line) => {
-        const f = fetchLine(line);
+      const r = await ctx.internalCommand('UID FETCH 1:* (FLAGS)', (_line, raw) => {
+        const f = fetchLine(raw);
         if (f === undefined) return false;
         if (f.uid !== undefined && f.flags !== undefined) reconciler.push(f.uid, f.flags);
         return true;
@@ -54,7 +53,7 @@ export async function reconcileSelected(ctx: CommandContext, mailbox: string, ui
     const result = await reconciler.finish();
     // Bounded history of expunges (RFC 7162 §3.2.5.2 allows forgetting old ones).
     await index.modseqCompact(state.id, ctx.config.imap.qresync.vanishedKept);
-    const view = await MailboxView.load(index, state, mailbox, uidValidity, result.uids, result.highestModseq);
+    const view = MailboxView.create(index, state, mailbox, uidValidity, result);
     qresyncReconciliations.inc({ result: 'ok' });
     qresyncChanges.inc({ kind: 'changed' }, result.changed);
     qresyncChanges.inc({ kind: 'expunged' }, result.expunged);
@@ -77,8 +76,8 @@ export async function reconcileSelected(ctx: CommandContext, mailbox: string, ui
  */
 export async function rescanFlags(ctx: CommandContext, view: MailboxView, set: string, byUid: boolean): Promise<boolean> {
   const seen: Array<{ uid: number; flags: string[] }> = [];
-  const r = await ctx.internalCommand(`${byUid ? 'UID ' : ''}FETCH ${set} (UID FLAGS)`, (line) => {
-    const f = fetchLine(line);
+  const r = await ctx.internalCommand(`${byUid ? 'UID ' : ''}FETCH ${set} (UID FLAGS)`, (_line, raw) => {
+    const f = fetchLine(raw);
     if (f === undefined) return false;
     if (f.uid === undefined || f.flags === undefined) return true;
     view.place(f.seq, f.uid);

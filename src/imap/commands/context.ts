@@ -57,7 +57,7 @@ export interface CommandContext {
    * A command of the gateway's own on the client's upstream connection (nothing else is
    * in flight then); untagged lines capture() claims are not shown to the client.
    */
-  internalCommand(text: string | Buffer, capture?: (line: string) => boolean): Promise<{ status: string; line: string }>;
+  internalCommand(text: string | Buffer, capture?: (line: string, raw: Buffer) => boolean): Promise<{ status: string; line: string }>;
   /** The session's CONDSTORE/QRESYNC state (RFC 7162 emulation). */
   readonly condstore: CondstoreSession;
   /** A SELECT/EXAMINE the gateway ran succeeded (true) or failed, closing any mailbox (RFC 3501 §6.3.1). */

@@ -29,6 +29,10 @@ export interface ReconcileResult {
   highestModseq: number;
   /** Every current UID, ascending: the session's message sequence number -> UID map (seq n is uids[n - 1]). */
   uids: Uint32Array;
+  /** Each message's mod-sequence after this reconciliation (aligned with uids). */
+  modseqs: Float64Array;
+  /** Each message's canonical flag key (flags.ts flagsKey; aligned with uids). */
+  flags: string[];
   /** Messages in the mailbox (uids.length). */
   count: number;
   /** Differences from the stored state recorded: new messages and messages whose flags changed. */
@@ -91,10 +95,13 @@ export class MailboxReconciler {
   private storedDone = false;
 
   // Differences not recorded yet.
-  private pendingChanged: Array<{ uid: number; flags: string[] }> = [];
+  /** pos: the message's index in uids, whose mod-sequence the write gives. */
+  private pendingChanged: Array<{ uid: number; flags: string[]; pos: number }> = [];
   private pendingExpunged: number[] = [];
 
   private uids: Uint32Array;
+  private modseqs: Float64Array;
+  private flagKeys: string[] = [];
   private count = 0;
   private changed = 0;
   private expunged = 0;
@@ -109,6 +116,7 @@ export class MailboxReconciler {
     this.highWater = Math.max(this.batch, opts.highWater ?? 4 * this.batch);
     this.lowWater = Math.min(this.batch, this.highWater);
     this.uids = new Uint32Array(Math.max(16, opts.expectedCount ?? 0));
+    this.modseqs = new Float64Array(this.uids.length);
   }
 
   private repeats = 0;
@@ -176,7 +184,8 @@ export class MailboxReconciler {
       await this.flush();
       const highestModseq = this.highestModseq ?? (await this.index.modseqState(this.state.id)).highestModseq;
       const uids = this.uids.length === this.count ? this.uids : this.uids.slice(0, this.count);
-      return { highestModseq, uids, count: this.count, changed: this.changed, expunged: this.expunged };
+      const modseqs = this.modseqs.length === this.count ? this.modseqs : this.modseqs.slice(0, this.count);
+      return { highestModseq, uids, modseqs, flags: this.flagKeys, count: this.count, changed: this.changed, expunged: this.expunged };
     } catch (err) {
       this.fail(err);
       throw err;
@@ -253,14 +262,15 @@ export class MailboxReconciler {
       await this.expunge(row.uid);
       row = await this.storedHead();
     }
+    const key = flagsKey(flags);
     if (row !== undefined && row.uid === uid) {
       this.storedPos++;
       // Stored flags are canonical already (the store keeps flagsKey's form).
-      if (flagsKey(flags) !== row.flags.join(' ')) await this.change(uid, flags);
-    } else {
-      await this.change(uid, flags);
+      const stored = row.flags.join(' ');
+      if (key === stored) return this.keepUid(uid, row.modseq, stored);
     }
-    this.keepUid(uid);
+    this.keepUid(uid, 0, key);
+    await this.change(uid, flags, this.count - 1);
   }
 
   /**
@@ -281,8 +291,8 @@ export class MailboxReconciler {
     return rows[0];
   }
 
-  private async change(uid: number, flags: string[]): Promise<void> {
-    this.pendingChanged.push({ uid, flags });
+  private async change(uid: number, flags: string[], pos: number): Promise<void> {
+    this.pendingChanged.push({ uid, flags, pos });
     if (this.pendingChanged.length + this.pendingExpunged.length >= this.batch) await this.flush();
   }
 
@@ -297,19 +307,27 @@ export class MailboxReconciler {
     const expunged = this.pendingExpunged;
     this.pendingChanged = [];
     this.pendingExpunged = [];
-    const result = await this.index.modseqRecord(this.state.id, { changed, expunged });
+    const result = await this.index.modseqRecord(this.state.id, { changed: changed.map(({ uid, flags }) => ({ uid, flags })), expunged });
     this.highestModseq = result.highestModseq;
+    // 0: another process recorded the UID as vanished meanwhile; the next rescan settles it.
+    for (let k = 0; k < changed.length; k++) this.modseqs[changed[k]!.pos] = result.modseqs[k] || result.highestModseq;
     this.changed += changed.length;
     this.expunged += expunged.length;
   }
 
-  private keepUid(uid: number): void {
+  private keepUid(uid: number, modseq: number, key: string): void {
     if (this.count === this.uids.length) {
       const grown = new Uint32Array(this.uids.length * 2);
       grown.set(this.uids);
       this.uids = grown;
+      const modseqs = new Float64Array(grown.length);
+      modseqs.set(this.modseqs);
+      this.modseqs = modseqs;
     }
-    this.uids[this.count++] = uid;
+    this.uids[this.count] = uid;
+    this.modseqs[this.count] = modseq;
+    this.flagKeys[this.count] = key;
+    this.count++;
   }
 }
 

@@ -18,9 +18,6 @@ import type { MailboxModseqState, ModseqIndex } from '../../store/store.js';
 import { flagsKey, flagsFromKey } from './flags.js';
 import { qresyncChanges } from '../../metrics/metrics.js';
 
-/** Stored rows read per store call while loading. */
-const PAGE = 1000;
-
 export class MailboxView {
   /** seq n -> uids[n - 1]; 0 while the message is known only from EXISTS. */
   uids: Uint32Array;
@@ -50,41 +47,20 @@ export class MailboxView {
   }
 
   /**
-   * The view of a mailbox just reconciled: uids are its messages in order, every one of
-   * them stored (the reconciliation recorded them); their flags and mod-sequences are read
-   * back from the store a page at a time, both sides in UID order.
+   * The view of a mailbox just reconciled (reconcile.ts): its messages in order, each with
+   * the mod-sequence and canonical flag key the reconciliation left in the store.
    */
-  static async load(
+  static create(
     index: ModseqIndex,
     state: MailboxModseqState,
     mailbox: string,
     uidValidity: number,
-    uids: Uint32Array,
-    highestModseq: number,
-  ): Promise<MailboxView> {
-    const view = new MailboxView(index, state, mailbox, uidValidity, uids);
-    view.highestModseq = highestModseq;
-    let after = 0;
-    let i = 0;
-    while (i < view.count) {
-      const rows = await index.modseqRange(state.id, after, PAGE);
-      if (rows.length === 0) break;
-      for (const row of rows) {
-        while (i < view.count && view.uids[i]! < row.uid) {
-          // Not stored (another process recorded it as expunged meanwhile): the next rescan decides.
-          view.modseqs[i] = highestModseq;
-          i++;
-        }
-        if (i < view.count && view.uids[i] === row.uid) {
-          view.modseqs[i] = row.modseq;
-          view.flags[i] = view.intern(row.flags.join(' '));
-          i++;
-        }
-      }
-      after = rows[rows.length - 1]!.uid;
-      if (rows.length < PAGE) break;
-    }
-    for (; i < view.count; i++) view.modseqs[i] = highestModseq;
+    messages: { uids: Uint32Array; modseqs: Float64Array; flags: readonly string[]; highestModseq: number },
+  ): MailboxView {
+    const view = new MailboxView(index, state, mailbox, uidValidity, messages.uids);
+    view.highestModseq = messages.highestModseq;
+    view.modseqs.set(messages.modseqs.subarray(0, view.count));
+    for (let i = 0; i < view.count; i++) view.flags[i] = view.intern(messages.flags[i] ?? '');
     return view;
   }
 
