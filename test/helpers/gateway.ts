@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { appendFileSync, existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,8 +71,25 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
   return out;
 }
 
+/**
+ * Gateway directories (config, dataDir) are removed when the test process exits, not at
+ * stop(): a test may start a second gateway on the first one's dataDir (restarts).
+ * LEMONADE_KEEP_GATEWAY=1 keeps them for a look.
+ */
+const dirsToRemove = new Set<string>();
+function removeAtExit(dir: string): void {
+  if (process.env.LEMONADE_KEEP_GATEWAY) return;
+  if (dirsToRemove.size === 0) {
+    process.on('exit', () => {
+      for (const d of dirsToRemove) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  dirsToRemove.add(dir);
+}
+
 export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions = {}): Promise<RunningGateway> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-gw-'));
+  removeAtExit(dir);
   const config = merge(
     {
       hostname: 'localhost',
