@@ -384,3 +384,9 @@ t.test('qresyncVanished: defaults and bounds', async (t) => {
   t.equal(qresyncVanished({ currentUids: current, uidNext: 9, seqMatch: match('2', '4') }).toString(), '5,7:8');
   t.equal(qresyncVanished({ currentUids: uids(1), uidNext: 2 ** 33 }).toString(), '2:4294967295', 'maxuid capped at 2^32-1');
 });
+
+t.test('isSequenceSet: the RFC 3501 §9 grammar, "*" allowed, 0 not', async (t) => {
+  const { isSequenceSet } = await import('../src/imap/protocol/sequence-set.js');
+  for (const ok of ['1', '*', '1:*', '2,4:7,9,12:*', '4294967295']) t.ok(isSequenceSet(ok), ok);
+  for (const bad of ['', '0', '1:0', '1,,2', 'a', '1:2:3', '4294967296', '-1', ' 1']) t.notOk(isSequenceSet(bad), JSON.stringify(bad));
+});

@@ -10,7 +10,7 @@ import { stringArgument } from './arguments.js';
 import { isQuotable, quoted } from '../protocol/writer.js';
 import { copiedUids, mailboxUids, searchResult, uidSet, type MailboxUids } from '../../lemonade/appenduid.js';
 import { normalizeMailbox } from '../../store/store.js';
-import { SEQUENCE_SET } from './uid-expunge.js';
+import { isSequenceSet } from '../protocol/sequence-set.js';
 import { answerAsUpstream } from './upstream-answer.js';
 
 /** The upstream's own COPYUID (if any) is not what the gateway advertised: never shown. */
@@ -22,7 +22,7 @@ export const copy: CommandHandler = async (ctx, line) => {
   const set = args[0];
   const mailbox = stringArgument(args[1]);
   const name = byUid ? 'UID COPY' : 'COPY';
-  if (args.length !== 2 || set?.type !== 'atom' || !SEQUENCE_SET.test(set.value) || mailbox === undefined) {
+  if (args.length !== 2 || set?.type !== 'atom' || !isSequenceSet(set.value) || mailbox === undefined) {
     return ctx.tagged(line.tag, 'BAD', `${name} expects a set and a mailbox`);
   }
   if (!isQuotable(mailbox)) return ctx.tagged(line.tag, 'BAD', 'Mailbox name not supported here');

@@ -7,14 +7,13 @@
  */
 import type { CommandHandler } from './context.js';
 import { searchResult, uidSet } from '../../lemonade/appenduid.js';
+import { isSequenceSet } from '../protocol/sequence-set.js';
 import { highestModseqCode } from '../../lemonade/qresync/responses.js';
 
-/** RFC 3501 §9 sequence-set (UIDs or "*"). */
-export const SEQUENCE_SET = /^(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*$/;
 
 export const uidExpunge: CommandHandler = async (ctx, line) => {
   const set = line.items[2];
-  if (line.items.length !== 3 || set?.type !== 'atom' || !SEQUENCE_SET.test(set.value)) {
+  if (line.items.length !== 3 || set?.type !== 'atom' || !isSequenceSet(set.value)) {
     return ctx.tagged(line.tag, 'BAD', 'UID EXPUNGE expects a UID set');
   }
   let keep: number[] | undefined;

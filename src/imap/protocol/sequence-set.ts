@@ -270,6 +270,17 @@ export function parseSequenceSet(text: string, options?: SequenceSetParseOptions
  * Ascending numbers as a compact RFC 3501 §9 sequence-set ("3:5,9"); duplicates are
  * skipped; "" for none. (Was appenduid.ts's uidSet, which now re-exports this.)
  */
+/** Whether text is an RFC 3501 §9 sequence-set ("*" allowed), within the default bounds. */
+export function isSequenceSet(text: string): boolean {
+  try {
+    SequenceSet.parse(text, { largest: MAX_NZ_NUMBER });
+    return true;
+  } catch (err) {
+    if (err instanceof SequenceSetError) return false;
+    throw err;
+  }
+}
+
 export function formatSequenceSet(sorted: ArrayLike<number>): string {
   const out: string[] = [];
   let i = 0;
