@@ -25,12 +25,7 @@ const OWN_SENDER = { senderPolicy: { mode: 'own', domains: ['example.org'] } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function authed(gw: RunningGateway): Promise<RawSmtp> {
-  const c = await RawSmtp.connect(gw.submissionPort);
-  await c.reply();
-  await c.command('EHLO phone.example.org');
-  const a = await c.command(`AUTH PLAIN ${Buffer.from('\0alice\0password').toString('base64')}`);
-  if (a.code !== 235) throw new Error(a.text);
-  return c;
+  return RawSmtp.authenticated(gw.submissionPort, { ehlo: 'phone.example.org' });
 }
 
 /** One held message by DATA; the final reply, or undefined when the connection died first. */

@@ -30,12 +30,7 @@ t.teardown(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function authed(): Promise<RawSmtp> {
-  const c = await RawSmtp.connect(gw.submissionPort);
-  await c.reply();
-  await c.command('EHLO phone.example.org');
-  const a = await c.command(`AUTH PLAIN ${Buffer.from('\0alice\0password').toString('base64')}`);
-  if (a.code !== 235) throw new Error(a.text);
-  return c;
+  return RawSmtp.authenticated(gw.submissionPort, { ehlo: 'phone.example.org' });
 }
 
 /** Subjects of the messages in user's INBOX (read through the master user, directly upstream). */

@@ -110,12 +110,7 @@ print('quit', s.quit()[0])
 });
 
 async function authed(port = gw.submissionsPort): Promise<RawSmtp> {
-  const c = await RawSmtp.connect(port, { tls: true });
-  await c.reply();
-  await c.command('EHLO client.example.org');
-  const a = await c.command(`AUTH PLAIN ${b64('\0alice\0password')}`);
-  if (a.code !== 235) throw new Error(a.text);
-  return c;
+  return RawSmtp.authenticated(port, { tls: true });
 }
 
 t.test('pipelined BDAT chunks (one binary) in one write: delivered byte-identical', async (t) => {

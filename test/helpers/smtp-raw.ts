@@ -12,6 +12,20 @@ export class RawSmtp extends RawClient {
     return new RawSmtp(await openSocket(port, opts));
   }
 
+  /**
+   * A session past EHLO and AUTH PLAIN (RFC 4954) as user (alice by default); throws
+   * unless the AUTH got 235.
+   */
+  static async authenticated(port: number, opts: ConnectOptions & { user?: string; password?: string; ehlo?: string } = {}): Promise<RawSmtp> {
+    const c = await RawSmtp.connect(port, opts);
+    await c.reply();
+    await c.command(`EHLO ${opts.ehlo ?? 'client.example.org'}`);
+    const plain = Buffer.from(`\0${opts.user ?? 'alice'}\0${opts.password ?? 'password'}`).toString('base64');
+    const a = await c.command(`AUTH PLAIN ${plain}`);
+    if (a.code !== 235) throw new Error(a.text);
+    return c;
+  }
+
   /** The next complete reply (multi-line "250-" ... "250 "), or undefined once closed. */
   reply(timeoutMs = 10_000): Promise<Reply | undefined> {
     return this.waitFor(
