@@ -35,7 +35,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
-import { drainQueue } from './relay.js';
+import { benchMessage, drainQueue } from './relay.js';
 import { metricValue, startGateway, type RunningGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp, type Reply } from '../test/helpers/smtp-raw.js';
@@ -55,31 +55,13 @@ const OWN_SENDER = { senderPolicy: { mode: 'own', domains: ['example.org'] } };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A message of exactly `bytes` octets: a few headers, then 76-character lines as in a base64 attachment. */
 function makeMessage(bytes: number): Buffer {
-  const header = [
-    'From: alice@example.org',
-    'To: bob@example.org',
-    `Subject: futurerelease benchmark, ${bytes} bytes`,
-    `Message-ID: <futurerelease-bench-${bytes}@example.org>`,
-    'Date: Sun, 29 Nov 2026 00:00:00 +0000',
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=us-ascii',
-    '',
-    '',
-  ].join('\r\n');
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-  let body = '';
-  let n = 0;
-  while (header.length + body.length < bytes) {
-    let line = '';
-    for (let i = 0; i < 76; i++) line += alphabet[(n++ * 7 + i) % 64];
-    body += `${line}\r\n`;
-  }
-  // Trim to the exact size, still ending in CRLF; no line starts with ".", so no dot-stuffing.
-  const buf = Buffer.from((header + body).slice(0, bytes - 2) + '\r\n', 'latin1');
-  if (buf.length !== bytes) throw new Error(`message is ${buf.length} bytes, not ${bytes}`);
-  return buf;
+  return benchMessage(bytes, {
+    from: 'alice@example.org',
+    to: 'bob@example.org',
+    subject: `futurerelease benchmark, ${bytes} bytes`,
+    messageId: `futurerelease-bench-${bytes}@example.org`,
+  });
 }
 
 // ---- the client -----------------------------------------------------------------------

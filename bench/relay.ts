@@ -69,3 +69,33 @@ export async function drainQueue(stack: LegacyStack, timeoutMs: number): Promise
   while (queuedFiles(stack) > 0 && performance.now() - started < timeoutMs) await new Promise((r) => setTimeout(r, 100));
   return performance.now() - started;
 }
+
+/**
+ * A message of exactly `bytes` octets: a few headers, then 76-character lines as in a
+ * base64 attachment. No line starts with ".", so DATA needs no dot-stuffing.
+ */
+export function benchMessage(bytes: number, headers: { from: string; to: string; subject: string; messageId: string }): Buffer {
+  const header = [
+    `From: ${headers.from}`,
+    `To: ${headers.to}`,
+    `Subject: ${headers.subject}`,
+    `Message-ID: <${headers.messageId}>`,
+    'Date: Sun, 29 Nov 2026 00:00:00 +0000',
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=us-ascii',
+    '',
+    '',
+  ].join('\r\n');
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  let body = '';
+  let n = 0;
+  while (header.length + body.length < bytes) {
+    let line = '';
+    for (let i = 0; i < 76; i++) line += alphabet[(n++ * 7 + i) % 64];
+    body += `${line}\r\n`;
+  }
+  // Trim to the exact size, still ending in CRLF.
+  const buf = Buffer.from((header + body).slice(0, bytes - 2) + '\r\n', 'latin1');
+  if (buf.length !== bytes) throw new Error(`message is ${buf.length} bytes, not ${bytes}`);
+  return buf;
+}

@@ -26,7 +26,7 @@ import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
 import { startGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp } from '../test/helpers/smtp-raw.js';
-import { drainQueue, freePort, startSocat, waitForPort } from './relay.js';
+import { benchMessage, drainQueue, freePort, startSocat, waitForPort } from './relay.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
 /** Timed seconds per target and message size (split into slices). */
@@ -66,32 +66,8 @@ const SIZES: Size[] = [
   { label: '1 MB', bytes: 1024 * 1024 },
 ].filter((s) => !process.env.BENCH_SIZES || process.env.BENCH_SIZES.split(',').includes(s.label.replace(' ', '')));
 
-/** A message of exactly `bytes` octets: a few headers, then 76-character lines as in a base64 attachment. */
 function makeMessage(bytes: number): Buffer {
-  const header = [
-    `From: ${SENDER}`,
-    'To: bench-recipient@example.org',
-    `Subject: submission benchmark, ${bytes} bytes`,
-    `Message-ID: <bench-${bytes}@example.org>`,
-    'Date: Sun, 29 Nov 2026 00:00:00 +0000',
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=us-ascii',
-    '',
-    '',
-  ].join('\r\n');
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-  let body = '';
-  let n = 0;
-  while (header.length + body.length < bytes) {
-    let line = '';
-    for (let i = 0; i < 76; i++) line += alphabet[(n++ * 7 + i) % 64];
-    body += `${line}\r\n`;
-  }
-  // Trim to the exact size, still ending in CRLF.
-  const text = (header + body).slice(0, bytes - 2) + '\r\n';
-  const buf = Buffer.from(text, 'latin1');
-  if (buf.length !== bytes) throw new Error(`message is ${buf.length} bytes, not ${bytes}`);
-  return buf;
+  return benchMessage(bytes, { from: SENDER, to: 'bench-recipient@example.org', subject: `submission benchmark, ${bytes} bytes`, messageId: `bench-${bytes}@example.org` });
 }
 
 interface Tally {
