@@ -17,7 +17,7 @@ import { qresyncChanges, qresyncReconcileDuration, qresyncReconciliations } from
 function fetchLine(b: Buffer): { seq: number; uid?: number; flags?: string[] } | undefined {
   const info = parseFetchHead(b);
   if (info === undefined) return undefined;
-  const flags = fetchHeadFlags(b);
+  const flags = fetchHeadFlags(b, info);
   return { seq: info.number, ...(info.uid === undefined ? {} : { uid: info.uid }), ...(flags === undefined ? {} : { flags }) };
 }
 

@@ -143,8 +143,11 @@ export function parseFetchHead(head: Buffer): FetchHead | undefined {
  * message number (and the UID, when the segment shows it) for the caller's seq -> UID map,
  * or undefined when head is not a FETCH response.
  */
-export function insertFetchModseq(head: Buffer, modseq: bigint | number): { number: number; uid?: number; head: Buffer } | undefined {
-  const info = parseFetchHead(head);
+export function insertFetchModseq(
+  head: Buffer,
+  modseq: bigint | number,
+  info: FetchHead | undefined = parseFetchHead(head),
+): { number: number; uid?: number; head: Buffer } | undefined {
   if (info === undefined) return undefined;
   const empty = head[info.listStart] === B.RPAREN;
   const item = Buffer.from(`MODSEQ (${modSequenceText(modseq)})${empty ? '' : ' '}`, 'latin1');
@@ -176,8 +179,7 @@ function scanUid(b: Buffer, pos: number): number | undefined {
  * The flags of a top-level `FLAGS (...)` pair in an upstream `* n FETCH (...)` response's
  * first segment, when it comes before any literal; undefined otherwise.
  */
-export function fetchHeadFlags(head: Buffer): string[] | undefined {
-  const info = parseFetchHead(head);
+export function fetchHeadFlags(head: Buffer, info: FetchHead | undefined = parseFetchHead(head)): string[] | undefined {
   if (info === undefined) return undefined;
   const at = scanAttribute(head, info.listStart, 'FLAGS');
   if (at === undefined || head[at[0]] !== B.LPAREN) return undefined;

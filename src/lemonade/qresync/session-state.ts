@@ -65,8 +65,9 @@ export class CondstoreSession {
       case 'FETCH': {
         const info = parseFetchHead(first);
         if (info === undefined) return first;
-        const modseq = view.observe(info.number, info.uid, fetchHeadFlags(first));
-        const insert = (m: number): Buffer => insertFetchModseq(first, m)?.head ?? first;
+        // The head is parsed once here for all three uses (this runs for every FETCH response).
+        const modseq = view.observe(info.number, info.uid, fetchHeadFlags(first, info));
+        const insert = (m: number): Buffer => insertFetchModseq(first, m, info)?.head ?? first;
         return typeof modseq === 'number' ? insert(modseq) : modseq.then(insert);
       }
       default:
