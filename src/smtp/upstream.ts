@@ -9,6 +9,7 @@ import type { Config } from '../config/schema.js';
 import { UpstreamUnavailable, classifySocketError, connectSocket, upgradeToTls } from '../upstream/connect.js';
 import { smtpRelayDuration, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
 import { ReplyParseError, ReplyReader, type ParsedReply } from './protocol/reply.js';
+import { ContentStager } from './content-staging.js';
 
 export type UpstreamConfig = Config['submission']['upstream'];
 
@@ -24,20 +25,13 @@ export interface UpstreamSmtpOptions {
 
 export type SmtpParams = Array<[string, string | true]>;
 
-// Small writes are coalesced into BDAT chunks of about this size: one command per client
-// packet would multiply round-trip replies for nothing.
-const BDAT_CHUNK = 256 * 1024;
 // Content queued toward the MTA before the client is paused. The socket's own mark (16 KiB)
 // would stop the client after every chunk and serialize the two links; this keeps both
 // moving while still bounding what one session holds.
 const MAX_WRITE_BUFFER = 1024 * 1024;
 
 const QUIT_WAIT_MS = 5_000;
-
-const CR = 0x0d;
-const LF = 0x0a;
-const DOT = 0x2e;
-const DOT_BUF = Buffer.from('.');
+const EMPTY = Buffer.alloc(0);
 
 interface Waiter {
   resolve(reply: SmtpReply): void;
@@ -47,6 +41,7 @@ interface Waiter {
 interface QueuedCommand {
   payload: Array<string | Buffer>;
   waiter: Waiter;
+  onWritten?: () => void;
 }
 
 function checkArg(what: string, value: string): void {
@@ -80,11 +75,7 @@ export class UpstreamSmtp {
 
   // Content phase.
   private content: 'none' | 'data' | 'bdat' = 'none';
-  private atLineStart = true;
-  private lastByte = LF;
-  private wroteAny = false;
-  private pending: Buffer[] = [];
-  private pendingLen = 0;
+  private stager: ContentStager | undefined;
   private chunkReplies: Array<Promise<SmtpReply>> = [];
   private contentStarted = 0;
 
@@ -162,15 +153,13 @@ export class UpstreamSmtp {
   async startContent(): Promise<SmtpReply> {
     if (this.content !== 'none') throw new Error('message content already started');
     this.contentStarted = performance.now();
-    this.atLineStart = true;
-    this.lastByte = LF;
-    this.wroteAny = false;
-    this.pending = [];
-    this.pendingLen = 0;
     this.chunkReplies = [];
     if (this.usesChunking) {
       if (this.broken) throw new UpstreamUnavailable('closed', 'upstream MTA connection is closed');
       this.content = 'bdat';
+      // Small client writes are coalesced into chunks of the staging size: one BDAT per
+      // client packet would multiply round-trip replies for nothing.
+      this.stager = new ContentStager(false, (bytes, release) => this.sendChunk(bytes, false, release));
       // BDAT has no go-ahead reply (RFC 3030 §2); a 354 keeps one meaning for the caller.
       return { code: 354, lines: ['Send BDAT chunks'] };
     }
@@ -181,26 +170,18 @@ export class UpstreamSmtp {
       this.observe('data', 'error');
       throw err;
     }
-    if (reply.code === 354) this.content = 'data';
-    else this.observe('data', 'rejected');
+    if (reply.code === 354) {
+      this.content = 'data';
+      this.stager = new ContentStager(true, (bytes, release) => this.socket.write(bytes, release));
+    } else this.observe('data', 'rejected');
     return reply;
   }
 
   writeContent(chunk: Buffer): boolean {
     if (chunk.length === 0 || this.broken) return !this.broken;
-    if (this.content === 'data') {
-      this.socket.write(this.dotStuff(chunk));
-      this.lastByte = chunk[chunk.length - 1]!;
-      this.wroteAny = true;
-      return this.socket.writableLength < MAX_WRITE_BUFFER;
-    }
-    if (this.content === 'bdat') {
-      this.pending.push(chunk);
-      this.pendingLen += chunk.length;
-      if (this.pendingLen >= BDAT_CHUNK) this.flushChunk(false);
-      return this.socket.writableLength < MAX_WRITE_BUFFER;
-    }
-    throw new Error('writeContent before startContent');
+    if (this.stager === undefined) throw new Error('writeContent before startContent');
+    this.stager.write(chunk);
+    return this.socket.writableLength < MAX_WRITE_BUFFER;
   }
 
   onceDrain(fn: () => void): void {
@@ -213,16 +194,16 @@ export class UpstreamSmtp {
 
   async endContent(): Promise<SmtpReply> {
     const mode = this.content;
-    if (mode === 'none') throw new Error('endContent before startContent');
+    const stager = this.stager;
+    if (mode === 'none' || stager === undefined) throw new Error('endContent before startContent');
     let reply: SmtpReply;
     try {
+      const rest = stager.takeRest();
       if (mode === 'data') {
-        // RFC 5321 §4.1.1.4: the terminator is CRLF.CRLF, so the content must end in
-        // CRLF; a message whose last line lacks one gets it (completing a lone CR).
-        const end = !this.wroteAny || this.lastByte === LF ? '.\r\n' : this.lastByte === CR ? '\n.\r\n' : '\r\n.\r\n';
-        reply = await this.command([end]);
+        if (rest !== undefined) this.socket.write(rest.bytes, rest.release);
+        reply = await this.command([stager.terminator()]);
       } else {
-        const last = this.flushChunk(true);
+        const last = this.sendChunk(rest?.bytes ?? EMPTY, true, rest?.release);
         const replies = await Promise.all(this.chunkReplies);
         // RFC 3030 §2: a failed chunk fails the whole message; report the first failure.
         reply = replies.find((r) => r.code >= 300) ?? (await last);
@@ -232,6 +213,7 @@ export class UpstreamSmtp {
       throw err;
     } finally {
       this.content = 'none';
+      this.stager = undefined;
       this.chunkReplies = [];
     }
     this.observe(mode, reply.code < 300 ? 'accepted' : 'rejected');
@@ -316,59 +298,36 @@ export class UpstreamSmtp {
     return this.command([line]);
   }
 
-  private command(payload: Array<string | Buffer>): Promise<SmtpReply> {
+  /** onWritten: called once the payload is written (a staging buffer in it is free again). */
+  private command(payload: Array<string | Buffer>, onWritten?: () => void): Promise<SmtpReply> {
     if (this.broken) return Promise.reject(new UpstreamUnavailable('closed', 'upstream MTA connection is closed'));
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject };
       // RFC 2920 §3.1: without PIPELINING the client waits for each reply before the next command.
       if (!this.pipelining && (this.awaiting.length > 0 || this.queued.length > 0)) {
-        this.queued.push({ payload, waiter });
+        this.queued.push({ payload, waiter, ...(onWritten ? { onWritten } : {}) });
         return;
       }
-      this.transmit(payload, waiter);
+      this.transmit(payload, waiter, onWritten);
     });
   }
 
-  private transmit(payload: Array<string | Buffer>, waiter: Waiter): void {
+  private transmit(payload: Array<string | Buffer>, waiter: Waiter, onWritten?: () => void): void {
     this.awaiting.push(waiter);
     if (this.awaiting.length === 1) this.armTimer();
     // One TCP segment train for a command and its data (a BDAT header and its chunk).
     this.socket.cork();
-    for (const part of payload) this.socket.write(part);
+    payload.forEach((part, i) => this.socket.write(part, i === payload.length - 1 ? onWritten : undefined));
     this.socket.uncork();
   }
 
-  private flushChunk(last: boolean): Promise<SmtpReply> {
-    // The pieces go out as they are (no copy into one buffer), corked behind their header.
-    const pieces = this.pending;
-    const size = this.pendingLen;
-    this.pending = [];
-    this.pendingLen = 0;
-    const reply = this.command([`BDAT ${size}${last ? ' LAST' : ''}\r\n`, ...pieces]);
+  /** RFC 3030 §2: one chunk, its size announced; its bytes are a staging buffer's until written. */
+  private sendChunk(bytes: Buffer, last: boolean, release?: () => void): Promise<SmtpReply> {
+    const reply = this.command([`BDAT ${bytes.length}${last ? ' LAST' : ''}\r\n`, bytes], release);
     // Awaited together at the end; until then a failure must not count as unhandled.
     reply.catch(() => undefined);
     if (!last) this.chunkReplies.push(reply);
     return reply;
-  }
-
-  /** RFC 5321 §4.5.2: a line starting with "." gets one more, across chunk boundaries. */
-  private dotStuff(chunk: Buffer): Buffer {
-    const positions: number[] = [];
-    if (this.atLineStart && chunk[0] === DOT) positions.push(0);
-    for (let i = chunk.indexOf(LF); i !== -1 && i + 1 < chunk.length; i = chunk.indexOf(LF, i + 1)) {
-      if (chunk[i + 1] === DOT) positions.push(i + 1);
-    }
-    // A bare LF counts as a line end too: MTAs differ, and stuffing after it is harmless.
-    this.atLineStart = chunk[chunk.length - 1] === LF;
-    if (positions.length === 0) return chunk;
-    const parts: Buffer[] = [];
-    let start = 0;
-    for (const pos of positions) {
-      parts.push(chunk.subarray(start, pos), DOT_BUF);
-      start = pos;
-    }
-    parts.push(chunk.subarray(start));
-    return Buffer.concat(parts);
   }
 
   private read(data: Buffer): void {
@@ -397,7 +356,7 @@ export class UpstreamSmtp {
     if (reply.code === 421) return this.fail(new UpstreamUnavailable('closed', `upstream MTA closing: ${reply.lines.join(' ')}`));
     if (this.awaiting.length === 0) {
       const next = this.queued.shift();
-      if (next !== undefined) this.transmit(next.payload, next.waiter);
+      if (next !== undefined) this.transmit(next.payload, next.waiter, next.onWritten);
     }
   }
 
@@ -416,6 +375,7 @@ export class UpstreamSmtp {
     if (this.replyTimer !== undefined) clearTimeout(this.replyTimer);
     this.replyTimer = undefined;
     if (!this.socket.destroyed) this.socket.destroy();
+    this.stager?.discard();
     if (this.counted) {
       this.counted = false;
       upstreamConnectionsOpen.dec({ protocol: 'submission' });
