@@ -1,8 +1,17 @@
-#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.trim_threshold=33554432 node --max-semi-space-size=1
-// The flag above: a relay allocates a buffer per socket read and drops it at once; a small
+#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.trim_threshold=33554432 node --max-semi-space-size=1 --initial-old-space-size=64
+// The first flag: a relay allocates a buffer per socket read and drops it at once; a small
 // young generation collects those promptly, so memory follows the traffic in flight rather
 // than the traffic relayed (a 50 MB FETCH otherwise leaves tens of MB of garbage waiting).
-// V8 reads it only at start-up, so it cannot be set from code.
+// The second: V8 counts those read buffers as external memory and starts a full
+// mark-compact when the external memory allocated since the last one exceeds the old
+// generation's headroom. Once a mark-compact under load has set that headroom from the
+// small live heap (~15 MB live, ~9 MB headroom), the ~13 MB of reads between two young
+// collections at 45 MB/s start one every ~300 ms, for good (--trace-gc, 1 MB submission
+// benchmark: 50-75 mark-compacts a minute, gateway CPU per message 3.5 -> 6-8 ms). A 64 MB
+// floor under the old generation's limit keeps the headroom above that churn; it costs
+// nothing per idle session (47 KiB either way, bench/imap-bench.ts) and lets up to that
+// much old garbage wait for a collection. V8 reads both only at start-up, so they cannot
+// be set from code.
 // The tunable: those read buffers (64 KiB each) come from glibc's heap, and with its default
 // trim threshold (128 KiB) every collection that frees a few of them hands the top of the
 // heap back to the kernel, so the next reads fault fresh pages in again: for 1 MB messages

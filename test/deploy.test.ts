@@ -107,6 +107,13 @@ t.test('Dockerfile: multi-stage, production dependencies only, non-root, health 
   t.ok(volumes.some((v) => configPath.startsWith(`${v}/`)), `the config (${configPath}) is read from a volume`);
   const entry = JSON.parse(inFinal.find((i) => i.cmd === 'ENTRYPOINT')!.args) as string[];
   t.same(entry, ['node', 'dist/main.js']);
+  // `node dist/main.js` bypasses the shebang, so the image must set the same runtime flags.
+  const shebang = readFileSync(path.join(repoRoot, 'src', 'main.ts'), 'utf8').split('\n')[0]!;
+  const env = inFinal.filter((i) => i.cmd === 'ENV').map((i) => i.args).join(' ');
+  const nodeFlags = shebang.slice(shebang.indexOf(' node ') + ' node '.length).trim();
+  const tunables = /GLIBC_TUNABLES=(\S+)/.exec(shebang)![1]!;
+  t.ok(env.includes(`NODE_OPTIONS="${nodeFlags}"`) || env.includes(`NODE_OPTIONS=${nodeFlags} `), `ENV NODE_OPTIONS carries the shebang's flags (${nodeFlags})`);
+  t.ok(env.includes(`GLIBC_TUNABLES=${tunables}`), `ENV GLIBC_TUNABLES matches the shebang (${tunables})`);
   t.equal(gatewayConfig.dataDir, '/data', 'the trial config keeps its state in the /data volume');
   const exposed = inFinal.filter((i) => i.cmd === 'EXPOSE').flatMap((i) => i.args.split(/\s+/).map(Number));
   for (const l of [...gatewayConfig.imap.listen, ...gatewayConfig.submission.listen]) t.ok(exposed.includes(l.port), `EXPOSE ${l.port}`);
