@@ -32,11 +32,11 @@
  *
  * Not a test: run on demand with `bash bench/run.sh futurerelease`; results go in bench/RESULTS.md.
  */
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
 import { benchMessage, drainQueue } from './relay.js';
-import { metricValue, startGateway, type RunningGateway } from '../test/helpers/gateway.js';
+import { metricValue, removeGatewayDir, startGateway, type RunningGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp, type Reply } from '../test/helpers/smtp-raw.js';
 
@@ -210,7 +210,7 @@ function gateway(stack: LegacyStack, futureRelease: Record<string, unknown> = {}
 
 async function stopGateway(gw: RunningGateway): Promise<void> {
   await gw.stop();
-  rmSync(gw.dir, { recursive: true, force: true });
+  removeGatewayDir(gw);
 }
 
 function complaints(gw: RunningGateway): string[] {

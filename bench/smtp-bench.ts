@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
-import { startGateway } from '../test/helpers/gateway.js';
+import { removeGatewayDir, startGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp } from '../test/helpers/smtp-raw.js';
 import { benchMessage, drainQueue, freePort, startSocat, waitForPort } from './relay.js';
@@ -384,13 +384,13 @@ async function main(): Promise<void> {
     });
     stops.push(async () => {
       await gw.stop();
-      rmSync(gw.dir, { recursive: true, force: true });
+      removeGatewayDir(gw);
     });
     const ref = REF_MAIN ? await startGateway(stack, { config: gatewayConfig, main: path.resolve(REF_MAIN) }) : undefined;
     if (ref) {
       stops.push(async () => {
         await ref.stop();
-        rmSync(ref.dir, { recursive: true, force: true });
+        removeGatewayDir(ref);
       });
     }
     const socat = await startSocat(stack.smtpPort);

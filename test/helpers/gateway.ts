@@ -87,6 +87,12 @@ function removeAtExit(dir: string): void {
   dirsToRemove.add(dir);
 }
 
+/** Removes a stopped gateway's directory now (benchmarks, between targets), unless LEMONADE_KEEP_GATEWAY=1. */
+export function removeGatewayDir(gw: Pick<RunningGateway, 'dir'>): void {
+  if (process.env.LEMONADE_KEEP_GATEWAY) return;
+  rmSync(gw.dir, { recursive: true, force: true });
+}
+
 export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions = {}): Promise<RunningGateway> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-gw-'));
   removeAtExit(dir);
