@@ -12,16 +12,15 @@ import { copiedUids, mailboxUids, searchResult, uidSet, type MailboxUids } from 
 import { normalizeMailbox } from '../../store/store.js';
 import { isSequenceSet } from '../protocol/sequence-set.js';
 import { answerAsUpstream } from './upstream-answer.js';
+import { uidForm } from './uid-form.js';
 
 /** The upstream's own COPYUID (if any) is not what the gateway advertised: never shown. */
 const COPYUID = /^COPYUID /i;
 
 export const copy: CommandHandler = async (ctx, line) => {
-  const byUid = line.items[0]?.type === 'atom' && line.items[0].value.toUpperCase() === 'UID';
-  const args = line.items.slice(byUid ? 2 : 1);
+  const { byUid, name, args } = uidForm(line, 'COPY');
   const set = args[0];
   const mailbox = stringArgument(args[1]);
-  const name = byUid ? 'UID COPY' : 'COPY';
   if (args.length !== 2 || set?.type !== 'atom' || !isSequenceSet(set.value) || mailbox === undefined) {
     return ctx.tagged(line.tag, 'BAD', `${name} expects a set and a mailbox`);
   }

@@ -13,6 +13,7 @@
 import type { CommandContext, CommandHandler } from './context.js';
 import { condstoreView, messagesIn, parseMessageSet, rescanFlags } from './condstore-sync.js';
 import { answerAsUpstream } from './upstream-answer.js';
+import { uidForm } from './uid-form.js';
 import { parseFetchModifiers } from '../../lemonade/qresync/params.js';
 import { vanishedResponses } from '../../lemonade/qresync/responses.js';
 import { SequenceSet } from '../protocol/sequence-set.js';
@@ -26,10 +27,9 @@ const MACROS: Record<string, string[]> = {
 };
 
 export const fetch: CommandHandler = async (ctx, line) => {
-  const byUid = line.items[0]?.type === 'atom' && line.items[0].value.toUpperCase() === 'UID';
-  const name = byUid ? 'UID FETCH' : 'FETCH';
-  const setArg = line.items[byUid ? 2 : 1];
-  const parsed = parseFetchModifiers(line.items.slice(byUid ? 3 : 2), { uid: byUid, qresyncEnabled: ctx.condstore.qresync });
+  const { byUid, name, args } = uidForm(line, 'FETCH');
+  const setArg = args[0];
+  const parsed = parseFetchModifiers(args.slice(1), { uid: byUid, qresyncEnabled: ctx.condstore.qresync });
   if (setArg?.type !== 'atom') return ctx.tagged(line.tag, 'BAD', `${name} expects a sequence set`);
   if (!parsed.ok) return ctx.tagged(line.tag, parsed.error.status, parsed.error.text, parsed.error.code);
   const view = await condstoreView(ctx);

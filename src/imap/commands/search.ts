@@ -9,14 +9,14 @@
 import type { CommandHandler } from './context.js';
 import { condstoreView, rescanFlags } from './condstore-sync.js';
 import { answerAsUpstream } from './upstream-answer.js';
+import { uidForm } from './uid-form.js';
 import { formatValues, parseSearchModseq } from '../../lemonade/qresync/params.js';
 import { searchResponse } from '../../lemonade/qresync/responses.js';
 import { searchResult } from '../../lemonade/appenduid.js';
 
 export const search: CommandHandler = async (ctx, line) => {
-  const byUid = line.items[0]?.type === 'atom' && line.items[0].value.toUpperCase() === 'UID';
-  const name = byUid ? 'UID SEARCH' : 'SEARCH';
-  const parsed = parseSearchModseq(line.items.slice(byUid ? 2 : 1));
+  const { byUid, name, args } = uidForm(line, 'SEARCH');
+  const parsed = parseSearchModseq(args);
   if (!parsed.ok) return ctx.tagged(line.tag, parsed.error.status, parsed.error.text, parsed.error.code);
   if (parsed.value.program.length === 0) return ctx.tagged(line.tag, 'BAD', `${name} expects search keys`);
   // Strings that need a literal go as non-synchronizing ones, which the upstream must accept (RFC 7888).

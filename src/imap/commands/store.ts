@@ -14,17 +14,17 @@
  */
 import type { CommandHandler } from './context.js';
 import { condstoreView, messagesIn, parseMessageSet, rescanFlags } from './condstore-sync.js';
+import { uidForm } from './uid-form.js';
 import { answerAsUpstream } from './upstream-answer.js';
 import { parseStoreModifiers } from '../../lemonade/qresync/params.js';
 import { modifiedCode } from '../../lemonade/qresync/responses.js';
 import { SequenceSet } from '../protocol/sequence-set.js';
 
 export const store: CommandHandler = async (ctx, line) => {
-  const byUid = line.items[0]?.type === 'atom' && line.items[0].value.toUpperCase() === 'UID';
-  const name = byUid ? 'UID STORE' : 'STORE';
-  const setArg = line.items[byUid ? 2 : 1];
+  const { byUid, name, args } = uidForm(line, 'STORE');
+  const setArg = args[0];
   if (setArg?.type !== 'atom') return ctx.tagged(line.tag, 'BAD', `${name} expects a sequence set`);
-  const parsed = parseStoreModifiers(line.items.slice(byUid ? 3 : 2));
+  const parsed = parseStoreModifiers(args.slice(1));
   if (!parsed.ok) return ctx.tagged(line.tag, parsed.error.status, parsed.error.text, parsed.error.code);
   const view = await condstoreView(ctx);
   if (view === undefined) return ctx.tagged(line.tag, 'BAD', 'No mailbox selected');
