@@ -99,3 +99,22 @@ export function benchMessage(bytes: number, headers: { from: string; to: string;
   if (buf.length !== bytes) throw new Error(`message is ${buf.length} bytes, not ${bytes}`);
   return buf;
 }
+
+/**
+ * The gateway config of the submission benchmarks: its plain listener with AUTH allowed on
+ * loopback, an implicit-TLS one, any sender, and info logs (the harness waits for the
+ * "ready" line, logged at info). `extra` adds submission options (limits, relay pool).
+ */
+export function benchSubmissionConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    log: { level: 'info' },
+    submission: {
+      listen: [
+        { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: true },
+        { host: '127.0.0.1', port: 0, tls: 'implicit' },
+      ],
+      senderPolicy: { mode: 'any' },
+      ...extra,
+    },
+  };
+}

@@ -26,7 +26,7 @@ import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
 import { removeGatewayDir, startGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp } from '../test/helpers/smtp-raw.js';
-import { benchMessage, drainQueue, freePort, startSocat, waitForPort } from './relay.js';
+import { benchMessage, benchSubmissionConfig, drainQueue, freePort, startSocat, waitForPort } from './relay.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
 /** Timed seconds per target and message size (split into slices). */
@@ -365,19 +365,10 @@ async function main(): Promise<void> {
     }
   };
   try {
-    // The harness reads the gateway's "ready" log line, which is logged at info.
-    const gatewayConfig = {
-      log: { level: 'info' },
-      submission: {
-        listen: [
-          { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: true },
-          { host: '127.0.0.1', port: 0, tls: 'implicit' },
-        ],
-        senderPolicy: { mode: 'any' },
-        limits: { maxMessageSize: 64 * 1024 * 1024, maxSessions: 1000 },
-        relay: { poolSize: CLIENTS * 2 },
-      },
-    };
+    const gatewayConfig = benchSubmissionConfig({
+      limits: { maxMessageSize: 64 * 1024 * 1024, maxSessions: 1000 },
+      relay: { poolSize: CLIENTS * 2 },
+    });
     const gw = await startGateway(stack, {
       config: gatewayConfig,
       ...(GATEWAY_NODE_ARGS ? { nodeArgs: GATEWAY_NODE_ARGS } : {}),

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { startLegacyStack } from '../test/helpers/stack.js';
 import { startGateway, type RunningGateway } from '../test/helpers/gateway.js';
 import { RawSmtp } from '../test/helpers/smtp-raw.js';
+import { benchSubmissionConfig } from './relay.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 600);
 const builds = { A: process.env.BENCH_LATENCY_A, B: process.env.BENCH_LATENCY_B ?? 'dist/main.js' };
@@ -23,16 +24,7 @@ async function main(): Promise<void> {
   const stack = await startLegacyStack({ postfix: true });
   const gateways: RunningGateway[] = [];
   try {
-    const config = {
-      log: { level: 'info' },
-      submission: {
-        listen: [
-          { host: '127.0.0.1', port: 0, tls: 'starttls', allowPlaintextAuth: true },
-          { host: '127.0.0.1', port: 0, tls: 'implicit' },
-        ],
-        senderPolicy: { mode: 'any' },
-      },
-    };
+    const config = benchSubmissionConfig();
     const sessions = new Map<string, { c: RawSmtp; times: Record<(typeof STEPS)[number], number[]> }>();
     for (const [name, main] of Object.entries(builds)) {
       const gw = await startGateway(stack, { config, main: path.resolve(main!) });
