@@ -4,11 +4,11 @@
  *
  * Why: Node.js allocates a fresh 64 KiB buffer for every socket read, and V8 counts those
  * as external memory. Queued toward a slower MTA they outlive a young-generation
- * collection or two, get promoted, and can then only be freed by a full mark-compact; V8
- * notices the growing external memory and starts one every few hundred milliseconds (seen
- * in the submission benchmark with --trace-gc: 60+ mark-compacts a minute, twice the CPU
- * per relayed megabyte). Copied at once, a read buffer dies young; the staging buffers live
- * long and are reused, so nothing old churns. The copy costs a memcpy, ~0.1 ms per MB.
+ * collection or two, get promoted, and can then only be freed by a full mark-compact.
+ * Copied at once, a read buffer dies young; the staging buffers live long and are reused,
+ * and what one session holds is a bounded number of them. The copy costs a memcpy, ~0.1 ms
+ * per MB. (This alone did not stop V8's mark-compacts every few hundred ms under load: the
+ * old-generation floor in main.ts's shebang did, bench/RESULTS.md.)
  */
 
 /** Size of one staging buffer: also the largest BDAT chunk the relay sends. */
@@ -66,7 +66,13 @@ export class ContentStager {
     return this.lastByte === CR ? '\n.\r\n' : '\r\n.\r\n';
   }
 
-  /** The end of the content: what is staged and not yet emitted, for the caller to send last. */
+  /** Hands what is staged to `emit`, full or not (the end of DATA content). */
+  flush(): void {
+    const rest = this.takeRest();
+    if (rest !== undefined) this.emit(rest.bytes, rest.release);
+  }
+
+  /** The end of the content: what is staged and not yet emitted, for the caller to send last (BDAT LAST). */
   takeRest(): { bytes: Buffer; release: () => void } | undefined {
     const buffer = this.buffer;
     if (buffer === undefined || this.filled === 0) return undefined;
@@ -90,10 +96,7 @@ export class ContentStager {
       chunk.copy(this.buffer, this.filled, from, from + n);
       this.filled += n;
       from += n;
-      if (this.filled === STAGING_SIZE) {
-        const full = this.takeRest()!;
-        this.emit(full.bytes, full.release);
-      }
+      if (this.filled === STAGING_SIZE) this.flush();
     }
   }
 

@@ -198,11 +198,11 @@ export class UpstreamSmtp {
     if (mode === 'none' || stager === undefined) throw new Error('endContent before startContent');
     let reply: SmtpReply;
     try {
-      const rest = stager.takeRest();
       if (mode === 'data') {
-        if (rest !== undefined) this.socket.write(rest.bytes, rest.release);
+        stager.flush();
         reply = await this.command([stager.terminator()]);
       } else {
+        const rest = stager.takeRest();
         const last = this.sendChunk(rest?.bytes ?? EMPTY, true, rest?.release);
         const replies = await Promise.all(this.chunkReplies);
         // RFC 3030 §2: a failed chunk fails the whole message; report the first failure.
