@@ -6,6 +6,12 @@
 #   legacy-stack.sh install
 #       Installs the Debian packages that are missing (as root), creates the mail user and
 #       makes /etc/postfix/main.cf usable. Quick and silent when everything is there.
+#   legacy-stack.sh missing
+#       Prints the Debian packages install would install, one a line (nothing when none).
+#   legacy-stack.sh uninstall
+#       Undoes install (as root): purges the packages install adds (not python3 and curl,
+#       which CI installs for itself), removes the mail user and the generated
+#       /etc/postfix/main.cf. CI runs it first, so that every run proves a fresh machine.
 #   legacy-stack.sh start --dir DIR [--mode legacy|full] [--imap-port N] [--lmtp-port N]
 #                         [--smtp-port N] [--no-postfix] [--owner-pid PID]
 #       Starts a sandbox in DIR and prints DIR/stack.json as the last (and only) line of
@@ -63,7 +69,9 @@ set -euo pipefail
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
 export LC_ALL=C
 
-readonly PACKAGES=(dovecot-imapd dovecot-lmtpd postfix swaks socat python3 curl)
+# swaks' STARTTLS needs Net::SSLeay and IO::Socket::SSL, which are only Recommends of swaks
+# (skipped by --no-install-recommends): named here so a fresh machine gets them.
+readonly PACKAGES=(dovecot-imapd dovecot-lmtpd postfix swaks libnet-ssleay-perl libio-socket-ssl-perl socat python3 curl)
 readonly MAIL_USER=lemonademail
 readonly LEGACY_CAPS="IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID IDLE NAMESPACE"
 readonly DOMAINS="example.org example.net"
@@ -92,9 +100,15 @@ tail_logs() {
 
 # ---------------------------------------------------------------------------- install
 
+# Prints, one a line, the PACKAGES that are not installed. dpkg-query -W exits 1 as soon as
+# one named package is unknown, which is exactly the case that matters: its status is
+# ignored and only its output read (under "set -e -o pipefail" a failing pipeline in an
+# assignment would end this function silently and report nothing missing).
+# LEGACY_STACK_DPKG_QUERY replaces dpkg-query for the unit test of this decision.
 missing_packages() {
   local installed p
-  installed=" $(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PACKAGES[@]}" 2>/dev/null | awk '$1 == "ii" { printf "%s ", $2 }') "
+  installed=" $({ "${LEGACY_STACK_DPKG_QUERY:-dpkg-query}" -W -f='${db:Status-Abbrev} ${Package}\n' "${PACKAGES[@]}" 2>/dev/null || true; } |
+    awk '$1 == "ii" { printf "%s ", $2 }') "
   for p in "${PACKAGES[@]}"; do
     case "$installed" in *" $p "*) ;; *) echo "$p" ;; esac
   done
@@ -153,6 +167,20 @@ CONF
   for b in dovecot doveadm postfix postconf "$PY" swaks socat; do
     command -v "$b" >/dev/null || die "$b is missing although its package is installed"
   done
+}
+
+cmd_uninstall() {
+  [ "$(id -u)" = 0 ] || die "needs root to uninstall"
+  local p purge=(dovecot-core)
+  for p in "${PACKAGES[@]}"; do
+    case "$p" in python3 | curl) ;; *) purge+=("$p") ;; esac
+  done
+  log "purging ${purge[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "${purge[@]}" </dev/null >&2 || die "apt-get purge failed"
+  if getent passwd "$MAIL_USER" >/dev/null; then userdel "$MAIL_USER" >&2 || die "userdel $MAIL_USER failed"; fi
+  if getent group "$MAIL_USER" >/dev/null; then groupdel "$MAIL_USER" >&2 || true; fi
+  if grep -q 'Created by lemonade-gateway scripts/legacy-stack.sh' /etc/postfix/main.cf 2>/dev/null; then rm -f /etc/postfix/main.cf; fi
+  rmdir /etc/postfix 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------- helpers
@@ -907,6 +935,8 @@ main() {
   [ $# -gt 0 ] && shift
   case "$cmd" in
     install) cmd_install "$@" ;;
+    missing) missing_packages ;;
+    uninstall) cmd_uninstall "$@" ;;
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     stop-dovecot) cmd_stop_dovecot "$@" ;;
@@ -914,7 +944,7 @@ main() {
     stop-postfix) cmd_stop_postfix "$@" ;;
     start-postfix) cmd_start_postfix "$@" ;;
     watch) cmd_watch "$@" ;;
-    *) sed -n '2,31p' "$SELF" >&2; exit 64 ;;
+    *) sed -n '2,37p' "$SELF" >&2; exit 64 ;;
   esac
 }
 
