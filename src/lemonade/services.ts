@@ -11,7 +11,7 @@ import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
 import { SidePool } from '../upstream/side-pool.js';
 import { UrlAuthority } from './urlauth.js';
-import { MailboxLocks } from './appenduid.js';
+import { MailboxLocks } from './mailbox-locks.js';
 import { WarmUpstreams } from '../imap/warm-upstreams.js';
 
 export interface Lemonade {
@@ -79,7 +79,10 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
     store,
     sidePool,
     urlauth,
-    appendLocks: new MailboxLocks(),
+    appendLocks: new MailboxLocks(config.imap.limits.mailboxLockSeconds * 1000, (key) => {
+      const [user, mailbox] = key.split('\0');
+      log.warn({ user, mailbox }, 'mailbox lock held too long: taken back (that command gets no UID code)');
+    }),
     warmUpstreams,
     synthesizesAppendUid: (upstream) =>
       sidePool.available && !hasCapability(upstream, 'UIDPLUS') && !hasCapability(upstream, 'MULTIAPPEND'),
