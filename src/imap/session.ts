@@ -25,6 +25,7 @@ import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream
 import type { CapabilityCache } from './capability-cache.js';
 import type { Lemonade } from '../lemonade/services.js';
 import { CatenateCommand, catenateStart, type CatenateHost } from './commands/catenate.js';
+import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
@@ -702,8 +703,10 @@ export class ImapSession implements CommandContext {
     } else if (ev.code === 'literal-too-large') {
       malformedCommands.inc({ reason: 'literal_too_large' });
       // RFC 4469 §6: a CATENATE part that makes the message too big is NO [TOOBIG].
-      if (catenateStart(ev.text) !== undefined) this.tagged(tag, 'NO', 'Message too large', 'TOOBIG');
-      else this.tagged(tag, 'BAD', 'Literal too large', 'TOOBIG');
+      if (catenateStart(ev.text) !== undefined) {
+        this.tagged(tag, 'NO', 'Message too large', 'TOOBIG');
+        commandFinished(this.log, 'APPEND', 'NO', process.hrtime.bigint()); // every CATENATE outcome is logged
+      } else this.tagged(tag, 'BAD', 'Literal too large', 'TOOBIG');
       // RFC 7888 §4: a too-large non-synchronizing literal is already on its way; we cannot find the next command.
       if (ev.sync === false) return this.bye('Literal too large');
     } else {

@@ -42,8 +42,9 @@ const COMMANDS: Record<string, readonly string[]> = {
   CATENATE: ['APPEND'],
   // RFC 4315: APPENDUID is worked out around every APPEND; these two are answered here.
   UIDPLUS: ['UID EXPUNGE', 'COPY', 'UID COPY'],
-  // RFC 7162: FETCH, STORE and SEARCH only in a CONDSTORE session (the session decides).
-  CONDSTORE: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'ENABLE'],
+  // RFC 7162: FETCH, STORE and SEARCH only in a CONDSTORE session (the session decides);
+  // every STATUS, so its HIGHESTMODSEQ item (§3.1.9) never reaches the upstream.
+  CONDSTORE: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'ENABLE', 'STATUS'],
   QRESYNC: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'ENABLE'],
   // RFC 5161, advertised when the upstream lacks it; intercepted whenever CONDSTORE is emulated.
   ENABLE: ['ENABLE'],
