@@ -1,7 +1,8 @@
 /**
- * The store: mailbox access keys (RFC 4467 §5, RESETKEY §6.2), INBOX normalization
- * (RFC 3501 §5.1), meta values, migrations, file permissions and open errors. Real
- * SQLite files in a temporary directory; the cross-process race uses real processes.
+ * The SQLite store: the Store contract for access keys, meta values and the spool index
+ * (test/helpers/store-contract.ts, shared with the PostgreSQL store), and what is
+ * SQLite's own: migrations, file permissions and open errors. Real SQLite files in a
+ * temporary directory; the cross-process race uses real processes.
  */
 import t from 'tap';
 import { fork } from 'node:child_process';
@@ -14,7 +15,8 @@ import { openStore, sqlitePath } from '../src/store/index.js';
 import { migrate, type Migration } from '../src/store/migrate.js';
 import { SQLITE_MIGRATIONS } from '../src/store/sqlite-schema.js';
 import { SqliteStore } from '../src/store/sqlite.js';
-import { normalizeMailbox, StoreError } from '../src/store/store.js';
+import { StoreError } from '../src/store/store.js';
+import { keyContract, spoolContract, type StoreBackend } from './helpers/store-contract.js';
 
 const thisFile = fileURLToPath(import.meta.url);
 
@@ -34,42 +36,17 @@ if (process.argv[2] === 'race') {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-store-'));
   const file = (name: string) => path.join(dir, name, 'store.sqlite');
 
-  t.test('a key is 128 bits, made once, and the same after reopening', async (t) => {
-    const f = file('stable');
-    const store = SqliteStore.open(f);
-    const k = await store.mailboxAccessKey('alice', 'INBOX');
-    t.equal(k.length, 16);
-    t.ok((await store.mailboxAccessKey('alice', 'INBOX')).equals(k), 'same key on second use');
-    await store.close();
-    await store.close(); // idempotent
-    const again = SqliteStore.open(f);
-    t.ok((await again.mailboxAccessKey('alice', 'INBOX')).equals(k), 'same key after reopen');
-    await again.close();
-  });
+  // The contract every backend meets (test/helpers/store-contract.ts), on SQLite files.
+  const backend: StoreBackend = {
+    fresh: async (name) => file(name),
+    open: async (f) => SqliteStore.open(f),
+  };
+  keyContract(t, backend);
+  spoolContract(t, backend);
 
-  t.test('keys differ per user and per mailbox; only INBOX ignores case', async (t) => {
-    const store = SqliteStore.open(file('names'));
-    const key = (u: string, m: string) => store.mailboxAccessKey(u, m).then((b) => b.toString('hex'));
-    const inbox = await key('alice', 'INBOX');
-    t.equal(await key('alice', 'inbox'), inbox, 'inbox');
-    t.equal(await key('alice', 'InBoX'), inbox, 'InBoX');
-    t.not(await key('bob', 'INBOX'), inbox, 'other user');
-    t.not(await key('Alice', 'INBOX'), inbox, 'user names are case-sensitive');
-    t.not(await key('alice', 'Sent'), await key('alice', 'sent'), 'other names are case-sensitive');
-    t.not(await key('alice', 'INBOX/Sub'), await key('alice', 'inbox/Sub'), 'only INBOX itself is special');
-    t.equal(new Set([inbox, await key('alice', 'Sent'), await key('alice', 'sent'), await key('bob', 'INBOX')]).size, 4);
-    t.equal(normalizeMailbox('iNbOx'), 'INBOX');
-    t.equal(normalizeMailbox('Inboxes'), 'Inboxes');
-    await store.close();
-  });
-
-  t.test('concurrent first use ends with one key', async (t) => {
+  t.test('concurrent first use in four processes ends with one key', async (t) => {
     const f = file('race');
     const a = SqliteStore.open(f);
-    const b = SqliteStore.open(f);
-    const keys = await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).mailboxAccessKey('carol', 'Drafts')));
-    t.equal(new Set(keys.map((k) => k.toString('hex'))).size, 1, 'many calls over two stores on one file');
-
     // Four processes race for the same 30 fresh keys on one file.
     const racers = 4;
     let ready = 0;
@@ -95,40 +72,6 @@ if (process.argv[2] === 'race') {
     for (const run of runs.slice(1)) t.same(run, runs[0], 'every process got the same keys');
     t.equal((await a.mailboxAccessKey('racer7', 'inbox')).toString('hex'), runs[0]![7], 'and they are the stored ones');
     await a.close();
-    await b.close();
-  });
-
-  t.test('RESETKEY: one mailbox, or every key of one user and no one else', async (t) => {
-    const store = SqliteStore.open(file('reset'));
-    const other = SqliteStore.open(file('reset'));
-    const inbox = await store.mailboxAccessKey('alice', 'INBOX');
-    const sent = await store.mailboxAccessKey('alice', 'Sent');
-    const bob = await store.mailboxAccessKey('bob', 'INBOX');
-    await store.resetAccessKeys('alice', 'inbox');
-    const inbox2 = await other.mailboxAccessKey('alice', 'INBOX');
-    t.notOk(inbox2.equals(inbox), 'the INBOX key changed, seen at once by another store on the file');
-    t.ok((await store.mailboxAccessKey('alice', 'Sent')).equals(sent), 'Sent kept');
-    await store.resetAccessKeys('alice');
-    t.notOk((await other.mailboxAccessKey('alice', 'Sent')).equals(sent), "alice's Sent changed");
-    t.notOk((await other.mailboxAccessKey('alice', 'INBOX')).equals(inbox2), "alice's INBOX changed");
-    t.ok((await store.mailboxAccessKey('bob', 'INBOX')).equals(bob), "bob's kept");
-    await store.close();
-    await other.close();
-  });
-
-  t.test('meta values', async (t) => {
-    const f = file('meta');
-    const store = SqliteStore.open(f);
-    t.equal(await store.getMeta('secret'), undefined);
-    t.equal(await store.initMeta('secret', 'first'), 'first');
-    t.equal(await store.initMeta('secret', 'second'), 'first', 'initMeta keeps what is stored');
-    await store.setMeta('other', 'a');
-    await store.setMeta('other', 'b');
-    await store.close();
-    const again = SqliteStore.open(f);
-    t.equal(await again.getMeta('secret'), 'first');
-    t.equal(await again.getMeta('other'), 'b');
-    await again.close();
   });
 
   t.test('the file is 0600 in a new 0700 directory; WAL and synchronous=FULL', async (t) => {
@@ -190,13 +133,13 @@ if (process.argv[2] === 'race') {
   });
 
   t.test('openStore uses store.path under dataDir', async (t) => {
-    const config = { dataDir: path.join(dir, 'data'), store: { kind: 'sqlite' as const, path: 'sub/gw.sqlite' } };
+    const config = { dataDir: path.join(dir, 'data'), store: { kind: 'sqlite' as const, path: 'sub/gw.sqlite', poolSize: 10 } };
     t.equal(sqlitePath(config), path.join(dir, 'data', 'sub', 'gw.sqlite'));
     t.equal(sqlitePath({ ...config, store: { ...config.store, path: '/abs/x.sqlite' } }), '/abs/x.sqlite');
     const store = await openStore(config);
     t.equal((await store.mailboxAccessKey('u', 'INBOX')).length, 16);
     await store.close();
     t.ok(statSync(sqlitePath(config)).isFile());
-    await t.rejects(openStore({ ...config, store: { kind: 'postgres' as 'sqlite', path: 'x' } }), /store\.kind postgres is not implemented/);
+    await t.rejects(openStore({ ...config, store: { ...config.store, kind: 'mysql' as 'sqlite' } }), /store\.kind mysql is not implemented/);
   });
 }

@@ -191,5 +191,6 @@ export function loadConfig(file: string): Config {
   config.tls.key = resolve(config.tls.key);
   config.imap.upstream.tlsOptions.ca = resolve(config.imap.upstream.tlsOptions.ca);
   config.submission.upstream.tlsOptions.ca = resolve(config.submission.upstream.tlsOptions.ca);
+  config.store.passwordFile = resolve(config.store.passwordFile);
   return config;
 }

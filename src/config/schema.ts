@@ -284,11 +284,27 @@ export const configSchema = z.strictObject({
     .prefault({}),
   store: z
     .strictObject({
-      kind: z.enum(['sqlite']).default('sqlite'),
+      /** sqlite: one embedded file (one host); postgres: a PostgreSQL server shared by several instances. */
+      kind: z.enum(['sqlite', 'postgres']).default('sqlite'),
       /** SQLite file; relative paths are under dataDir. */
       path: z.string().default('gateway.sqlite'),
+      /** PostgreSQL connection URI (libpq style, postgres://user@host:port/db); required with kind postgres. */
+      url: z.string().min(1).optional(),
+      /** A file holding the PostgreSQL password (first line), so it is in neither the URL nor the config; never logged. */
+      passwordFile: z.string().min(1).optional(),
+      /** Connections in the PostgreSQL pool of each process. */
+      poolSize: z.number().int().min(1).max(1000).default(10),
     })
-    .prefault({}),
+    .prefault({})
+    // zod cannot make one key required by another's value: postgres needs a URL, sqlite ignores it.
+    .superRefine((store, ctx) => {
+      if (store.kind === 'postgres' && store.url === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['url'], message: 'required when store.kind is postgres' });
+      }
+      if (store.kind === 'postgres' && store.url !== undefined && !/^postgres(ql)?:\/\//.test(store.url)) {
+        ctx.addIssue({ code: 'custom', path: ['url'], message: 'must be a postgres:// or postgresql:// URI' });
+      }
+    }),
   shutdown: z
     .strictObject({
       /**

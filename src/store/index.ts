@@ -1,8 +1,9 @@
-/** Opens the store the config names. Only the embedded SQLite kind exists yet. */
+/** Opens the store the config names: the embedded SQLite file, or a shared PostgreSQL database. */
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Store } from './store.js';
 import { SqliteStore } from './sqlite.js';
+import { PostgresStore, readPasswordFile } from './postgres.js';
 
 /** Where the SQLite file is: store.path, relative to dataDir unless absolute. */
 export function sqlitePath(config: Pick<Config, 'dataDir' | 'store'>): string {
@@ -14,6 +15,14 @@ export async function openStore(config: Pick<Config, 'dataDir' | 'store'>): Prom
   switch (kind) {
     case 'sqlite':
       return SqliteStore.open(sqlitePath(config));
+    case 'postgres': {
+      const { url, passwordFile, poolSize } = config.store;
+      // The schema requires url with postgres; a config built in code may still lack it.
+      if (url === undefined) throw new Error('store.url is required when store.kind is postgres');
+      // Read here, at open, and handed to the pool only: it is never part of a message or log line.
+      const password = passwordFile === undefined ? undefined : readPasswordFile(passwordFile);
+      return PostgresStore.open({ url, poolSize, ...(password !== undefined ? { password } : {}) });
+    }
     default: {
       // A kind added to the schema must get a case here before it type-checks.
       const unknown: never = kind;

@@ -1,0 +1,584 @@
+/**
+ * The clustered store: one PostgreSQL database shared by every gateway process on every
+ * host, through node-postgres's pool. Same contract as the SQLite store (store.ts); where
+ * SQLite relies on one write lock per file, this relies on row locks, advisory locks and
+ * single statements, so that instances never hand out a mod-sequence twice, end with one
+ * access key, and claim each held message once.
+ *
+ * Durability: a statement resolves after its COMMIT, which PostgreSQL flushes to its WAL
+ * (synchronous_commit on, the server's default; the operator's replication settings decide
+ * whether it is also on a standby).
+ *
+ * FUTURERELEASE: the index lives here; the content is still a file in the instance's
+ * dataDir/spool (issue 18 moves it into the database).
+ */
+import { readFileSync } from 'node:fs';
+import { randomBytes, randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { migratePostgres, postgresSchemaVersion } from './postgres-migrate.js';
+import { POSTGRES_MIGRATIONS } from './postgres-schema.js';
+import {
+  ACCESS_KEY_BYTES,
+  ModseqStateGone,
+  normalizeMailbox,
+  StoreError,
+  type HeldMessage,
+  type HeldRecipient,
+  type MailboxModseqState,
+  type MessageModseq,
+  type Store,
+} from './store.js';
+import { flagsFromKey, flagsKey } from '../lemonade/qresync/flags.js';
+
+export interface PostgresStoreOptions {
+  /** libpq-style URI, postgres://user[:password]@host:port/database. */
+  url: string;
+  /** The password, when not in the URL (from store.passwordFile: see readPasswordFile). */
+  password?: string;
+  /** Connections in the pool. */
+  poolSize: number;
+  /**
+   * How long a release claim holds before another instance may take the message over
+   * (ms). It must outlast the longest release (relaying the largest message to the MTA):
+   * a claim that expires under a live release lets a second one start.
+   */
+  leaseMs?: number;
+}
+
+/** A claim outlives any release of a message within the size limits (see PostgresStoreOptions.leaseMs). */
+export const DEFAULT_LEASE_MS = 10 * 60 * 1000;
+
+/** The database's clock in ms: leases compare against one clock, whichever host writes them. */
+const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
+
+/** Advisory-lock class (first int4 key) under which modseqOpen serializes per (user, mailbox). */
+const MODSEQ_OPEN_LOCK_CLASS = 0x4c4d5351;
+
+/** The first line of the file, without its line end: what store.passwordFile holds. */
+export function readPasswordFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new StoreError(`cannot read store.passwordFile ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const password = text.split(/\r?\n/, 1)[0] ?? '';
+  if (password === '') throw new StoreError(`store.passwordFile ${file} is empty`);
+  return password;
+}
+
+/** The URL with any password replaced: what may appear in errors and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    // Not parseable as a URL: say nothing of it rather than risk echoing a password.
+    return '(unparseable store.url)';
+  }
+}
+
+type Queryable = pg.Pool | pg.PoolClient;
+
+export class PostgresStore implements Store {
+  /** This instance's name in release claims (claimed_by). */
+  readonly instanceId = randomUUID();
+  private readonly leaseMs: number;
+  private closed = false;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    readonly where: string,
+    leaseMs: number,
+  ) {
+    this.leaseMs = leaseMs;
+  }
+
+  /** Connects, applies pending migrations (serialized across instances), and returns the store. */
+  static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
+    const where = redactUrl(opts.url);
+    const pool = new pg.Pool({
+      connectionString: opts.url,
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
+      max: opts.poolSize,
+      connectionTimeoutMillis: 10_000,
+      application_name: 'lemonade-gateway',
+    });
+    // An idle pooled connection that breaks (the server restarted) emits 'error' on the
+    // pool; unhandled, that would end the process. The pool drops it and the next query
+    // opens a new one, which reports the outage to its caller if it lasts.
+    pool.on('error', () => undefined);
+    try {
+      await migratePostgres(pool, POSTGRES_MIGRATIONS);
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw new StoreError(`cannot open the store ${where}: ${(err as Error).message}`, { cause: err });
+    }
+    return new PostgresStore(pool, where, opts.leaseMs ?? DEFAULT_LEASE_MS);
+  }
+
+  /** The schema version in the database (migrations applied). */
+  async schemaVersion(): Promise<number> {
+    return postgresSchemaVersion(this.pool);
+  }
+
+  /** Runs fn in one transaction on one pooled connection; rolls back when it throws. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: unknown) => {
+        // A connection that cannot even roll back is closed, not pooled.
+        broken = e instanceof Error ? e : new Error(String(e));
+      });
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  // ---- mailbox access keys (URLAUTH) and meta values ----
+
+  async mailboxAccessKey(user: string, mailbox: string): Promise<Buffer> {
+    const box = normalizeMailbox(mailbox);
+    const found = await this.existingMailboxAccessKey(user, box);
+    if (found !== undefined) return found;
+    // One statement: the no-op update makes RETURNING yield the stored row when another
+    // instance inserted first, so everyone ends with the first key, and a RESETKEY cannot
+    // fall between an insert and a read.
+    const r = await this.pool.query<{ key: Buffer }>(
+      `INSERT INTO mailbox_keys (user_name, mailbox, key, created_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (user_name, mailbox) DO UPDATE SET key = mailbox_keys.key RETURNING key`,
+      [user, box, randomBytes(ACCESS_KEY_BYTES), Date.now()],
+    );
+    return r.rows[0]!.key;
+  }
+
+  async existingMailboxAccessKey(user: string, mailbox: string): Promise<Buffer | undefined> {
+    const r = await this.pool.query<{ key: Buffer }>('SELECT key FROM mailbox_keys WHERE user_name = $1 AND mailbox = $2', [
+      user,
+      normalizeMailbox(mailbox),
+    ]);
+    return r.rows[0]?.key;
+  }
+
+  async resetAccessKeys(user: string, mailbox?: string): Promise<void> {
+    // Deleted, not replaced (as in SQLite): every instance reads the key per check, so the
+    // old one stops verifying everywhere once this commits.
+    if (mailbox === undefined) await this.pool.query('DELETE FROM mailbox_keys WHERE user_name = $1', [user]);
+    else await this.pool.query('DELETE FROM mailbox_keys WHERE user_name = $1 AND mailbox = $2', [user, normalizeMailbox(mailbox)]);
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    const r = await this.pool.query<{ value: string }>('SELECT value FROM meta WHERE key = $1', [key]);
+    return r.rows[0]?.value;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    await this.pool.query('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [
+      key,
+      value,
+    ]);
+  }
+
+  async initMeta(key: string, value: string): Promise<string> {
+    const r = await this.pool.query<{ value: string }>(
+      'INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = meta.value RETURNING value',
+      [key, value],
+    );
+    return r.rows[0]!.value;
+  }
+
+  // ---- spool index (FUTURERELEASE) ----
+
+  async spoolInsert(...messages: HeldMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    // One statement over arrays: one round trip and one commit however many messages.
+    const col = <T>(f: (m: HeldMessage) => T): T[] => messages.map(f);
+    await this.pool.query(
+      `INSERT INTO held_messages (id, user_name, sender, mail_params, recipients, size, created_at, release_at,
+         hold_request, next_attempt_at, attempts, state, last_error)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+         $8::bigint[], $9::text[], $10::bigint[], $11::integer[], $12::text[], $13::text[])`,
+      [
+        col((m) => m.id),
+        col((m) => m.user),
+        col((m) => m.sender),
+        col((m) => JSON.stringify(m.mailParams)),
+        col((m) => JSON.stringify(m.recipients)),
+        col((m) => m.size),
+        col((m) => m.createdAt),
+        col((m) => m.releaseAt),
+        col((m) => m.holdRequest),
+        col((m) => m.nextAttemptAt),
+        col((m) => m.attempts),
+        col((m) => m.state),
+        col((m) => m.lastError ?? null),
+      ],
+    );
+  }
+
+  async spoolGet(id: string): Promise<HeldMessage | undefined> {
+    const r = await this.pool.query<HeldRow>('SELECT * FROM held_messages WHERE id = $1', [id]);
+    return r.rows[0] && heldMessage(r.rows[0]);
+  }
+
+  async spoolDue(now: number, limit: number): Promise<HeldMessage[]> {
+    // Releases whose claimant's lease ran out (its process died) become held again here,
+    // so any live instance's next pass takes them over. One release at a time holds each.
+    await this.pool.query(
+      `UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL
+       WHERE state = 'sending' AND claimed_until < ${NOW_MS}`,
+    );
+    const r = await this.pool.query<HeldRow>(
+      "SELECT * FROM held_messages WHERE state = 'held' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
+      [now, limit],
+    );
+    return r.rows.map(heldMessage);
+  }
+
+  async spoolList(limit: number, offset: number): Promise<HeldMessage[]> {
+    const r = await this.pool.query<HeldRow>('SELECT * FROM held_messages ORDER BY next_attempt_at, id LIMIT $1 OFFSET $2', [limit, offset]);
+    return r.rows.map(heldMessage);
+  }
+
+  async spoolClaim(id: string): Promise<boolean> {
+    // Under READ COMMITTED a second UPDATE of the row waits for the first to commit, then
+    // re-checks state = 'held' against the new row and matches nothing: one claim wins.
+    const r = await this.pool.query(
+      `UPDATE held_messages SET state = 'sending', attempts = attempts + 1, claimed_by = $2, claimed_until = ${NOW_MS} + $3
+       WHERE id = $1 AND state = 'held'`,
+      [id, this.instanceId, this.leaseMs],
+    );
+    return r.rowCount === 1;
+  }
+
+  async spoolCommitting(id: string): Promise<void> {
+    // Only our own claim: one that expired and was taken over is the other instance's now.
+    await this.pool.query(
+      `UPDATE held_messages SET state = 'committing', claimed_until = ${NOW_MS} + $3
+       WHERE id = $1 AND state = 'sending' AND claimed_by = $2`,
+      [id, this.instanceId, this.leaseMs],
+    );
+  }
+
+  async spoolReschedule(id: string, recipients: HeldRecipient[], nextAttemptAt: number, lastError: string): Promise<void> {
+    await this.pool.query(
+      `UPDATE held_messages SET state = 'held', recipients = $1, next_attempt_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL
+       WHERE id = $4 AND (claimed_by IS NULL OR claimed_by = $5)`,
+      [JSON.stringify(recipients), nextAttemptAt, lastError, id, this.instanceId],
+    );
+  }
+
+  async spoolDelete(id: string): Promise<boolean> {
+    const r = await this.pool.query('DELETE FROM held_messages WHERE id = $1', [id]);
+    return r.rowCount === 1;
+  }
+
+  async spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined> {
+    // One statement: a release cannot claim it between the check and the delete.
+    const r = await this.pool.query<HeldRow>(
+      "DELETE FROM held_messages WHERE id = $1 AND state = 'held' AND ($2::text IS NULL OR user_name = $2) RETURNING *",
+      [id, user ?? null],
+    );
+    return r.rows[0] && heldMessage(r.rows[0]);
+  }
+
+  async spoolReleaseNow(id: string, now: number): Promise<boolean> {
+    const r = await this.pool.query("UPDATE held_messages SET next_attempt_at = $1 WHERE id = $2 AND state = 'held'", [now, id]);
+    return r.rowCount === 1;
+  }
+
+  /**
+   * At start: this instance's unfinished releases and those whose claimant's lease ran out
+   * go back to held, and the committing ones in the same case are claimed by this
+   * instance and returned (the caller finishes them). A live instance's claims are left
+   * alone: unlike SQLite's (one host, one process at a time), this store is shared.
+   */
+  async spoolRecover(): Promise<HeldMessage[]> {
+    return this.tx(async (c) => {
+      await c.query(
+        `UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL
+         WHERE state = 'sending' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS})`,
+        [this.instanceId],
+      );
+      const r = await c.query<HeldRow>(
+        `UPDATE held_messages SET claimed_by = $1, claimed_until = ${NOW_MS} + $2
+         WHERE state = 'committing' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS}) RETURNING *`,
+        [this.instanceId, this.leaseMs],
+      );
+      return r.rows.map(heldMessage);
+    });
+  }
+
+  async spoolNextDue(): Promise<number | undefined> {
+    const r = await this.pool.query<{ due: string | null }>("SELECT MIN(next_attempt_at) AS due FROM held_messages WHERE state = 'held'");
+    return optionalNumber(r.rows[0]?.due);
+  }
+
+  async spoolStats(): Promise<{ count: number; bytes: number; oldestRelease: number | undefined }> {
+    const r = await this.pool.query<{ count: string; bytes: string | null; oldest: string | null }>(
+      'SELECT COUNT(*) AS count, SUM(size) AS bytes, MIN(release_at) AS oldest FROM held_messages',
+    );
+    const row = r.rows[0]!;
+    return { count: Number(row.count), bytes: optionalNumber(row.bytes) ?? 0, oldestRelease: optionalNumber(row.oldest) };
+  }
+
+  // ---- mod-sequence state (CONDSTORE/QRESYNC emulation, RFC 7162) ----
+
+  async modseqOpen(user: string, mailbox: string, uidValidity: number): Promise<MailboxModseqState> {
+    const box = normalizeMailbox(mailbox);
+    const found = await selectBoxByName(this.pool, user, box);
+    if (found !== undefined && Number(found.uid_validity) === uidValidity) return modseqState(found);
+    return this.tx(async (c) => {
+      // Openers of one (user, mailbox) queue here, so the check, the drop and the insert
+      // are one step: two instances opening at once end with one row, and the second
+      // finds it made.
+      await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [MODSEQ_OPEN_LOCK_CLASS, `${user}\u0000${box}`]);
+      const current = await selectBoxByName(c, user, box);
+      if (current !== undefined) {
+        if (Number(current.uid_validity) === uidValidity) return modseqState(current);
+        // RFC 7162 §3.2.5: mod-sequences belong to one UIDVALIDITY; a new one starts over
+        // (its messages and vanished UIDs go with it: ON DELETE CASCADE).
+        await c.query('DELETE FROM modseq_mailboxes WHERE id = $1', [current.id]);
+      }
+      // Never below what a dropped state reached (a clock set back must not reuse values).
+      const start = Math.max(initialModseq(), (current === undefined ? 0 : Number(current.highest_modseq)) + 1);
+      const r = await c.query<ModseqBoxRow>(
+        `INSERT INTO modseq_mailboxes (user_name, mailbox, uid_validity, highest_modseq, vanished_floor, created_at)
+         VALUES ($1, $2, $3, $4, $4, $5) RETURNING ${BOX_COLUMNS}`,
+        [user, box, uidValidity, start, Date.now()],
+      );
+      return modseqState(r.rows[0]!);
+    });
+  }
+
+  async modseqRange(id: number, afterUid: number, limit: number): Promise<MessageModseq[]> {
+    const r = await this.pool.query<ModseqMessageRow>(
+      'SELECT uid, flags, modseq FROM modseq_messages WHERE mailbox_id = $1 AND uid > $2 ORDER BY uid LIMIT $3',
+      [id, afterUid, limit],
+    );
+    return r.rows.map(messageModseq);
+  }
+
+  async modseqRecord(
+    id: number,
+    change: { changed: Array<{ uid: number; flags: string[] }>; expunged: number[] },
+  ): Promise<{ highestModseq: number; modseqs: number[] }> {
+    return this.tx(async (c) => {
+      // The mailbox row's lock orders recorders of one mailbox across instances: no one
+      // else reads HIGHESTMODSEQ until this commits, so no mod-sequence is handed out twice.
+      const box = await c.query<{ highest_modseq: string }>('SELECT highest_modseq FROM modseq_mailboxes WHERE id = $1 FOR UPDATE', [id]);
+      if (box.rows[0] === undefined) throw new ModseqStateGone(id);
+      const before = Number(box.rows[0].highest_modseq);
+      const uids = [...new Set([...change.changed.map((m) => m.uid), ...change.expunged])];
+      // What is stored for every UID the change names, read at once; the decisions below
+      // are the SQLite store's, made in memory in the order given.
+      const stored = new Map<number, { flags: string; modseq: number }>();
+      const vanished = new Set<number>();
+      if (uids.length > 0) {
+        const rows = await c.query<ModseqMessageRow>('SELECT uid, flags, modseq FROM modseq_messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])', [
+          id,
+          uids,
+        ]);
+        for (const row of rows.rows) stored.set(Number(row.uid), { flags: row.flags, modseq: Number(row.modseq) });
+        const gone = await c.query<{ uid: string }>('SELECT uid FROM modseq_vanished WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])', [id, uids]);
+        for (const row of gone.rows) vanished.add(Number(row.uid));
+      }
+      let highest = before;
+      const modseqs: number[] = [];
+      const written = new Map<number, { flags: string; modseq: number }>();
+      for (const { uid, flags } of change.changed) {
+        const key = flagsKey(flags);
+        const current = stored.get(uid);
+        if (current === undefined && vanished.has(uid)) {
+          modseqs.push(0);
+        } else if (current === undefined || current.flags !== key) {
+          const next = { flags: key, modseq: ++highest };
+          stored.set(uid, next);
+          written.set(uid, next);
+          modseqs.push(highest);
+        } else {
+          modseqs.push(current.modseq);
+        }
+      }
+      const expunged: Array<{ uid: number; modseq: number }> = [];
+      for (const uid of change.expunged) {
+        if (!stored.has(uid)) continue;
+        stored.delete(uid);
+        written.delete(uid);
+        vanished.add(uid);
+        expunged.push({ uid, modseq: ++highest });
+      }
+      if (expunged.length > 0) {
+        const gone = expunged.map((e) => e.uid);
+        await c.query('DELETE FROM modseq_messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])', [id, gone]);
+        await c.query(
+          `INSERT INTO modseq_vanished (mailbox_id, uid, modseq) SELECT $1, u, m FROM unnest($2::bigint[], $3::bigint[]) AS t(u, m)
+           ON CONFLICT (mailbox_id, uid) DO NOTHING`,
+          [id, gone, expunged.map((e) => e.modseq)],
+        );
+      }
+      if (written.size > 0) {
+        const rows = [...written];
+        await c.query(
+          `INSERT INTO modseq_messages (mailbox_id, uid, flags, modseq)
+           SELECT $1, u, f, m FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS t(u, f, m)
+           ON CONFLICT (mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = excluded.modseq`,
+          [id, rows.map(([uid]) => uid), rows.map(([, v]) => v.flags), rows.map(([, v]) => v.modseq)],
+        );
+      }
+      if (highest !== before) await c.query('UPDATE modseq_mailboxes SET highest_modseq = $1 WHERE id = $2', [highest, id]);
+      return { highestModseq: highest, modseqs };
+    });
+  }
+
+  async modseqChangedSince(id: number, since: number, afterUid: number, limit: number): Promise<MessageModseq[]> {
+    // One statement, so one snapshot: the state's existence and its rows agree.
+    const r = await this.pool.query<{ uid: string | null; flags: string | null; modseq: string | null }>(
+      `SELECT m.uid, m.flags, m.modseq FROM modseq_mailboxes b
+       LEFT JOIN LATERAL (
+         SELECT uid, flags, modseq FROM modseq_messages
+         WHERE mailbox_id = b.id AND modseq > $2 AND uid > $3 ORDER BY uid LIMIT $4
+       ) m ON true
+       WHERE b.id = $1 ORDER BY m.uid`,
+      [id, since, afterUid, limit],
+    );
+    if (r.rows.length === 0) throw new ModseqStateGone(id);
+    return r.rows.filter((row) => row.uid !== null).map((row) => messageModseq(row as ModseqMessageRow));
+  }
+
+  async modseqVanishedSince(id: number, since: number): Promise<number[] | 'too-old'> {
+    const r = await this.pool.query<{ vanished_floor: string; uid: string | null }>(
+      `SELECT b.vanished_floor, v.uid FROM modseq_mailboxes b
+       LEFT JOIN modseq_vanished v ON v.mailbox_id = b.id AND v.modseq > $2
+       WHERE b.id = $1 ORDER BY v.uid`,
+      [id, since],
+    );
+    if (r.rows.length === 0) throw new ModseqStateGone(id);
+    if (since < Number(r.rows[0]!.vanished_floor)) return 'too-old';
+    return r.rows.filter((row) => row.uid !== null).map((row) => Number(row.uid));
+  }
+
+  async modseqGet(id: number, uids: readonly number[]): Promise<Map<number, MessageModseq>> {
+    const out = new Map<number, MessageModseq>();
+    if (uids.length === 0) return out;
+    const r = await this.pool.query<ModseqMessageRow>('SELECT uid, flags, modseq FROM modseq_messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])', [
+      id,
+      [...uids],
+    ]);
+    const byUid = new Map(r.rows.map((row) => [Number(row.uid), messageModseq(row)]));
+    // In the order asked, as the SQLite store answers.
+    for (const uid of uids) {
+      const m = byUid.get(uid);
+      if (m !== undefined) out.set(uid, m);
+    }
+    return out;
+  }
+
+  async modseqCompact(id: number, keep: number): Promise<void> {
+    if (!Number.isInteger(keep) || keep < 0) throw new RangeError(`modseqCompact: keep must be a whole number >= 0, not ${keep}`);
+    await this.tx(async (c) => {
+      const box = await c.query('SELECT 1 FROM modseq_mailboxes WHERE id = $1 FOR UPDATE', [id]);
+      if (box.rowCount === 0) throw new ModseqStateGone(id);
+      const newest = await c.query<{ modseq: string }>(
+        'SELECT modseq FROM modseq_vanished WHERE mailbox_id = $1 ORDER BY modseq DESC LIMIT 1 OFFSET $2',
+        [id, keep],
+      );
+      const dropped = newest.rows[0]?.modseq;
+      if (dropped === undefined) return;
+      await c.query('DELETE FROM modseq_vanished WHERE mailbox_id = $1 AND modseq <= $2', [id, dropped]);
+      await c.query('UPDATE modseq_mailboxes SET vanished_floor = GREATEST(vanished_floor, $1) WHERE id = $2', [dropped, id]);
+    });
+  }
+
+  async modseqState(id: number): Promise<MailboxModseqState> {
+    const r = await this.pool.query<ModseqBoxRow>(`SELECT ${BOX_COLUMNS} FROM modseq_mailboxes WHERE id = $1`, [id]);
+    if (r.rows[0] === undefined) throw new ModseqStateGone(id);
+    return modseqState(r.rows[0]);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}
+
+const BOX_COLUMNS = 'id, uid_validity, highest_modseq, vanished_floor';
+
+/** node-postgres returns bigint columns as strings: these rows are as they arrive. */
+interface ModseqBoxRow {
+  id: string;
+  uid_validity: string;
+  highest_modseq: string;
+  vanished_floor: string;
+}
+
+interface ModseqMessageRow {
+  uid: string;
+  flags: string;
+  modseq: string;
+}
+
+async function selectBoxByName(db: Queryable, user: string, mailbox: string): Promise<ModseqBoxRow | undefined> {
+  const r = await db.query<ModseqBoxRow>(`SELECT ${BOX_COLUMNS} FROM modseq_mailboxes WHERE user_name = $1 AND mailbox = $2`, [user, mailbox]);
+  return r.rows[0];
+}
+
+function modseqState(row: ModseqBoxRow): MailboxModseqState {
+  return { id: Number(row.id), highestModseq: Number(row.highest_modseq), vanishedFloor: Number(row.vanished_floor) };
+}
+
+function messageModseq(row: ModseqMessageRow): MessageModseq {
+  return { uid: Number(row.uid), flags: flagsFromKey(row.flags), modseq: Number(row.modseq) };
+}
+
+/** Where a new state's mod-sequences start: now in microseconds (see ModseqIndex.modseqOpen). */
+function initialModseq(): number {
+  return Date.now() * 1000;
+}
+
+function optionalNumber(v: string | null | undefined): number | undefined {
+  return v === null || v === undefined ? undefined : Number(v);
+}
+
+interface HeldRow {
+  id: string;
+  user_name: string;
+  sender: string;
+  mail_params: string;
+  recipients: string;
+  size: string;
+  created_at: string;
+  release_at: string;
+  hold_request: string;
+  next_attempt_at: string;
+  attempts: number;
+  state: HeldMessage['state'];
+  last_error: string | null;
+}
+
+function heldMessage(row: HeldRow): HeldMessage {
+  return {
+    id: row.id,
+    user: row.user_name,
+    sender: row.sender,
+    mailParams: JSON.parse(row.mail_params) as HeldMessage['mailParams'],
+    recipients: JSON.parse(row.recipients) as HeldRecipient[],
+    size: Number(row.size),
+    createdAt: Number(row.created_at),
+    releaseAt: Number(row.release_at),
+    holdRequest: row.hold_request,
+    nextAttemptAt: Number(row.next_attempt_at),
+    attempts: row.attempts,
+    state: row.state,
+    ...(row.last_error !== null ? { lastError: row.last_error } : {}),
+  };
+}
