@@ -67,6 +67,23 @@ export function readPasswordFile(file: string): string {
   return password;
 }
 
+/**
+ * The URL with the password from store.passwordFile in it. node-postgres lets the fields
+ * of a connection string override its `password` option (an absent one as ""), so the
+ * password must travel inside the string; it stays in memory, in the pool's options.
+ */
+function withPassword(url: string, password: string | undefined): string {
+  if (password === undefined) return url;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new StoreError('store.url is not a valid URI');
+  }
+  u.password = encodeURIComponent(password);
+  return u.toString();
+}
+
 /** The URL with any password replaced: what may appear in errors and logs. */
 export function redactUrl(url: string): string {
   try {
@@ -99,8 +116,7 @@ export class PostgresStore implements Store {
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
     const where = redactUrl(opts.url);
     const pool = new pg.Pool({
-      connectionString: opts.url,
-      ...(opts.password !== undefined ? { password: opts.password } : {}),
+      connectionString: withPassword(opts.url, opts.password),
       max: opts.poolSize,
       connectionTimeoutMillis: 10_000,
       application_name: 'lemonade-gateway',
@@ -340,7 +356,8 @@ export class PostgresStore implements Store {
       // Openers of one (user, mailbox) queue here, so the check, the drop and the insert
       // are one step: two instances opening at once end with one row, and the second
       // finds it made.
-      await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [MODSEQ_OPEN_LOCK_CLASS, `${user}\u0000${box}`]);
+      // The pair as a JSON array: no separator character a name could contain (text cannot hold NUL).
+      await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [MODSEQ_OPEN_LOCK_CLASS, JSON.stringify([user, box])]);
       const current = await selectBoxByName(c, user, box);
       if (current !== undefined) {
         if (Number(current.uid_validity) === uidValidity) return modseqState(current);

@@ -1,0 +1,229 @@
+/**
+ * The PostgreSQL store against a real PostgreSQL (scripts/postgres.sh, one server for this
+ * file, a fresh database per case): the same Store contract as the SQLite store
+ * (test/helpers/store-contract.ts), and what several instances sharing one database need:
+ * each other's keys and mod-sequences at once, every held message claimed exactly once
+ * by racing instances, leases a dead instance's claims expire by, and migrations applied
+ * once when instances start together. Plus the config: store.url, passwordFile, errors
+ * that never show a password.
+ */
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { ConfigError, parseConfig } from '../src/config/load.js';
+import { openStore } from '../src/store/index.js';
+import type { Migration } from '../src/store/migrate.js';
+import { migratePostgres } from '../src/store/postgres-migrate.js';
+import { POSTGRES_MIGRATIONS } from '../src/store/postgres-schema.js';
+import { PostgresStore, redactUrl } from '../src/store/postgres.js';
+import type { HeldMessage, Store } from '../src/store/store.js';
+import { startPostgres } from './helpers/postgres.js';
+import { keyContract, modseqContract, spoolContract, type StoreBackend } from './helpers/store-contract.js';
+
+const server = await startPostgres();
+t.teardown(() => server.stop());
+t.comment(`PostgreSQL up ${process.uptime().toFixed(1)} s into this file`);
+
+const open = (url: string, leaseMs?: number) => PostgresStore.open({ url, poolSize: 4, ...(leaseMs !== undefined ? { leaseMs } : {}) });
+const backend: StoreBackend = { fresh: () => server.createDatabase(), open: (url) => open(url) };
+
+/** Rows of one query on url, on a connection of its own. */
+async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(sql, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+function held(id: string, nextAttemptAt: number): HeldMessage {
+  return {
+    id,
+    user: 'alice',
+    sender: 'alice@example.org',
+    mailParams: [],
+    recipients: [{ address: 'bob@example.org', params: [], status: 'pending' }],
+    size: 100,
+    createdAt: 1,
+    releaseAt: nextAttemptAt,
+    holdRequest: 'for;1',
+    nextAttemptAt,
+    attempts: 0,
+    state: 'held',
+  };
+}
+
+t.test('the Store contract', async (t) => {
+  keyContract(t, backend);
+  spoolContract(t, backend);
+  modseqContract(t, backend);
+});
+
+t.test('two instances on one database see each other at once: keys, RESETKEY, mod-sequences', async (t) => {
+  const url = await server.createDatabase();
+  const a = await open(url);
+  const b = await open(url);
+  const key = await a.mailboxAccessKey('alice', 'INBOX');
+  t.ok((await b.existingMailboxAccessKey('alice', 'inbox'))?.equals(key), "B verifies with A's key");
+  await b.resetAccessKeys('alice');
+  t.equal(await a.existingMailboxAccessKey('alice', 'INBOX'), undefined, "B's RESETKEY voids the key for A at once");
+
+  const sa = await a.modseqOpen('alice', 'INBOX', 42);
+  const sb = await b.modseqOpen('alice', 'INBOX', 42);
+  t.same(sb, sa, 'one state');
+  const byA = await a.modseqRecord(sa.id, { changed: [{ uid: 1, flags: ['\\Seen'] }, { uid: 2, flags: [] }], expunged: [] });
+  // B sees A's change, and a repeat of it (B's own upstream saw the same flags) costs nothing.
+  const repeat = await b.modseqRecord(sb.id, { changed: [{ uid: 1, flags: ['\\Seen'] }], expunged: [] });
+  t.same(repeat, { highestModseq: byA.highestModseq, modseqs: [byA.modseqs[0]!] }, 'the same mod-sequence for the same change');
+  const byB = await b.modseqRecord(sb.id, { changed: [], expunged: [2] });
+  t.same(await a.modseqChangedSince(sa.id, sa.highestModseq, 0, 10), [{ uid: 1, flags: ['\\Seen'], modseq: byA.modseqs[0] }]);
+  t.same(await a.modseqVanishedSince(sa.id, byA.highestModseq), [2], "A's delta holds B's expunge");
+  t.equal((await a.modseqState(sa.id)).highestModseq, byB.highestModseq);
+
+  // Both record at once, many times: no mod-sequence handed out twice.
+  const runs = await Promise.all(
+    [a, b].map(async (store, n) => {
+      const got: number[] = [];
+      for (let i = 0; i < 40; i++) {
+        const r = await store.modseqRecord(sa.id, { changed: [{ uid: 1000 * (n + 1) + i, flags: [] }, { uid: 1, flags: i % 2 ? ['\\Flagged'] : [] }], expunged: [] });
+        got.push(r.modseqs[0]!);
+      }
+      return got;
+    }),
+  );
+  const given = runs.flat();
+  t.equal(new Set(given).size, 80, 'every new message its own mod-sequence');
+  await a.close();
+  await b.close();
+});
+
+t.test('racing instances claim each held message exactly once', async (t) => {
+  const url = await server.createDatabase();
+  const seed = await open(url);
+  const n = 200;
+  await seed.spoolInsert(...Array.from({ length: n }, (_, i) => held(`m${String(i).padStart(3, '0')}`, 1000 + (i % 7))));
+  const stores = await Promise.all([open(url), open(url), open(url)]);
+  // Each instance runs the scheduler's loop: read a batch of due ones, claim each.
+  const claimedBy = await Promise.all(
+    stores.map(async (store) => {
+      const mine: string[] = [];
+      for (;;) {
+        const due = await store.spoolDue(5000, 20);
+        if (due.length === 0) return mine;
+        const won = await Promise.all(due.map(async (m) => ((await store.spoolClaim(m.id)) ? m.id : undefined)));
+        mine.push(...won.filter((id): id is string => id !== undefined));
+      }
+    }),
+  );
+  const all = claimedBy.flat();
+  t.equal(all.length, n, 'every message claimed');
+  t.equal(new Set(all).size, n, 'and none twice');
+  t.ok(claimedBy.filter((c) => c.length > 0).length >= 2, `the instances really raced (${claimedBy.map((c) => c.length).join(' + ')})`);
+  const rows = await query<{ state: string; attempts: number; count: string }>(url, 'SELECT state, attempts, COUNT(*) AS count FROM held_messages GROUP BY state, attempts');
+  t.same(rows, [{ state: 'sending', attempts: 1, count: String(n) }], 'each counted one attempt');
+  for (const s of [seed, ...stores]) await s.close();
+});
+
+t.test("leases: a dead instance's claims are taken over once it expires, and not before", async (t) => {
+  const url = await server.createDatabase();
+  const dead = await open(url, 1500);
+  const live = await open(url, 1500);
+  const other = await open(url, 1500);
+  const patient = await open(url); // the default lease: minutes
+  await dead.spoolInsert(held('sending', 10), held('committing', 20), held('kept', 30));
+  t.ok(await dead.spoolClaim('sending'));
+  t.ok(await dead.spoolClaim('committing'));
+  await dead.spoolCommitting('committing');
+  t.ok(await patient.spoolClaim('kept'), "a live instance's claim with a long lease");
+
+  t.same(await live.spoolRecover(), [], "before the lease ends, another instance's start takes nothing");
+  t.same(await live.spoolDue(100, 10), [], 'and nothing is due');
+  t.equal((await live.spoolGet('sending'))!.state, 'sending');
+  await dead.close(); // "dies": its claims stay in the database
+
+  await new Promise((r) => setTimeout(r, 1700));
+  t.same((await live.spoolDue(100, 10)).map((m) => m.id), ['sending'], 'after its lease, the dead one\'s sending message is due again');
+  const recovered = await Promise.all([live.spoolRecover(), other.spoolRecover()]);
+  t.same(recovered.flat().map((m) => m.id), ['committing'], 'its committing message goes to exactly one recovering instance');
+  t.equal((await live.spoolGet('kept'))!.state, 'sending', 'a claim whose lease runs is left alone');
+  t.ok(await other.spoolClaim('sending'), 'taken over');
+  // A late reschedule by an instance that does not hold the claim must not undo it.
+  await live.spoolReschedule('sending', [], 99_999, 'late');
+  t.equal((await other.spoolGet('sending'))!.state, 'sending', 'a reschedule without the claim changes nothing');
+  await other.spoolReschedule('sending', [], 99_999, '451 later');
+  const after = (await other.spoolGet('sending'))!;
+  t.same([after.state, after.attempts, after.lastError], ['held', 2, '451 later'], 'the claimant\'s does');
+  for (const s of [live, other, patient]) await s.close();
+});
+
+t.test('migrations: applied once when instances start together; versioned; all or nothing', async (t) => {
+  const url = await server.createDatabase();
+  const stores = await Promise.all(Array.from({ length: 5 }, () => open(url)));
+  const versions = await query<{ version: number; name: string }>(url, 'SELECT version, name FROM schema_version ORDER BY version');
+  t.same(versions.map((v) => v.version), POSTGRES_MIGRATIONS.map((m) => m.version), 'each version once, in order');
+  t.equal(await stores[0]!.schemaVersion(), POSTGRES_MIGRATIONS.length);
+  for (const s of stores) await s.close();
+
+  // The mechanism itself, on a scratch database, with instances racing through a slow migration.
+  const scratch = await server.createDatabase();
+  const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: scratch, max: 2 }));
+  const m1: Migration = { version: 1, name: 'one', sql: 'CREATE TABLE one (x int); SELECT pg_sleep(0.5)' };
+  const m2: Migration = { version: 2, name: 'two', sql: 'CREATE TABLE two (y int)' };
+  const applied = await Promise.all(pools.map((p) => migratePostgres(p, [m1, m2])));
+  t.same(applied.filter((a) => a.length > 0), [[1, 2]], 'one instance applied both, the others found nothing to do');
+  const pool = pools[0]!;
+  t.same(await migratePostgres(pool, [m1, m2]), [], 'nothing the second time');
+  const m3: Migration = { version: 3, name: 'three', sql: 'CREATE TABLE three (z int)' };
+  t.same(await migratePostgres(pool, [m1, m2, m3]), [3], 'only the new one');
+  await t.rejects(migratePostgres(pool, [m1]), /schema version 3 is newer than this program knows \(1\)/);
+  const bad: Migration = { version: 4, name: 'bad', sql: 'CREATE TABLE four (z int); CREATE TABLE one (x int)' };
+  await t.rejects(migratePostgres(pool, [m1, m2, m3, bad]), /already exists/);
+  t.same(await query(scratch, "SELECT to_regclass('four') AS t"), [{ t: null }], 'a failed migration leaves nothing');
+  await t.rejects(migratePostgres(pool, [m2]), /version 2, expected 1/, 'gaps are refused');
+  for (const p of pools) await p.end();
+});
+
+t.test('config: store.kind postgres with url, passwordFile and poolSize; errors never show a password', async (t) => {
+  const issues = (yaml: string) => {
+    try {
+      parseConfig(yaml, 'test.yaml');
+      return [];
+    } catch (err) {
+      if (err instanceof ConfigError) return err.issues;
+      throw err;
+    }
+  };
+  t.same(issues('store: { kind: postgres }\n'), ['store.url: required when store.kind is postgres']);
+  t.same(issues('store: { kind: postgres, url: "mysql://x/y" }\n'), ['store.url: must be a postgres:// or postgresql:// URI']);
+  t.same(issues('store: { kind: postgres, url: "postgres://u@h/d", poolSize: 0 }\n'), ['store.poolSize: must be at least 1']);
+  const parsed = parseConfig('store: { kind: postgres, url: "postgres://u@h/d", passwordFile: pw }\n', 'test.yaml');
+  t.same(parsed.store, { kind: 'postgres', path: 'gateway.sqlite', url: 'postgres://u@h/d', passwordFile: 'pw', poolSize: 10 });
+
+  // The password only in a file: the URL carries none.
+  const url = await server.createDatabase({ withPassword: false });
+  const dataDir = path.dirname(server.passwordFile);
+  const config = { dataDir, store: { kind: 'postgres' as const, path: 'x', url, passwordFile: server.passwordFile, poolSize: 2 } };
+  const store: Store = await openStore(config);
+  t.equal((await store.mailboxAccessKey('alice', 'INBOX')).length, 16, 'opened with the password from the file');
+  await store.close();
+
+  const wrong = path.join(dataDir, 'wrong-password');
+  writeFileSync(wrong, 'not-the-password-xyzzy\n', { mode: 0o600 });
+  const err = (await openStore({ ...config, store: { ...config.store, passwordFile: wrong } }).catch((e: unknown) => e)) as Error;
+  t.equal(err.name, 'StoreError');
+  t.match(err.message, /^cannot open the store postgres:\/\/lemonade@127\.0\.0\.1:\d+\/t\d+_\d+: .*password authentication failed/);
+  t.notMatch(err.message, /xyzzy/, 'the wrong password is not in the message');
+  const inUrl = (await openStore({ ...config, store: { ...config.store, url: server.url.replace(server.password, 'secret-xyzzy'), passwordFile: undefined } }).catch(
+    (e: unknown) => e,
+  )) as Error;
+  t.match(inUrl.message, /postgres:\/\/lemonade:\*\*\*@127\.0\.0\.1/, 'a password in the URL is masked');
+  t.notMatch(inUrl.message, /xyzzy/);
+  await t.rejects(openStore({ ...config, store: { ...config.store, passwordFile: path.join(dataDir, 'missing') } }), {
+    name: 'StoreError',
+    message: /cannot read store\.passwordFile .*missing: ENOENT/,
+  });
+  t.equal(redactUrl('not a url secret'), '(unparseable store.url)');
+});
