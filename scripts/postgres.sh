@@ -245,8 +245,10 @@ CONF
 launch() { # port
   local rc=0
   write_conf "$1"
-  # pg_ctl's own complaints go to a file of ours; the server's log (-l) is opened by the server's user.
-  as_owner "$BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t "$WAIT_SECONDS" -s start </dev/null >/dev/null 2>>"$PG/pg_ctl.log" || rc=$?
+  # pg_ctl's own complaints go to a file of ours; the server's log (-l) is opened by the
+  # server's user. 3>&-: the server must not inherit our stdout (fd 3 here), or a caller
+  # reading it through a pipe waits for the server to exit.
+  as_owner "$BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t "$WAIT_SECONDS" -s start </dev/null >/dev/null 2>>"$PG/pg_ctl.log" 3>&- 8>&- || rc=$?
   [ "$rc" = 0 ] && server_pid >/dev/null && return 0
   if tail -n 20 "$PG_LOG" 2>/dev/null | grep -q 'Address already in use'; then return 3; fi
   tail -n 5 "$PG/pg_ctl.log" >&2 2>/dev/null || true

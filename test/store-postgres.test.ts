@@ -5,7 +5,8 @@
  * each other's keys and mod-sequences at once, every held message claimed exactly once
  * by racing instances, leases a dead instance's claims expire by, and migrations applied
  * once when instances start together. Plus the config: store.url, passwordFile, errors
- * that never show a password.
+ * that never show a password. Last, issue 18's scenario 1 with two gateway processes
+ * (separate dataDirs, one database) in front of one real Dovecot and Postfix.
  */
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
@@ -18,9 +19,14 @@ import { migratePostgres } from '../src/store/postgres-migrate.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres-schema.js';
 import { PostgresStore, redactUrl } from '../src/store/postgres.js';
 import type { HeldMessage, Store } from '../src/store/store.js';
+import { startGateway, type RunningGateway } from './helpers/gateway.js';
+import { RawImap } from './helpers/imap-raw.js';
+import { RawSmtp } from './helpers/smtp-raw.js';
+import { startLegacyStack, withoutTrace } from './helpers/stack.js';
 import { startPostgres } from './helpers/postgres.js';
 import { keyContract, modseqContract, spoolContract, type StoreBackend } from './helpers/store-contract.js';
 
+t.comment(`loaded ${process.uptime().toFixed(1)} s into this file`);
 const server = await startPostgres();
 t.teardown(() => server.stop());
 t.comment(`PostgreSQL up ${process.uptime().toFixed(1)} s into this file`);
@@ -226,4 +232,97 @@ t.test('config: store.kind postgres with url, passwordFile and poolSize; errors 
     message: /cannot read store\.passwordFile .*missing: ENOENT/,
   });
   t.equal(redactUrl('not a url secret'), '(unparseable store.url)');
+});
+
+/** An IMAP session through gateway gw (implicit TLS), logged in as user. */
+async function imapLogin(gw: RunningGateway, user: string): Promise<RawImap> {
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  await c.line();
+  const r = await c.command('l', `LOGIN ${user} password`);
+  if (!/^l OK/.test(r.at(-1) ?? '')) throw new Error(r.join('\n'));
+  return c;
+}
+
+async function genurlauth(c: RawImap, rump: string): Promise<string> {
+  const r = await c.command('g', `GENURLAUTH "${rump}" INTERNAL`);
+  const m = /^\* GENURLAUTH "([^"]+)"$/.exec(r[0] ?? '');
+  if (!m || !/^g OK/.test(r.at(-1)!)) throw new Error(r.join('\n'));
+  return m[1]!;
+}
+
+/** URLFETCH of one URL: its content, or undefined for NIL. */
+async function urlfetch(c: RawImap, url: string): Promise<string | undefined> {
+  c.write(`f URLFETCH "${url}"\r\n`);
+  const first = await c.line();
+  if (first === undefined) throw new Error('closed');
+  if (/^\* URLFETCH "[^"]+" NIL$/.test(first)) {
+    const done = await c.line();
+    if (!/^f OK/.test(done ?? '')) throw new Error(`URLFETCH: ${done}`);
+    return undefined;
+  }
+  const lit = /^\* URLFETCH "[^"]+" \{(\d+)\}$/.exec(first);
+  if (!lit) throw new Error(`unexpected: ${first}`);
+  const content = (await c.bytes(Number(lit[1]))).toString('latin1');
+  await c.line(); // the CRLF that ends the response
+  const done = await c.line();
+  if (!/^f OK/.test(done ?? '')) throw new Error(`URLFETCH: ${done}`);
+  return content;
+}
+
+/** BURL LAST of url through gateway gw's submission port, as alice to bob: the final reply. */
+async function burl(gw: RunningGateway, url: string): Promise<string> {
+  const s = await RawSmtp.authenticated(gw.submissionsPort, { tls: true });
+  try {
+    const mail = await s.command('MAIL FROM:<alice@example.org>');
+    if (mail.code !== 250) return mail.text;
+    const rcpt = await s.command('RCPT TO:<bob@example.org>');
+    if (rcpt.code !== 250) return rcpt.text;
+    return (await s.command(`BURL ${url} LAST`, 30_000)).text;
+  } finally {
+    s.close();
+  }
+}
+
+t.test('scenario 1: GENURLAUTH on A; URLFETCH and BURL through B; RESETKEY on B voids the URL on A', async (t) => {
+  const stack = await startLegacyStack({ postfix: true });
+  t.teardown(() => stack.stop());
+  // The password only in store.passwordFile: it must reach the pool and never a log line.
+  const url = await server.createDatabase({ withPassword: false });
+  const config = {
+    store: { kind: 'postgres', url, passwordFile: server.passwordFile, poolSize: 4 },
+    submission: { senderPolicy: { mode: 'own', domains: ['example.org'] } },
+  };
+  const [a, b] = await Promise.all([startGateway(stack, { config }), startGateway(stack, { config })]);
+  t.teardown(async () => {
+    await a.stop();
+    await b.stop();
+  });
+  t.not(a.dir, b.dir, 'two processes, each with a dataDir of its own');
+
+  const raw = Buffer.from('From: alice@example.org\r\nTo: bob@example.org\r\nSubject: shared\r\n\r\nOne store, two gateways.\r\n');
+  const src = await stack.append('alice', 'INBOX', raw);
+  const base = `imap://alice@localhost/INBOX;UIDVALIDITY=${src.uidValidity}/;UID=${src.uid}`;
+  const aliceOnA = await imapLogin(a, 'alice');
+  const forBob = await genurlauth(aliceOnA, `${base};URLAUTH=user+bob`);
+  const forSubmit = await genurlauth(aliceOnA, `${base};URLAUTH=submit+alice`);
+
+  const bobOnB = await imapLogin(b, 'bob');
+  t.equal(await urlfetch(bobOnB, forBob), raw.toString('latin1'), 'URLFETCH on B of a URL issued by A: the exact message');
+  const bobBefore = await stack.messageCount('bob');
+  t.match(await burl(b, forSubmit), /^250 /, 'BURL through B of a URL issued by A');
+  const delivered = await stack.newestMessage('bob', bobBefore + 1);
+  t.ok(withoutTrace(delivered).equals(raw), 'bob got the message byte for byte (only trace headers added)');
+
+  const aliceOnB = await imapLogin(b, 'alice');
+  t.match((await aliceOnB.command('r', 'RESETKEY')).at(-1), /^r OK/, 'RESETKEY on B');
+  const bobOnA = await imapLogin(a, 'bob');
+  t.equal(await urlfetch(bobOnA, forBob), undefined, 'the URL is void on A at once: NIL');
+  t.equal(await urlfetch(bobOnB, forBob), undefined, 'and on B');
+  t.match(await burl(a, forSubmit), /^554 5\.7\.0 /, 'BURL of the voided URL through A is refused');
+  const again = await genurlauth(aliceOnB, `${base};URLAUTH=user+bob`);
+  t.not(again, forBob, 'B issues a new token with the new key');
+  t.equal(await urlfetch(bobOnA, again), raw.toString('latin1'), 'which A verifies');
+  for (const c of [aliceOnA, bobOnB, aliceOnB, bobOnA]) c.close();
+
+  for (const gw of [a, b]) t.notOk(gw.logs.some((l) => l.includes(server.password)), 'the database password is in no log line');
 });
