@@ -9,7 +9,7 @@
  * (separate dataDirs, one database) in front of one real Dovecot and Postfix.
  */
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { ConfigError, parseConfig } from '../src/config/load.js';
@@ -163,6 +163,45 @@ t.test("leases: a dead instance's claims are taken over once it expires, and not
   const after = (await other.spoolGet('sending'))!;
   t.same([after.state, after.attempts, after.lastError], ['held', 2, '451 later'], 'the claimant\'s does');
   for (const s of [live, other, patient]) await s.close();
+});
+
+t.test('while content is a file, each gateway releases only what it holds; anyone lists and cancels', async (t) => {
+  const url = await server.createDatabase();
+  const a = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-a', leaseMs: 1000 });
+  const aRestarted = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-a', leaseMs: 1000 });
+  const b = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-b', leaseMs: 1000 });
+  await a.spoolInsert(held('a1', 10), held('a2', 20), held('a3', 30));
+  await b.spoolInsert(held('b1', 15));
+  t.same((await a.spoolDue(100, 10)).map((m) => m.id), ['a1', 'a2', 'a3'], "A: its own, not B's");
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['b1'], "B: its own, not A's");
+  t.equal(await b.spoolNextDue(), 15, "B waits for its own next message only");
+  t.equal(await b.spoolClaim('a1'), false, "B cannot claim A's message (it has not the content)");
+  t.same((await b.spoolList(10, 0)).map((m) => m.id), ['a1', 'b1', 'a2', 'a3'], 'but lists every message');
+  t.equal((await b.spoolCancel('a3'))?.id, 'a3', 'and cancels any (queue cancel, XCANCEL)');
+  t.ok(await a.spoolClaim('a1'));
+  t.ok(await a.spoolClaim('a2'));
+  await a.spoolCommitting('a2');
+  await a.close(); // A dies mid-release; it comes back on the same dataDir (same node)
+  await new Promise((r) => setTimeout(r, 1200));
+  t.same(await b.spoolRecover(), [], "B's start takes nothing of A's, even with the lease run out");
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['b1']);
+  t.same((await aRestarted.spoolRecover()).map((m) => m.id), ['a2'], 'A restarted finishes its committing message');
+  t.same((await aRestarted.spoolDue(100, 10)).map((m) => m.id), ['a1'], 'and releases the interrupted one again');
+  await aRestarted.close();
+  await b.close();
+
+  // openStore names the gateway by its dataDir: a node-id file made once, kept across opens.
+  const dataDir = path.join(server.dir, 'gw-data');
+  const config = { dataDir, store: { kind: 'postgres' as const, path: 'x', url, poolSize: 2 } };
+  const first = await openStore(config);
+  await first.spoolInsert(held('via-config', 40));
+  const second = await openStore(config);
+  t.same((await second.spoolDue(100, 10)).map((m) => m.id), ['via-config'], "the same gateway after a restart: its own message, no one else's");
+  const [{ origin }] = await query<{ origin: string }>(url, "SELECT origin FROM held_messages WHERE id = 'via-config'");
+  t.equal(`${origin}\n`, readFileSync(path.join(dataDir, 'node-id'), 'utf8'), 'marked with DATADIR/node-id');
+  t.equal(statSync(path.join(dataDir, 'node-id')).mode & 0o777, 0o600);
+  await first.close();
+  await second.close();
 });
 
 t.test('migrations: applied once when instances start together; versioned; all or nothing', async (t) => {

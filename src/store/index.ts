@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { Store } from './store.js';
 import { SqliteStore } from './sqlite.js';
 import { PostgresStore, readPasswordFile } from './postgres.js';
+import { nodeId } from './node-id.js';
 
 /** Where the SQLite file is: store.path, relative to dataDir unless absolute. */
 export function sqlitePath(config: Pick<Config, 'dataDir' | 'store'>): string {
@@ -21,7 +22,8 @@ export async function openStore(config: Pick<Config, 'dataDir' | 'store'>): Prom
       if (url === undefined) throw new Error('store.url is required when store.kind is postgres');
       // Read here, at open, and handed to the pool only: it is never part of a message or log line.
       const password = passwordFile === undefined ? undefined : readPasswordFile(passwordFile);
-      return PostgresStore.open({ url, poolSize, ...(password !== undefined ? { password } : {}) });
+      // This gateway releases only the held messages whose content is in its own dataDir.
+      return PostgresStore.open({ url, poolSize, node: nodeId(config.dataDir), ...(password !== undefined ? { password } : {}) });
     }
     default: {
       // A kind added to the schema must get a case here before it type-checks.

@@ -32,7 +32,9 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     name: 'FUTURERELEASE spool index (RFC 4865), with release leases',
     // claimed_by / claimed_until: which store instance holds a release and until when (ms,
     // the database's clock, so hosts with skewed clocks agree); an expired lease is
-    // someone else's to take over (postgres.ts).
+    // someone else's to take over (postgres.ts). origin: the gateway (dataDir) whose spool
+    // directory holds the content, the only one that can release it while the content is
+    // a file (NULL: any).
     sql: `
       CREATE TABLE held_messages (
         id text PRIMARY KEY,
@@ -49,7 +51,8 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         state text NOT NULL CHECK (state IN ('held', 'sending', 'committing')),
         last_error text,
         claimed_by text,
-        claimed_until bigint
+        claimed_until bigint,
+        origin text
       );
       CREATE INDEX held_messages_due ON held_messages (state, next_attempt_at);
     `,

@@ -9,8 +9,10 @@
  * (synchronous_commit on, the server's default; the operator's replication settings decide
  * whether it is also on a standby).
  *
- * FUTURERELEASE: the index lives here; the content is still a file in the instance's
- * dataDir/spool (issue 18 moves it into the database).
+ * FUTURERELEASE: the index lives here; the content is still a file in the accepting
+ * gateway's dataDir/spool (issue 18 moves it into the database). Until then each row names
+ * its origin and a store releases only its own gateway's messages (PostgresStoreOptions.node);
+ * listing, cancelling and releasing-now work on every row from any instance.
  */
 import { readFileSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -43,6 +45,12 @@ export interface PostgresStoreOptions {
    * a claim that expires under a live release lets a second one start.
    */
   leaseMs?: number;
+  /**
+   * The gateway this store serves, as its dataDir's node id (node-id.ts). Messages it holds
+   * are marked with it, and it releases (claims, recovers, waits for) only those, because
+   * their content is a file in that dataDir. Undefined: every message.
+   */
+  node?: string;
 }
 
 /** A claim outlives any release of a message within the size limits (see PostgresStoreOptions.leaseMs). */
@@ -50,6 +58,9 @@ export const DEFAULT_LEASE_MS = 10 * 60 * 1000;
 
 /** The database's clock in ms: leases compare against one clock, whichever host writes them. */
 const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
+
+/** SQL: the row is the given node's to release ($n is the node, NULL for any). */
+const RELEASABLE = (n: number): string => `($${n}::text IS NULL OR origin IS NULL OR origin = $${n}::text)`;
 
 /** Advisory-lock class (first int4 key) under which modseqOpen serializes per (user, mailbox). */
 const MODSEQ_OPEN_LOCK_CLASS = 0x4c4d5351;
@@ -101,16 +112,15 @@ type Queryable = pg.Pool | pg.PoolClient;
 export class PostgresStore implements Store {
   /** This instance's name in release claims (claimed_by). */
   readonly instanceId = randomUUID();
-  private readonly leaseMs: number;
   private closed = false;
 
   private constructor(
     private readonly pool: pg.Pool,
     readonly where: string,
-    leaseMs: number,
-  ) {
-    this.leaseMs = leaseMs;
-  }
+    private readonly leaseMs: number,
+    /** PostgresStoreOptions.node, NULL in SQL for "every message". */
+    private readonly node: string | null,
+  ) {}
 
   /** Connects, applies pending migrations (serialized across instances), and returns the store. */
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
@@ -131,7 +141,7 @@ export class PostgresStore implements Store {
       await pool.end().catch(() => undefined);
       throw new StoreError(`cannot open the store ${where}: ${(err as Error).message}`, { cause: err });
     }
-    return new PostgresStore(pool, where, opts.leaseMs ?? DEFAULT_LEASE_MS);
+    return new PostgresStore(pool, where, opts.leaseMs ?? DEFAULT_LEASE_MS, opts.node ?? null);
   }
 
   /** The schema version in the database (migrations applied). */
@@ -219,8 +229,8 @@ export class PostgresStore implements Store {
     const col = <T>(f: (m: HeldMessage) => T): T[] => messages.map(f);
     await this.pool.query(
       `INSERT INTO held_messages (id, user_name, sender, mail_params, recipients, size, created_at, release_at,
-         hold_request, next_attempt_at, attempts, state, last_error)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+         hold_request, next_attempt_at, attempts, state, last_error, origin)
+       SELECT *, $14::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
          $8::bigint[], $9::text[], $10::bigint[], $11::integer[], $12::text[], $13::text[])`,
       [
         col((m) => m.id),
@@ -236,6 +246,7 @@ export class PostgresStore implements Store {
         col((m) => m.attempts),
         col((m) => m.state),
         col((m) => m.lastError ?? null),
+        this.node,
       ],
     );
   }
@@ -250,11 +261,12 @@ export class PostgresStore implements Store {
     // so any live instance's next pass takes them over. One release at a time holds each.
     await this.pool.query(
       `UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL
-       WHERE state = 'sending' AND claimed_until < ${NOW_MS}`,
+       WHERE state = 'sending' AND claimed_until < ${NOW_MS} AND ${RELEASABLE(1)}`,
+      [this.node],
     );
     const r = await this.pool.query<HeldRow>(
-      "SELECT * FROM held_messages WHERE state = 'held' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
-      [now, limit],
+      `SELECT * FROM held_messages WHERE state = 'held' AND next_attempt_at <= $1 AND ${RELEASABLE(3)} ORDER BY next_attempt_at LIMIT $2`,
+      [now, limit, this.node],
     );
     return r.rows.map(heldMessage);
   }
@@ -269,8 +281,8 @@ export class PostgresStore implements Store {
     // re-checks state = 'held' against the new row and matches nothing: one claim wins.
     const r = await this.pool.query(
       `UPDATE held_messages SET state = 'sending', attempts = attempts + 1, claimed_by = $2, claimed_until = ${NOW_MS} + $3
-       WHERE id = $1 AND state = 'held'`,
-      [id, this.instanceId, this.leaseMs],
+       WHERE id = $1 AND state = 'held' AND ${RELEASABLE(4)}`,
+      [id, this.instanceId, this.leaseMs, this.node],
     );
     return r.rowCount === 1;
   }
@@ -321,20 +333,24 @@ export class PostgresStore implements Store {
     return this.tx(async (c) => {
       await c.query(
         `UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL
-         WHERE state = 'sending' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS})`,
-        [this.instanceId],
+         WHERE state = 'sending' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS}) AND ${RELEASABLE(2)}`,
+        [this.instanceId, this.node],
       );
       const r = await c.query<HeldRow>(
         `UPDATE held_messages SET claimed_by = $1, claimed_until = ${NOW_MS} + $2
-         WHERE state = 'committing' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS}) RETURNING *`,
-        [this.instanceId, this.leaseMs],
+         WHERE state = 'committing' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS}) AND ${RELEASABLE(3)}
+         RETURNING *`,
+        [this.instanceId, this.leaseMs, this.node],
       );
       return r.rows.map(heldMessage);
     });
   }
 
   async spoolNextDue(): Promise<number | undefined> {
-    const r = await this.pool.query<{ due: string | null }>("SELECT MIN(next_attempt_at) AS due FROM held_messages WHERE state = 'held'");
+    const r = await this.pool.query<{ due: string | null }>(
+      `SELECT MIN(next_attempt_at) AS due FROM held_messages WHERE state = 'held' AND ${RELEASABLE(1)}`,
+      [this.node],
+    );
     return optionalNumber(r.rows[0]?.due);
   }
 
