@@ -5,8 +5,8 @@
  * each other's keys and mod-sequences at once, every held message claimed exactly once
  * by racing instances, leases a dead instance's claims expire by, and migrations applied
  * once when instances start together. Plus the config: store.url, passwordFile, errors
- * that never show a password. Last, issue 18's scenario 1 with two gateway processes
- * (separate dataDirs, one database) in front of one real Dovecot and Postfix.
+ * that never show a password. Last, issue 18's scenarios 1 and 2 with two gateway
+ * processes (separate dataDirs, one database) in front of one real Dovecot and Postfix.
  */
 import t from 'tap';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -22,7 +22,7 @@ import type { HeldMessage, Store } from '../src/store/store.js';
 import { startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
-import { startLegacyStack, withoutTrace } from './helpers/stack.js';
+import { masterClient, startLegacyStack, withoutTrace } from './helpers/stack.js';
 import { startPostgres } from './helpers/postgres.js';
 import { keyContract, modseqContract, spoolContract, type StoreBackend } from './helpers/store-contract.js';
 
@@ -322,7 +322,7 @@ async function burl(gw: RunningGateway, url: string): Promise<string> {
   }
 }
 
-t.test('scenario 1: GENURLAUTH on A; URLFETCH and BURL through B; RESETKEY on B voids the URL on A', async (t) => {
+t.test('two gateway processes (dataDirs of their own) on one database', async (t) => {
   const stack = await startLegacyStack({ postfix: true });
   t.teardown(() => stack.stop());
   // The password only in store.passwordFile: it must reach the pool and never a log line.
@@ -338,30 +338,71 @@ t.test('scenario 1: GENURLAUTH on A; URLFETCH and BURL through B; RESETKEY on B 
   });
   t.not(a.dir, b.dir, 'two processes, each with a dataDir of its own');
 
-  const raw = Buffer.from('From: alice@example.org\r\nTo: bob@example.org\r\nSubject: shared\r\n\r\nOne store, two gateways.\r\n');
-  const src = await stack.append('alice', 'INBOX', raw);
-  const base = `imap://alice@localhost/INBOX;UIDVALIDITY=${src.uidValidity}/;UID=${src.uid}`;
-  const aliceOnA = await imapLogin(a, 'alice');
-  const forBob = await genurlauth(aliceOnA, `${base};URLAUTH=user+bob`);
-  const forSubmit = await genurlauth(aliceOnA, `${base};URLAUTH=submit+alice`);
+  t.test('scenario 1: GENURLAUTH on A; URLFETCH and BURL through B; RESETKEY on B voids the URL on A', async (t) => {
 
-  const bobOnB = await imapLogin(b, 'bob');
-  t.equal(await urlfetch(bobOnB, forBob), raw.toString('latin1'), 'URLFETCH on B of a URL issued by A: the exact message');
-  const bobBefore = await stack.messageCount('bob');
-  t.match(await burl(b, forSubmit), /^250 /, 'BURL through B of a URL issued by A');
-  const delivered = await stack.newestMessage('bob', bobBefore + 1);
-  t.ok(withoutTrace(delivered).equals(raw), 'bob got the message byte for byte (only trace headers added)');
+    const raw = Buffer.from('From: alice@example.org\r\nTo: bob@example.org\r\nSubject: shared\r\n\r\nOne store, two gateways.\r\n');
+    const src = await stack.append('alice', 'INBOX', raw);
+    const base = `imap://alice@localhost/INBOX;UIDVALIDITY=${src.uidValidity}/;UID=${src.uid}`;
+    const aliceOnA = await imapLogin(a, 'alice');
+    const forBob = await genurlauth(aliceOnA, `${base};URLAUTH=user+bob`);
+    const forSubmit = await genurlauth(aliceOnA, `${base};URLAUTH=submit+alice`);
 
-  const aliceOnB = await imapLogin(b, 'alice');
-  t.match((await aliceOnB.command('r', 'RESETKEY')).at(-1), /^r OK/, 'RESETKEY on B');
-  const bobOnA = await imapLogin(a, 'bob');
-  t.equal(await urlfetch(bobOnA, forBob), undefined, 'the URL is void on A at once: NIL');
-  t.equal(await urlfetch(bobOnB, forBob), undefined, 'and on B');
-  t.match(await burl(a, forSubmit), /^554 5\.7\.0 /, 'BURL of the voided URL through A is refused');
-  const again = await genurlauth(aliceOnB, `${base};URLAUTH=user+bob`);
-  t.not(again, forBob, 'B issues a new token with the new key');
-  t.equal(await urlfetch(bobOnA, again), raw.toString('latin1'), 'which A verifies');
-  for (const c of [aliceOnA, bobOnB, aliceOnB, bobOnA]) c.close();
+    const bobOnB = await imapLogin(b, 'bob');
+    t.equal(await urlfetch(bobOnB, forBob), raw.toString('latin1'), 'URLFETCH on B of a URL issued by A: the exact message');
+    const bobBefore = await stack.messageCount('bob');
+    t.match(await burl(b, forSubmit), /^250 /, 'BURL through B of a URL issued by A');
+    const delivered = await stack.newestMessage('bob', bobBefore + 1);
+    t.ok(withoutTrace(delivered).equals(raw), 'bob got the message byte for byte (only trace headers added)');
 
-  for (const gw of [a, b]) t.notOk(gw.logs.some((l) => l.includes(server.password)), 'the database password is in no log line');
+    const aliceOnB = await imapLogin(b, 'alice');
+    t.match((await aliceOnB.command('r', 'RESETKEY')).at(-1), /^r OK/, 'RESETKEY on B');
+    const bobOnA = await imapLogin(a, 'bob');
+    t.equal(await urlfetch(bobOnA, forBob), undefined, 'the URL is void on A at once: NIL');
+    t.equal(await urlfetch(bobOnB, forBob), undefined, 'and on B');
+    t.match(await burl(a, forSubmit), /^554 5\.7\.0 /, 'BURL of the voided URL through A is refused');
+    const again = await genurlauth(aliceOnB, `${base};URLAUTH=user+bob`);
+    t.not(again, forBob, 'B issues a new token with the new key');
+    t.equal(await urlfetch(bobOnA, again), raw.toString('latin1'), 'which A verifies');
+    for (const c of [aliceOnA, bobOnB, aliceOnB, bobOnA]) c.close();
+
+    for (const gw of [a, b]) t.notOk(gw.logs.some((l) => l.includes(server.password)), 'the database password is in no log line');
+  });
+
+  t.test('scenario 2: changes through A and upstream; QRESYNC through B gets exactly the delta, with A\'s mod-sequences', async (t) => {
+    for (let i = 1; i <= 12; i++) await stack.append('alice', 'Shared', Buffer.from(`Subject: shared ${i}\r\n\r\nbody ${i}\r\n`));
+    const onA = await imapLogin(a, 'alice');
+    await onA.command('e', 'ENABLE QRESYNC');
+    const opened = await onA.command('s', 'SELECT Shared');
+    const uidValidity = Number(/\[UIDVALIDITY ([0-9]+)\]/.exec(opened.join('\n'))?.[1]);
+    const saved = BigInt(/\[HIGHESTMODSEQ ([0-9]+)\]/.exec(opened.join('\n'))?.[1] ?? '0');
+    t.ok(saved > 0n && uidValidity > 0, `A: UIDVALIDITY ${uidValidity}, HIGHESTMODSEQ ${saved}`);
+
+    // Through A: a flag change (A reports its MODSEQ) and an expunge.
+    const stored = await onA.command('f', 'UID STORE 3 +FLAGS (\\Flagged)');
+    const modseq3 = /^\* [0-9]+ FETCH \(.*MODSEQ \(([0-9]+)\)/.exec(stored.find((l) => / FETCH /.test(l)) ?? '')?.[1];
+    t.ok(modseq3 !== undefined && BigInt(modseq3) > saved, `A reported UID 3 at MODSEQ ${modseq3}`);
+    await onA.command('d', 'UID STORE 5 +FLAGS.SILENT (\\Deleted)');
+    t.match((await onA.command('x', 'EXPUNGE')).at(-1), /^x OK/);
+    // Straight at Dovecot: another flag change and another expunge, which A then sees.
+    const direct = await masterClient(stack, 'alice');
+    await direct.mailboxOpen('Shared');
+    await direct.messageFlagsAdd('7', ['$Work'], { uid: true });
+    await direct.messageDelete('9', { uid: true });
+    await direct.logout();
+    const noop = await onA.command('n', 'NOOP');
+    const modseq7 = /^\* [0-9]+ FETCH \(.*MODSEQ \(([0-9]+)\)/.exec(noop.find((l) => / FETCH /.test(l) && /\$Work/.test(l)) ?? '')?.[1];
+    t.ok(modseq7 !== undefined, `A saw UID 7 change at MODSEQ ${modseq7} (${noop.join(' | ')})`);
+
+    const onB = await imapLogin(b, 'alice');
+    await onB.command('e', 'ENABLE QRESYNC');
+    const lines = await onB.command('s', `SELECT Shared (QRESYNC (${uidValidity} ${saved}))`);
+    t.match(lines.at(-1), /^s OK/);
+    t.same(lines.filter((l) => l.startsWith('* VANISHED (EARLIER) ')), ['* VANISHED (EARLIER) 5,9'], 'B: exactly the two expunges');
+    const changes = lines
+      .filter((l) => /^\* [0-9]+ FETCH /.test(l))
+      .map((l) => ({ uid: Number(/UID ([0-9]+)/.exec(l)?.[1]), modseq: /MODSEQ \(([0-9]+)\)/.exec(l)?.[1] }))
+      .sort((x, y) => x.uid - y.uid);
+    t.same(changes, [{ uid: 3, modseq: modseq3 }, { uid: 7, modseq: modseq7 }], 'B: exactly the two changed messages, at the mod-sequences A reported');
+    for (const c of [onA, onB]) c.close();
+  });
 });
