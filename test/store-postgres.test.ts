@@ -9,6 +9,7 @@
  * processes (separate dataDirs, one database) in front of one real Dovecot and Postfix.
  */
 import t from 'tap';
+import { execFile } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
@@ -405,4 +406,34 @@ t.test('two gateway processes (dataDirs of their own) on one database', async (t
     t.same(changes, [{ uid: 3, modseq: modseq3 }, { uid: 7, modseq: modseq7 }], 'B: exactly the two changed messages, at the mod-sequences A reported');
     for (const c of [onA, onB]) c.close();
   });
+});
+
+t.test('the database restarting: calls fail while it is down, the same store works again after', async (t) => {
+  const url = await server.createDatabase();
+  const store = await open(url);
+  const key = await store.mailboxAccessKey('alice', 'INBOX');
+  const before = await store.modseqOpen('alice', 'INBOX', 1);
+  await server.halt();
+  await t.rejects(store.existingMailboxAccessKey('alice', 'INBOX'), 'a call while it is down fails (the caller answers NO / 4xx)');
+  await t.rejects(store.spoolDue(Date.now(), 10));
+  await server.start();
+  t.ok((await store.existingMailboxAccessKey('alice', 'INBOX'))?.equals(key), 'the pool reconnects by itself: the same key');
+  t.same(await store.modseqOpen('alice', 'INBOX', 1), before, 'and the same mod-sequence state');
+  t.equal(JSON.parse(readFileSync(path.join(server.dir, 'postgres.json'), 'utf8')).port, server.port, 'on its old port');
+  await store.close();
+});
+
+t.test('postgres.sh: stop is idempotent, a running server is not started twice, --dir is checked', async (t) => {
+  const script = path.join(import.meta.dirname, '..', 'scripts', 'postgres.sh');
+  const run = (...args: string[]) =>
+    new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile('bash', [script, ...args], (err, _stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stderr }));
+    });
+  const twice = await run('start', '--dir', server.dir);
+  t.not(twice.code, 0, 'start on a running server fails');
+  t.match(twice.stderr, /a server is already running in/);
+  t.match((await run('start', '--dir', '/tmp/bad dir')).stderr, /--dir must consist of/);
+  t.equal((await run('stop', '--dir', path.join(server.dir, 'no-such'))).code, 0, 'stop of a directory that is not there succeeds');
+  t.equal((await run('missing')).code, 0);
+  t.equal((await run('nonsense')).code, 64, 'usage');
 });
