@@ -22,7 +22,8 @@
 // (musl ignores it). The Dockerfile sets the same.
 /**
  * lemonade-gateway command line: `--config FILE` runs the gateway, `--check-config FILE`
- * only validates the configuration, `queue ...` inspects and acts on the FUTURERELEASE spool.
+ * only validates the configuration, `queue ...` inspects and acts on the FUTURERELEASE spool,
+ * `store copy-sqlite` moves the embedded store's state into PostgreSQL.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -34,11 +35,15 @@ import { startGateway } from './gateway.js';
 import { configWarnings } from './config/warnings.js';
 import { TlsContextHolder, type CertificateIdentity } from './tls/certificates.js';
 import { QUEUE_USAGE, runQueueCommand } from './lemonade/futurerelease/queue-cli.js';
+import { COPY_USAGE, runStoreCommand } from './store/copy-sqlite.js';
 
 const USAGE = `usage: lemonade-gateway --config FILE        run the gateway
        lemonade-gateway --check-config FILE  validate FILE and exit
        ${QUEUE_USAGE}
                                              the FUTURERELEASE spool (works while the gateway runs)
+       ${COPY_USAGE}
+                                             copy the SQLite store into the PostgreSQL one
+                                             store.url names (gateway stopped; empty database)
        lemonade-gateway --version`;
 
 function version(): string {
@@ -48,6 +53,7 @@ function version(): string {
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'queue') return queue(argv.slice(1));
+  if (argv[0] === 'store') return store(argv.slice(1));
   const [flag, file] = argv;
   if (flag === '--version') {
     console.log(version());
@@ -139,6 +145,20 @@ async function queue(argv: string[]): Promise<number> {
   if (config === undefined) return 78;
   const rest = [...argv.slice(0, at), ...argv.slice(at + 2)];
   return runQueueCommand(config, rest, (t) => console.log(t), (t) => console.error(t));
+}
+
+/** store copy-sqlite --config FILE */
+async function store(argv: string[]): Promise<number> {
+  const at = argv.indexOf('--config');
+  const file = at >= 0 ? argv[at + 1] : undefined;
+  if (file === undefined) {
+    console.error(`usage: ${COPY_USAGE}`);
+    return 64;
+  }
+  const config = readConfig(file);
+  if (config === undefined) return 78;
+  const rest = [...argv.slice(0, at), ...argv.slice(at + 2)];
+  return runStoreCommand(config, rest, (t) => console.log(t), (t) => console.error(t));
 }
 
 main(process.argv.slice(2)).then(

@@ -19,13 +19,15 @@ import type { Migration } from '../src/store/migrate.js';
 import { migratePostgres } from '../src/store/postgres-migrate.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres-schema.js';
 import { PostgresStore, redactUrl } from '../src/store/postgres.js';
+import { nodeId } from '../src/store/node-id.js';
+import { SqliteStore } from '../src/store/sqlite.js';
 import type { HeldMessage, Store } from '../src/store/store.js';
 import { startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { masterClient, startLegacyStack, withoutTrace } from './helpers/stack.js';
 import { startPostgres } from './helpers/postgres.js';
-import { keyContract, modseqContract, spoolContract, type StoreBackend } from './helpers/store-contract.js';
+import { allModseq, keyContract, modseqContract, spoolContract, type StoreBackend } from './helpers/store-contract.js';
 
 t.comment(`loaded ${process.uptime().toFixed(1)} s into this file`);
 const server = await startPostgres();
@@ -406,6 +408,56 @@ t.test('two gateway processes (dataDirs of their own) on one database', async (t
     t.same(changes, [{ uid: 3, modseq: modseq3 }, { uid: 7, modseq: modseq7 }], 'B: exactly the two changed messages, at the mod-sequences A reported');
     for (const c of [onA, onB]) c.close();
   });
+});
+
+t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole (keys, meta, mod-sequences, held index)', async (t) => {
+  const dataDir = path.join(server.dir, 'copy-data');
+  const sqlite = SqliteStore.open(path.join(dataDir, 'gateway.sqlite'));
+  const inbox = await sqlite.mailboxAccessKey('alice', 'INBOX');
+  const sent = await sqlite.mailboxAccessKey('bob', 'Sent');
+  await sqlite.initMeta('urlauth-secret', 'abc123');
+  const state = await sqlite.modseqOpen('alice', 'INBOX', 77);
+  await sqlite.modseqRecord(state.id, { changed: Array.from({ length: 30 }, (_, i) => ({ uid: i + 1, flags: i % 3 ? ['\\Seen'] : [] })), expunged: [] });
+  for (const uid of [4, 8, 15, 16]) await sqlite.modseqRecord(state.id, { changed: [], expunged: [uid] });
+  await sqlite.modseqCompact(state.id, 2);
+  const before = await sqlite.modseqState(state.id);
+  const messages = await allModseq(sqlite, state.id);
+  await sqlite.spoolInsert(held('20261206-a', 1000), { ...held('20261206-b', 2000), lastError: '451 4.3.0 retry' });
+  await sqlite.close();
+
+  const url = await server.createDatabase({ withPassword: false });
+  const configFile = path.join(server.dir, 'copy.yaml');
+  const yaml = (kind: string) =>
+    `hostname: mail.example.org\ndataDir: ${dataDir}\nstore:\n  kind: ${kind}\n  url: ${url}\n  passwordFile: ${server.passwordFile}\n`;
+  writeFileSync(configFile, yaml('postgres'));
+  const cli = (...args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [path.join(import.meta.dirname, '..', 'dist', 'main.js'), ...args], (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+  const copied = await cli('store', 'copy-sqlite', '--config', configFile);
+  t.equal(copied.code, 0, copied.stderr);
+  t.match(copied.stdout, /2 access keys, 1 meta values, 1 mailboxes' mod-sequence state \(26 messages, 2 vanished UIDs\), 2 held messages/);
+  t.notMatch(copied.stdout + copied.stderr, server.password, 'the password appears nowhere');
+
+  const pgStore = await PostgresStore.open({ url, password: server.password, poolSize: 2, node: nodeId(dataDir) });
+  t.ok((await pgStore.existingMailboxAccessKey('alice', 'INBOX'))?.equals(inbox), "alice's INBOX key, byte for byte: her URLs still verify");
+  t.ok((await pgStore.existingMailboxAccessKey('bob', 'Sent'))?.equals(sent));
+  t.equal(await pgStore.getMeta('urlauth-secret'), 'abc123');
+  const after = await pgStore.modseqOpen('alice', 'INBOX', 77);
+  t.same([after.highestModseq, after.vanishedFloor], [before.highestModseq, before.vanishedFloor], 'HIGHESTMODSEQ and the vanished floor');
+  t.same(await allModseq(pgStore, after.id), messages, 'every message with its flags and mod-sequence');
+  t.same(await pgStore.modseqVanishedSince(after.id, before.vanishedFloor), [15, 16], 'the vanished UIDs kept');
+  t.same((await pgStore.spoolDue(5000, 10)).map((m) => [m.id, m.lastError]), [['20261206-a', undefined], ['20261206-b', '451 4.3.0 retry']], 'held messages, released by this dataDir\'s gateway');
+  await pgStore.close();
+
+  const again = await cli('store', 'copy-sqlite', '--config', configFile);
+  t.equal(again.code, 1);
+  t.match(again.stderr, /already holds state; copy only into a new, empty database/, 'never merged into a database in use');
+  writeFileSync(configFile, yaml('sqlite'));
+  t.equal((await cli('store', 'copy-sqlite', '--config', configFile)).code, 78, 'only into a postgres store');
+  t.equal((await cli('store', 'bogus', '--config', configFile)).code, 64);
 });
 
 t.test('the database restarting: calls fail while it is down, the same store works again after', async (t) => {

@@ -169,6 +169,11 @@ export class PostgresStore implements Store {
     }
   }
 
+  /** fn in one transaction on a connection of its own: for administrative tools (copy-sqlite.ts), not the gateway's paths. */
+  adminTransaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.tx(fn);
+  }
+
   // ---- mailbox access keys (URLAUTH) and meta values ----
 
   async mailboxAccessKey(user: string, mailbox: string): Promise<Buffer> {
