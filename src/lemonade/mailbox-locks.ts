@@ -10,8 +10,17 @@
  *   waiter goes on;
  * - release() is idempotent, so "release on every way a command ends" needs no care
  *   about releasing twice.
+ *
+ * Across processes (gateways sharing a PostgreSQL store), a caller that got the local lock
+ * then takes the store's (`shared`, Store.mailboxLock), so one process sends one waiter to
+ * the store per key. A store that fails gives a lease that is already expired: the
+ * command goes on, without the UID code only the lock would make certain.
  */
 import { mailboxLockEvents } from '../metrics/metrics.js';
+import type { StoreLock } from '../store/store.js';
+
+/** Store.mailboxLock, bound: the cross-process lock for key. */
+export type SharedLock = (key: string, holdMs: number, signal?: AbortSignal) => Promise<StoreLock | undefined>;
 
 export interface MailboxLease {
   /** Gives the lock back (again: no effect). */
@@ -32,13 +41,44 @@ export class MailboxLocks {
   constructor(
     private readonly maxHoldMs: number,
     private readonly onExpired: (key: string) => void = () => {},
+    private readonly shared?: SharedLock,
+    private readonly onSharedError: (key: string, err: Error) => void = () => {},
   ) {}
 
   /**
-   * Resolves with a lease once every earlier holder is done, or with undefined when
-   * `signal` fires first (the caller's session is gone: it must not get the lock).
+   * Resolves with a lease once every earlier holder is done (in this process, then in
+   * others through the store), or with undefined when `signal` fires first (the caller's
+   * session is gone: it must not get the lock).
    */
-  acquire(key: string, signal?: AbortSignal): Promise<MailboxLease | undefined> {
+  async acquire(key: string, signal?: AbortSignal): Promise<MailboxLease | undefined> {
+    const local = await this.acquireLocal(key, signal);
+    if (local === undefined || this.shared === undefined) return local;
+    let held: StoreLock | undefined;
+    try {
+      held = await this.shared(key, this.maxHoldMs, signal);
+    } catch (err) {
+      this.onSharedError(key, err as Error);
+      const unavailable: MailboxLease = { release: () => local.release(), expired: true };
+      return unavailable;
+    }
+    if (held === undefined) {
+      local.release();
+      return undefined;
+    }
+    const store = held;
+    return {
+      release: () => {
+        // Local first: the next local waiter then queues at the store behind nobody of ours.
+        local.release();
+        store.release().catch((err: unknown) => this.onSharedError(key, err as Error));
+      },
+      get expired() {
+        return local.expired;
+      },
+    };
+  }
+
+  private acquireLocal(key: string, signal?: AbortSignal): Promise<MailboxLease | undefined> {
     if (signal?.aborted) return Promise.resolve(undefined);
     let entry = this.keys.get(key);
     if (entry === undefined) {

@@ -80,10 +80,19 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
     store,
     sidePool,
     urlauth,
-    appendLocks: new MailboxLocks(config.imap.limits.mailboxLockSeconds * 1000, (key) => {
-      const [user, mailbox] = key.split('\0');
-      log.warn({ user, mailbox }, 'mailbox lock held too long: taken back (that command gets no UID code)');
-    }),
+    appendLocks: new MailboxLocks(
+      config.imap.limits.mailboxLockSeconds * 1000,
+      (key) => {
+        const [user, mailbox] = key.split('\0');
+        log.warn({ user, mailbox }, 'mailbox lock held too long: taken back (that command gets no UID code)');
+      },
+      // Other gateway processes on the same store append to the same mailboxes.
+      (key, holdMs, signal) => store.mailboxLock(key, holdMs, signal),
+      (key, err) => {
+        const [user, mailbox] = key.split('\0');
+        log.error({ user, mailbox, err: err.message }, 'mailbox lock: the store failed (that command gets no UID code)');
+      },
+    ),
     warmUpstreams,
     synthesizesAppendUid: (upstream) =>
       sidePool.available && !hasCapability(upstream, 'UIDPLUS') && !hasCapability(upstream, 'MULTIAPPEND'),

@@ -1,7 +1,7 @@
 /**
  * The PostgreSQL store's schema, as migrations (postgres-migrate.ts), numbered like the
- * SQLite ones (sqlite-schema.ts) so one version means the same tables in both. Never edit
- * one that has shipped: add the next.
+ * SQLite ones (sqlite-schema.ts) so one version means the same tables in both (plus
+ * mailbox_locks, which only a shared store needs). Never edit one that has shipped: add the next.
  *
  * Differences from SQLite that matter: `user` is a reserved word (user_name here); times
  * in ms, UIDs and mod-sequences are bigint (node-postgres returns them as strings, the
@@ -12,8 +12,15 @@ import type { Migration } from './migrate.js';
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
-    name: 'mailbox access keys (RFC 4467 §5) and server meta values',
+    name: 'mailbox access keys (RFC 4467 §5), server meta values, mailbox locks',
+    // mailbox_locks is PostgreSQL's own (a SQLite file has one gateway process): a row per
+    // held lock, with the holder and when its lease ends (the database's clock, in ms).
     sql: `
+      CREATE TABLE mailbox_locks (
+        key text PRIMARY KEY,
+        holder text NOT NULL,
+        held_until bigint NOT NULL
+      );
       CREATE TABLE mailbox_keys (
         user_name text NOT NULL,
         mailbox text NOT NULL,

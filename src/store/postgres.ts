@@ -29,6 +29,7 @@ import {
   type MailboxModseqState,
   type MessageModseq,
   type Store,
+  type StoreLock,
 } from './store.js';
 import { flagsFromKey, flagsKey } from '../lemonade/qresync/flags.js';
 
@@ -540,6 +541,36 @@ export class PostgresStore implements Store {
     const r = await this.pool.query<ModseqBoxRow>(`SELECT ${BOX_COLUMNS} FROM modseq_mailboxes WHERE id = $1`, [id]);
     if (r.rows[0] === undefined) throw new ModseqStateGone(id);
     return modseqState(r.rows[0]);
+  }
+
+  // ---- mailbox locks across instances (APPENDUID / COPYUID) ----
+
+  async mailboxLock(key: string, holdMs: number, signal?: AbortSignal): Promise<StoreLock | undefined> {
+    // A lease row rather than an advisory lock: a session-level advisory lock would pin a
+    // pooled connection for as long as an APPEND uploads, and one per waiter; a row costs a
+    // connection only per attempt. JSON: the key holds NUL, which text cannot.
+    const name = JSON.stringify(key);
+    const holder = randomUUID();
+    for (let pause = 5; ; pause = Math.min(pause * 2, 50)) {
+      if (signal?.aborted) return undefined;
+      // Taken when free or when its holder's lease has run out (the holder died or hung).
+      const r = await this.pool.query(
+        `INSERT INTO mailbox_locks (key, holder, held_until) VALUES ($1, $2, ${NOW_MS} + $3)
+         ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+         WHERE mailbox_locks.held_until < ${NOW_MS}`,
+        [name, holder, holdMs],
+      );
+      if (r.rowCount === 1) {
+        let released: Promise<void> | undefined;
+        return {
+          release: () =>
+            (released ??= this.pool.query('DELETE FROM mailbox_locks WHERE key = $1 AND holder = $2', [name, holder]).then(() => undefined)),
+        };
+      }
+      // Waiters poll (no notification reaches them); the local queue (MailboxLocks) keeps
+      // a process's own callers in order, so only one per process polls for a key.
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
 
   async close(): Promise<void> {

@@ -22,6 +22,7 @@ import {
   type MailboxModseqState,
   type MessageModseq,
   type Store,
+  type StoreLock,
 } from './store.js';
 import { flagsFromKey, flagsKey } from '../lemonade/qresync/flags.js';
 
@@ -207,6 +208,16 @@ export class SqliteStore implements Store {
     const row = this.modseq.byId.get(id);
     if (row === undefined) throw new ModseqStateGone(id);
     return modseqState(row);
+  }
+
+  /**
+   * Nothing to take: one gateway process uses a SQLite file at a time, and its own
+   * callers are already queued by MailboxLocks. (Workers sharing the file will need a
+   * lock here: issue 18.)
+   */
+  async mailboxLock(_key: string, _holdMs: number, signal?: AbortSignal): Promise<StoreLock | undefined> {
+    if (signal?.aborted) return undefined;
+    return { release: async () => undefined };
   }
 
   async close(): Promise<void> {

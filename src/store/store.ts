@@ -191,8 +191,20 @@ export interface Store extends SpoolIndex, ModseqIndex {
    * once (several processes starting at once all end up with the first one stored).
    */
   initMeta(key: string, value: string): Promise<string>;
+  /**
+   * The cross-process half of a mailbox lock (APPENDUID/COPYUID serialization: see
+   * lemonade/mailbox-locks.ts, which queues a process's own callers first). Resolves once
+   * this caller holds `key`, at most holdMs (then it lapses, so a crashed holder cannot
+   * keep it), or with undefined when `signal` fires first.
+   */
+  mailboxLock(key: string, holdMs: number, signal?: AbortSignal): Promise<StoreLock | undefined>;
   /** Idempotent; no method may be called after it. */
   close(): Promise<void>;
+}
+
+/** A held StoreLock; release() is idempotent. */
+export interface StoreLock {
+  release(): Promise<void>;
 }
 
 /** A store that cannot be opened or used, with the file or server it concerns. */
