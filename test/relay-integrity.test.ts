@@ -171,6 +171,25 @@ t.test('a literal after a command the upstream refuses never runs as a command',
   await gaugesReturnToZero(t);
 });
 
+t.test('CATENATE: the APPEND the gateway builds never has its message run as commands', async (t) => {
+  const c = await loggedIn();
+  const text = 'Y1 CREATE smugcat\r\n';
+  for (const [tag, flags] of [['c1', '(\\Bogus\\)'], ['c2', '(\\Seen) "31-Foo-2020 99:99:99 +0000"']] as const) {
+    c.write(`${tag} APPEND INBOX ${flags} CATENATE (TEXT {${text.length}}\r\n`);
+    const first = await c.line();
+    if (first?.startsWith('+')) {
+      c.write(`${text})\r\n`);
+      t.match((await c.until(tag)).at(-1), new RegExp(`^${tag} (BAD|NO)`), `${flags}: refused`);
+    } else {
+      t.match(first, new RegExp(`^${tag} (BAD|NO)`), `${flags}: refused before the text`);
+    }
+    t.match((await c.command(`${tag}n`, 'NOOP')).at(-1), new RegExp(`^${tag}n OK`));
+  }
+  c.close();
+  t.notOk(maildirFolders('alice').includes('smugcat'), 'the text part never ran at Dovecot');
+  await gaugesReturnToZero(t);
+});
+
 t.test('the client\'s "+" is the upstream\'s: a valid APPEND, {n} and {n+}, over LITERAL+ upstream', async (t) => {
   const c = await loggedIn();
   const msg = 'Subject: echo\r\n\r\nplus after plus\r\n';
