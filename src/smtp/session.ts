@@ -34,7 +34,7 @@ import type { Lemonade } from '../lemonade/services.js';
 import { receivedHeader } from './trace.js';
 import type { ImapAuthenticator } from '../auth/imap-authenticator.js';
 import type { RelayPool } from './relay-pool.js';
-import type { SmtpParams, SmtpReply, UpstreamSmtp } from './upstream.js';
+import type { ContentForm, SmtpParams, SmtpReply, UpstreamSmtp } from './upstream.js';
 import type { FutureRelease } from '../lemonade/futurerelease/service.js';
 import { describeHold, holdQuotaRefusal } from '../lemonade/futurerelease/hold-params.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
@@ -59,7 +59,7 @@ export interface SubmissionDeps {
  * FUTURERELEASE spool (held; futurerelease/held-content.ts).
  */
 interface ContentTarget {
-  startContent(): Promise<SmtpReply>;
+  startContent(form: ContentForm): Promise<SmtpReply>;
   writeContent(chunk: Buffer): boolean;
   onceDrain(fn: () => void): void;
   endContent(): Promise<SmtpReply>;
@@ -588,7 +588,7 @@ export class SubmissionSession {
     if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
     if (tx.content === 'bdat') return this.error(503, '5.5.1', 'DATA not allowed after BDAT');
     if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
-    const start = await this.startContent(tx);
+    const start = await this.startContent(tx, 'lines');
     if (start !== undefined) return this.relayReply(start);
     tx.content = 'data';
     this.reader.expectData();
@@ -612,7 +612,7 @@ export class SubmissionSession {
     else if (tx.content === 'data') refusal = { code: 503, enhanced: '5.5.1', text: 'BDAT not allowed during DATA' };
     else if (tx.accepted.length === 0) refusal = { code: 554, enhanced: '5.5.1', text: 'No valid recipients' };
     if (refusal === undefined && tx !== undefined && tx.content === undefined) {
-      const start = await this.startContent(tx);
+      const start = await this.startContent(tx, 'octets');
       if (start !== undefined) {
         refusal = { code: start.code, enhanced: start.enhanced ?? '4.3.0', text: start.lines.join(' ') };
       } else {
@@ -635,7 +635,7 @@ export class SubmissionSession {
     if (tx.content === 'data') return this.error(503, '5.5.1', 'BURL not allowed during DATA');
     if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
     if (tx.content === undefined) {
-      const start = await this.startContent(tx);
+      const start = await this.startContent(tx, 'octets');
       if (start !== undefined) return this.relayReply(start);
       tx.content = 'bdat';
     }
@@ -678,10 +678,10 @@ export class SubmissionSession {
   }
 
   /** Opens the content phase upstream and writes our trace header; returns a failure reply if it could not. */
-  private async startContent(tx: Transaction): Promise<SmtpReply | undefined> {
+  private async startContent(tx: Transaction, form: ContentForm): Promise<SmtpReply | undefined> {
     let answer: SmtpReply;
     try {
-      answer = await tx.out.startContent();
+      answer = await tx.out.startContent(form);
     } catch {
       this.abortTransaction();
       return { code: 451, enhanced: '4.4.1', lines: [UNAVAILABLE_TEXT] };
