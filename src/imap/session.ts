@@ -20,7 +20,8 @@ import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } f
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
 import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
-import type { CommandContext, CommandHandler, Credentials } from './commands/context.js';
+import type { CommandContext, CommandHandler } from './commands/context.js';
+import type { Credentials } from './credentials.js';
 import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream.js';
 import type { CapabilityCache } from './capability-cache.js';
 import type { Lemonade } from '../lemonade/services.js';

@@ -13,7 +13,7 @@ import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, ty
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
 import { hasCapability, parseCapabilityList } from './capabilities.js';
 import { isQuotable, quoted } from './protocol/writer.js';
-import type { Credentials } from './commands/context.js';
+import type { Credentials } from './credentials.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { bytesTotal, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
 

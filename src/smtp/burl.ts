@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.js';
 import { authorizeUrl, type AuthorizeFailure } from '../lemonade/authorize-url.js';
 import { fetchPart } from '../lemonade/fetch-part.js';
 import type { LiteralSink } from '../imap/upstream.js';
-import { SideLoginRefused } from '../upstream/side-pool.js';
+import { SideLoginRefused } from '../imap/side-pool.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
 import { fetchRemote, parseAbsoluteUrl, submitAccessMatches, trustedHostFor, type RemoteRefusal } from './burl-remote.js';
 import { burlResolutionDuration, urlauthFetchBytes, urlauthFetches } from '../metrics/metrics.js';

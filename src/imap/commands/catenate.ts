@@ -29,7 +29,7 @@ import { ImapUrlError, parseImapUrl } from '../protocol/url.js';
 import { Assembly, AssemblyTooBig } from '../../lemonade/assembly.js';
 import { authorizeForUser, isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { fetchPart, type PartRef } from '../../lemonade/fetch-part.js';
-import { SideLoginRefused } from '../../upstream/side-pool.js';
+import { SideLoginRefused } from '../side-pool.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { catenateAppends, catenateUrlBytes } from '../../metrics/metrics.js';
 import { commandFinished } from './command-log.js';
