@@ -42,7 +42,7 @@ import {
   sessionsOpen,
   sessionsTotal,
 } from '../metrics/metrics.js';
-import { isLoopbackAddress } from '../net/address.js';
+import { plaintextAuthAllowed, startServerTls } from '../net/client-socket.js';
 
 /** Commands intercepted only in a CONDSTORE session or when they enable CONDSTORE. */
 const CONDSTORE_ON_DEMAND = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH']);
@@ -200,7 +200,7 @@ export class ImapSession implements CommandContext {
   // ---- CommandContext -------------------------------------------------------------
 
   get plaintextAllowed(): boolean {
-    return this.tlsActive || (this.listener.allowPlaintextAuth && isLoopbackAddress(this.client.remoteAddress));
+    return plaintextAuthAllowed(this.tlsActive, this.listener, this.client.remoteAddress);
   }
 
   capabilities(): string[] {
@@ -332,22 +332,13 @@ export class ImapSession implements CommandContext {
     // RFC 3501 §6.2.1 / RFC 2595 §3.1: anything the client pipelined after STARTTLS is
     // plaintext injected before TLS and must be dropped (CVE-2011-0411 style).
     this.queue = [];
+    this.queuedBytes = 0;
     this.lexer.reset();
-    const plain = this.client;
-    // Nothing more is read as plaintext: the next bytes are the TLS handshake.
-    plain.pause();
-    plain.removeAllListeners('data');
-    plain.removeAllListeners('close');
-    plain.removeAllListeners('error');
-    plain.removeAllListeners('drain');
-    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context() });
+    const { secure, settled } = startServerTls(this.client, this.deps.tls.context());
     this.client = secure;
     this.tlsActive = true;
     this.attachClient(secure);
-    await new Promise<void>((resolve) => {
-      secure.once('secure', resolve);
-      secure.once('close', resolve);
-    });
+    await settled;
   }
 
   setSelected(selected: boolean): void {

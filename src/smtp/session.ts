@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
-import { isLoopbackAddress } from '../net/address.js';
+import { plaintextAuthAllowed, startServerTls } from '../net/client-socket.js';
 import { SmtpReader, type SmtpEvent } from './protocol/reader.js';
 import {
   SmtpSyntaxError,
@@ -172,7 +172,7 @@ export class SubmissionSession {
   }
 
   private get authAllowed(): boolean {
-    return this.tlsActive || (this.deps.listener.allowPlaintextAuth && isLoopbackAddress(this.client.remoteAddress));
+    return plaintextAuthAllowed(this.tlsActive, this.deps.listener, this.client.remoteAddress);
   }
 
   private extensionContext(): ExtensionContext {
@@ -356,19 +356,12 @@ export class SubmissionSession {
     this.reader.reset();
     this.abortTransaction();
     this.helo = undefined;
-    const plain = this.client;
-    plain.removeAllListeners('data');
-    plain.removeAllListeners('close');
-    plain.removeAllListeners('error');
-    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context() });
+    const { secure, settled } = startServerTls(this.client, this.deps.tls.context());
     this.client = secure;
     this.tlsActive = true;
     this.attach(secure);
     this.paused = false;
-    await new Promise<void>((resolve) => {
-      secure.once('secure', resolve);
-      secure.once('close', resolve);
-    });
+    await settled;
   }
 
   private auth(args: string): Promise<void> | undefined {
