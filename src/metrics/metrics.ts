@@ -343,11 +343,11 @@ export const heldOldestRelease = new Gauge({
   registers: [registry],
 });
 
-export const HOLD_OUTCOMES = ['held', 'cancelled', 'released', 'retried', 'failed'] as const;
+export const HOLD_OUTCOMES = ['held', 'cancelled', 'released', 'retried', 'failed', 'resent_after_crash'] as const;
 
 export const futureReleaseEvents = new Counter({
   name: 'lemonade_futurerelease_messages_total',
-  help: 'FUTURERELEASE spool events: held (accepted for later), cancelled (by its sender or an operator), released (relayed to the MTA), retried (a release left recipients to retry), failed (a recipient failed for good).',
+  help: 'FUTURERELEASE spool events: held (accepted for later), cancelled (by its sender or an operator), released (relayed to the MTA), retried (a release left recipients to retry), failed (a recipient failed for good), resent_after_crash (the gateway died while the end of its content was being handed to the MTA: released again, a second copy is possible).',
   labelNames: ['event'] as const,
   registers: [registry],
 });

@@ -401,7 +401,7 @@ function prepare(db: Database.Database) {
   const spoolGet = db.prepare<[string], HeldRow>('SELECT * FROM held_messages WHERE id = ?');
   const spoolDeleteHeld = db.prepare<[string]>("DELETE FROM held_messages WHERE id = ? AND state = 'held'");
   const spoolRecoverable = db.prepare<[], HeldRow>("SELECT * FROM held_messages WHERE state = 'committing'");
-  const spoolUnclaim = db.prepare("UPDATE held_messages SET state = 'held' WHERE state = 'sending'");
+  const spoolUnclaim = db.prepare("UPDATE held_messages SET state = 'held' WHERE state IN ('sending', 'committing')");
   const spoolInsert = db.prepare<[string, string, string, string, string, number, number, number, string, number, number, string, string | null]>(
     `INSERT INTO held_messages (id, user, sender, mail_params, recipients, size, created_at, release_at, hold_request, next_attempt_at, attempts, state, last_error)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -434,8 +434,9 @@ function prepare(db: Database.Database) {
     }),
     spoolReleaseNow: db.prepare<[number, string]>("UPDATE held_messages SET next_attempt_at = ? WHERE id = ? AND state = 'held'"),
     spoolRecover: db.transaction((): HeldMessage[] => {
+      const mayBeDelivered = spoolRecoverable.all().map(heldMessage);
       spoolUnclaim.run();
-      return spoolRecoverable.all().map(heldMessage);
+      return mayBeDelivered;
     }),
     spoolNextDue: db.prepare<[], { due: number | null }>("SELECT MIN(next_attempt_at) AS due FROM held_messages WHERE state = 'held'"),
     spoolStats: db.prepare<[], { count: number; bytes: number | null; oldestRelease: number | null }>(

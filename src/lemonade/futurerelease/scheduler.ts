@@ -11,12 +11,17 @@
  * notification (RFC 3464) that is itself spooled, so it survives a crash and is retried
  * the same way.
  *
- * Crash recovery (spoolRecover): a release that was relaying when the process died is
- * simply done again; one whose content end had been handed to the MTA ("committing") is
- * taken as delivered, since the MTA owns it from that moment (RFC 5321 §4.1.1.4). The one
- * window left is the MTA answering 4xx to that very content end while the gateway dies:
- * that message would be lost, rather than the usual outcome of every alternative, a copy
- * delivered twice.
+ * Crash recovery (spoolRecover): every release under way when the process died is done
+ * again, so no acknowledged message is ever lost. One still "sending" cannot have been
+ * delivered: the MTA never got the end of its content, and drops a transaction whose
+ * connection closes before it (RFC 5321 §4.1.1.4). One "committing" may have been: the
+ * row says so durably before the end is written (release.ts), and the end, once written,
+ * reaches the MTA even if the process dies the next instant (the kernel sends it). It is
+ * released again, as a release whose connection breaks after the content end is while
+ * the gateway runs (RFC 5321 §6.1: a second copy rather than a lost one), and counted
+ * (resent_after_crash). So a message is delivered twice only when the gateway dies
+ * after writing the end of its content and before the MTA's reply to it is recorded
+ * (spoolDelete, or spoolReschedule); the 4xx to that end is not lost either.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../log/logger.js';
@@ -71,9 +76,9 @@ export class ReleaseScheduler {
   /** Recovers from a crash, drops orphan files, and starts releasing. */
   async start(): Promise<void> {
     await this.files.init();
-    for (const handedOver of await this.store.spoolRecover()) {
-      this.log.warn({ id: handedOver.id }, 'held message was handed to the MTA when the gateway stopped: taken as delivered');
-      await this.finish(handedOver, handedOver.recipients.map((r) => (r.status === 'pending' ? { ...r, status: 'delivered' as const } : r)));
+    for (const mayBeDelivered of await this.store.spoolRecover()) {
+      futureReleaseEvents.inc({ event: 'resent_after_crash' });
+      this.log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA when the gateway stopped: released again (a second copy is possible)');
     }
     const orphans = await this.files.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
     if (orphans > 0) this.log.info({ files: orphans }, 'removed spool files no held message refers to (never acknowledged)');
