@@ -16,7 +16,7 @@ import path from 'node:path';
 import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { HeldMessage } from '../src/store/store.js';
-import { SpoolCommitter, SpoolFiles } from '../src/lemonade/futurerelease/spool.js';
+import { SpoolFiles } from '../src/lemonade/futurerelease/spool.js';
 import { ReleaseScheduler, newSpoolId } from '../src/lemonade/futurerelease/scheduler.js';
 import { ManualClock } from '../src/lemonade/futurerelease/clock.js';
 import { RelayPool } from '../src/smtp/relay-pool.js';
@@ -56,7 +56,7 @@ async function rig(): Promise<Rig> {
     { heloName: 'gateway.test', replyTimeoutMs: 10_000, poolSize: 2 },
   );
   const clock = new ManualClock(Date.now());
-  const scheduler = new ReleaseScheduler(store, files, new SpoolCommitter(files, store), pool, clock, {
+  const scheduler = new ReleaseScheduler(store, files, pool, clock, {
     concurrency: 4, retryInitialSeconds: 60, retryMaxSeconds: 3600, giveUpSeconds: 5 * 24 * 3600, hostname: 'gateway.test',
   }, log);
   return {

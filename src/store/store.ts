@@ -62,8 +62,13 @@ export interface SpoolIndex {
   spoolCommitting(id: string): Promise<void>;
   /** Back to held after a release that left recipients to retry. */
   spoolReschedule(id: string, recipients: HeldRecipient[], nextAttemptAt: number, lastError: string): Promise<void>;
-  /** Removes the row (delivered, failed for good, or cancelled); false when there was none. */
-  spoolDelete(id: string): Promise<boolean>;
+  /**
+   * Removes the row (delivered, failed for good, or cancelled); false when there was none.
+   * With dsn (its file already durable), indexes the DSN reporting the failures in the
+   * same transaction: after a crash there is either the message (released again) or its
+   * DSN, never both, so no second DSN.
+   */
+  spoolDelete(id: string, dsn?: HeldMessage): Promise<boolean>;
   /** Removes a held (not sending) message, only the user's own when user is given; false otherwise. */
   spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined>;
   /** Makes a held message due now (`queue release`); false when it is not held. */

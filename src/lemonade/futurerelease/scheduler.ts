@@ -31,7 +31,7 @@ import { futureReleaseDsns, futureReleaseEvents, heldBytes, heldMessages, heldOl
 import type { Clock } from './clock.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
 import { releaseMessage } from './release.js';
-import type { SpoolCommitter, SpoolFiles } from './spool.js';
+import type { SpoolFiles } from './spool.js';
 
 export interface SchedulerOptions {
   concurrency: number;
@@ -66,7 +66,6 @@ export class ReleaseScheduler {
   constructor(
     private readonly store: Store,
     private readonly files: SpoolFiles,
-    private readonly committer: SpoolCommitter,
     private readonly pool: RelayPool,
     private readonly clock: Clock,
     private readonly opts: SchedulerOptions,
@@ -190,13 +189,22 @@ export class ReleaseScheduler {
     if (failed.length > 0) futureReleaseEvents.inc({ event: 'failed' }, failed.length);
     const reported = failed.filter(wantsFailureDsn);
     // RFC 3461 §4.1 / RFC 5321 §4.5.5: never a DSN about a message with a null sender.
-    if (reported.length > 0 && message.sender !== '') await this.spoolDsn(message, reported);
+    const dsn = reported.length > 0 && message.sender !== '' ? await this.writeDsn(message, reported) : undefined;
     this.log.info({ id: message.id, delivered, failed: failed.length }, 'held message released');
-    if (await this.store.spoolDelete(message.id)) this.adjustUsage(-1, -message.size);
+    // The message leaves the index as its DSN enters it, in one transaction: a crash
+    // before releases the message again (its DSN file is an orphan, removed at start), one
+    // after never sends the DSN twice.
+    if (await this.store.spoolDelete(message.id, dsn)) this.adjustUsage(-1, -message.size);
+    if (dsn !== undefined) {
+      this.adjustUsage(1, dsn.size, dsn.releaseAt);
+      futureReleaseDsns.inc();
+      this.log.info({ id: message.id, dsn: dsn.id, recipients: reported.length }, 'delivery status notification queued for the sender');
+    }
     await this.files.remove(message.id);
   }
 
-  private async spoolDsn(message: HeldMessage, failed: HeldRecipient[]): Promise<void> {
+  /** The DSN's file, durable (fsynced, renamed, its directory fsynced); its row is for finish() to commit. */
+  private async writeDsn(message: HeldMessage, failed: HeldRecipient[]): Promise<HeldMessage> {
     const original = await readSpoolFile(this.files, message.id);
     const param = (name: string) => message.mailParams.find(([k]) => k === name)?.[1];
     const ret = param('RET');
@@ -218,8 +226,9 @@ export class ReleaseScheduler {
     const writer = this.files.create(id);
     writer.write(dsn);
     const size = await writer.commit();
+    await this.files.syncDir();
     const now = this.clock.now();
-    await this.committer.commit({
+    return {
       id,
       user: '',
       sender: '',
@@ -232,10 +241,7 @@ export class ReleaseScheduler {
       nextAttemptAt: now,
       attempts: 0,
       state: 'held',
-    });
-    this.adjustUsage(1, size, now);
-    futureReleaseDsns.inc();
-    this.log.info({ id: message.id, dsn: id, recipients: failed.length }, 'delivery status notification queued for the sender');
+    };
   }
 
   private async countUsage(now = false): Promise<void> {
