@@ -468,6 +468,11 @@ export class SubmissionSession {
     } catch (err) {
       return this.upstreamFailed(err);
     }
+    if (this.closed) {
+      // The client left while the connection was being opened: no transaction will end it.
+      this.deps.pool.release(conn, true);
+      return;
+    }
     const tx: Transaction = {
       id: randomBytes(8).toString('hex'),
       from: parsed.address,

@@ -74,6 +74,7 @@ export class UpstreamSmtp {
   private broken = false;
   private counted = false;
   private drainFns: Array<() => void> = [];
+  private closedFns: Array<() => void> = [];
   private pipelining = false;
 
   // Content phase.
@@ -228,6 +229,16 @@ export class UpstreamSmtp {
     }
     this.observe(mode, reply.code < 300 ? 'accepted' : 'rejected');
     return reply;
+  }
+
+  /**
+   * Runs fn once the connection is closed, however that happens (destroy, QUIT, the MTA
+   * closing or timing out): at once when it already is. The relay pool's count of open
+   * connections follows the connections themselves this way (relay-pool.ts).
+   */
+  onClosed(fn: () => void): void {
+    if (this.broken) queueMicrotask(fn);
+    else this.closedFns.push(fn);
   }
 
   destroy(): void {
@@ -395,6 +406,9 @@ export class UpstreamSmtp {
     this.queued = [];
     for (const w of waiters) w.reject(err);
     this.runDrain();
+    const closed = this.closedFns;
+    this.closedFns = [];
+    for (const fn of closed) fn();
   }
 
   private runDrain(): void {
