@@ -303,7 +303,7 @@ for (const by of ['urlfetch', 'burl', 'burl_remote']) {
 
 export const catenateAppends = new Counter({
   name: 'lemonade_catenate_appends_total',
-  help: 'APPEND CATENATE commands the gateway assembled, by result (appended, badurl, toobig, unavailable, bad).',
+  help: 'APPEND CATENATE commands the gateway assembled, by result (appended, badurl, toobig, unavailable, mailbox: the target mailbox is missing or refused, bad).',
   labelNames: ['result'] as const,
   registers: [registry],
 });
@@ -313,7 +313,7 @@ export const catenateUrlBytes = new Counter({
   help: 'Bytes of URL parts the gateway fetched upstream for CATENATE: what clients did not have to send.',
   registers: [registry],
 });
-for (const result of ['appended', 'badurl', 'toobig', 'unavailable', 'bad']) catenateAppends.inc({ result }, 0);
+for (const result of ['appended', 'badurl', 'toobig', 'unavailable', 'mailbox', 'bad']) catenateAppends.inc({ result }, 0);
 
 export const burlResolutionDuration = new Histogram({
   name: 'lemonade_burl_resolution_seconds',
