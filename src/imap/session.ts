@@ -29,6 +29,7 @@ import { CatenateCommand, catenateStart, type CatenateHost } from './commands/ca
 import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
+import { splitAtLiterals } from './protocol/writer.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
 import type { WarmUpstreams } from './warm-upstreams.js';
 import { highestModseqCode } from '../lemonade/qresync/responses.js';
@@ -638,12 +639,34 @@ export class ImapSession implements CommandContext {
     });
     // The handler holds the upstream still; its own command's answer must be read.
     this.holdUpstream(false);
-    this.writeUpstream(Buffer.concat([Buffer.from(`${upTag} `), typeof text === 'string' ? Buffer.from(text, 'utf8') : text, Buffer.from('\r\n')]));
+    void this.sendInternal(upTag, typeof text === 'string' ? Buffer.from(text, 'utf8') : text);
     try {
       return await result;
     } finally {
       this.holdUpstream(true);
     }
+  }
+
+  /**
+   * Writes an internal command; each literal in it (a client's string the handler passes
+   * on) is announced synchronizing and sent only after the upstream's "+", so a command
+   * the upstream refuses never has its literal read as commands (see upstreamGoAhead).
+   */
+  private async sendInternal(upTag: string, command: Buffer): Promise<void> {
+    let line: Buffer[] = [Buffer.from(`${upTag} `)];
+    for (const piece of splitAtLiterals(command)) {
+      if ('text' in piece) {
+        line.push(piece.text);
+        continue;
+      }
+      line.push(Buffer.from(`${piece.binary ? '~' : ''}{${piece.literal.length}}\r\n`));
+      this.writeUpstream(Buffer.concat(line));
+      line = [];
+      if (!(await this.upstreamGoAhead(upTag))) return;
+      this.writeUpstream(piece.literal);
+    }
+    line.push(Buffer.from('\r\n'));
+    this.writeUpstream(Buffer.concat(line));
   }
 
   /**
@@ -942,6 +965,7 @@ export class ImapSession implements CommandContext {
       if (entry.internal) {
         // Never shown to the client; the caller gets the result.
         this.inflight.delete(head.tag);
+        if (this.awaitedContinuation?.upTag === head.tag) this.awaitedContinuation.resolve(false);
         entry.internal.done(head.kind, first.toString('latin1'));
         this.relaySkip = true;
         return;
