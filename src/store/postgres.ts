@@ -61,7 +61,7 @@ export const DEFAULT_LEASE_MS = 10 * 60 * 1000;
 const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 /** SQL: the row is the given node's to release ($n is the node, NULL for any). */
-const RELEASABLE = (n: number): string => `($${n}::text IS NULL OR origin IS NULL OR origin = $${n}::text)`;
+const RELEASABLE = (n: number, origin = 'origin'): string => `($${n}::text IS NULL OR ${origin} IS NULL OR ${origin} = $${n}::text)`;
 
 /** Advisory-lock class (first int4 key) under which modseqOpen serializes per (user, mailbox). */
 const MODSEQ_OPEN_LOCK_CLASS = 0x4c4d5351;
@@ -231,9 +231,13 @@ export class PostgresStore implements Store {
 
   async spoolInsert(...messages: HeldMessage[]): Promise<void> {
     if (messages.length === 0) return;
-    // One statement over arrays: one round trip and one commit however many messages.
+    await this.insertHeld(this.pool, messages);
+  }
+
+  /** One statement over arrays: one round trip and one commit however many messages. */
+  private async insertHeld(db: Queryable, messages: HeldMessage[]): Promise<void> {
     const col = <T>(f: (m: HeldMessage) => T): T[] => messages.map(f);
-    await this.pool.query(
+    await db.query(
       `INSERT INTO held_messages (id, user_name, sender, mail_params, recipients, size, created_at, release_at,
          hold_request, next_attempt_at, attempts, state, last_error, origin)
        SELECT *, $14::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
@@ -310,9 +314,17 @@ export class PostgresStore implements Store {
     );
   }
 
-  async spoolDelete(id: string): Promise<boolean> {
-    const r = await this.pool.query('DELETE FROM held_messages WHERE id = $1', [id]);
-    return r.rowCount === 1;
+  async spoolDelete(id: string, dsn?: HeldMessage): Promise<boolean> {
+    if (dsn === undefined) {
+      const r = await this.pool.query('DELETE FROM held_messages WHERE id = $1', [id]);
+      return r.rowCount === 1;
+    }
+    // One transaction: after a crash there is the message or its DSN, never both.
+    return this.tx(async (c) => {
+      const r = await c.query('DELETE FROM held_messages WHERE id = $1', [id]);
+      await this.insertHeld(c, [dsn]);
+      return r.rowCount === 1;
+    });
   }
 
   async spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined> {
@@ -331,25 +343,22 @@ export class PostgresStore implements Store {
 
   /**
    * At start: this instance's unfinished releases and those whose claimant's lease ran out
-   * go back to held, and the committing ones in the same case are claimed by this
-   * instance and returned (the caller finishes them). A live instance's claims are left
-   * alone: unlike SQLite's (one host, one process at a time), this store is shared.
+   * go back to held, sending and committing alike, in one statement; the committing ones
+   * are returned as they were (their MTA may have accepted them). A live instance's
+   * claims are left alone: unlike SQLite's (one host, one process at a time), this store
+   * is shared, and two instances recovering at once each get a row at most once between them.
    */
   async spoolRecover(): Promise<HeldMessage[]> {
-    return this.tx(async (c) => {
-      await c.query(
-        `UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL
-         WHERE state = 'sending' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS}) AND ${RELEASABLE(2)}`,
-        [this.instanceId, this.node],
-      );
-      const r = await c.query<HeldRow>(
-        `UPDATE held_messages SET claimed_by = $1, claimed_until = ${NOW_MS} + $2
-         WHERE state = 'committing' AND (claimed_by = $1 OR claimed_by IS NULL OR claimed_until < ${NOW_MS}) AND ${RELEASABLE(3)}
-         RETURNING *`,
-        [this.instanceId, this.leaseMs, this.node],
-      );
-      return r.rows.map(heldMessage);
-    });
+    // The old row's state comes from a self-join on the row as the UPDATE found it.
+    const r = await this.pool.query<HeldRow & { was: HeldMessage['state'] }>(
+      `UPDATE held_messages h SET state = 'held', claimed_by = NULL, claimed_until = NULL
+       FROM held_messages old
+       WHERE old.id = h.id AND h.state IN ('sending', 'committing')
+         AND (h.claimed_by = $1 OR h.claimed_by IS NULL OR h.claimed_until < ${NOW_MS}) AND ${RELEASABLE(2, 'h.origin')}
+       RETURNING h.*, old.state AS was`,
+      [this.instanceId, this.node],
+    );
+    return r.rows.filter((row) => row.was === 'committing').map((row) => heldMessage({ ...row, state: 'committing' }));
   }
 
   async spoolNextDue(): Promise<number | undefined> {

@@ -204,17 +204,32 @@ export function spoolContract(t: Test, backend: StoreBackend): void {
     await other.close();
   });
 
-  t.test("spool recovery: this store's unfinished releases are held again, committing ones returned", async (t) => {
+  t.test("spool recovery: this store's unfinished releases are held again; the committing ones are named", async (t) => {
     const store = await backend.open(await backend.fresh('recover'));
     await store.spoolInsert(held('s', { nextAttemptAt: 10 }), held('c', { nextAttemptAt: 20 }), held('h', { nextAttemptAt: 30 }));
     t.ok(await store.spoolClaim('s'));
     t.ok(await store.spoolClaim('c'));
     await store.spoolCommitting('c');
     const recovered = await store.spoolRecover();
-    t.same(recovered.map((m) => [m.id, m.state]), [['c', 'committing']], 'the committing one, to finish');
+    t.same(recovered.map((m) => [m.id, m.state]), [['c', 'committing']], 'the committing one, whose MTA may have accepted it');
     t.equal((await store.spoolGet('s'))!.state, 'held', 'the sending one is held again');
+    t.equal((await store.spoolGet('c'))!.state, 'held', 'and so is the committing one');
     t.equal((await store.spoolGet('s'))!.attempts, 1, 'with its attempt counted');
-    t.same((await store.spoolDue(100, 10)).map((m) => m.id), ['s', 'h']);
+    t.same((await store.spoolDue(100, 10)).map((m) => m.id), ['s', 'c', 'h']);
+    t.same(await store.spoolRecover(), [], 'nothing the second time');
+    await store.close();
+  });
+
+  t.test('spool delete with a DSN: the message goes and its DSN comes in one step', async (t) => {
+    const store = await backend.open(await backend.fresh('dsn'));
+    await store.spoolInsert(held('orig', { nextAttemptAt: 10 }));
+    const dsn = held('dsn-1', { user: '', sender: '', holdRequest: '', nextAttemptAt: 50, mailParams: [] });
+    t.equal(await store.spoolDelete('orig', dsn), true);
+    t.equal(await store.spoolGet('orig'), undefined);
+    t.same(await store.spoolGet('dsn-1'), dsn, 'the DSN is indexed');
+    await store.spoolInsert(held('taken', { nextAttemptAt: 60 }));
+    await t.rejects(store.spoolDelete('dsn-1', held('taken')), 'a DSN whose id is taken: the whole step fails');
+    t.ok(await store.spoolGet('dsn-1'), 'and the row it would have deleted is still there');
     await store.close();
   });
 }
