@@ -18,6 +18,7 @@ let stack: LegacyStack;
 let gw: RunningGateway;
 const PRE_AUTH_SECONDS = 3;
 const LOCK_SECONDS = 3;
+const CONTINUATION_SECONDS = 3;
 
 t.before(async () => {
   stack = await startLegacyStack({ mode: 'legacy' });
@@ -25,7 +26,7 @@ t.before(async () => {
     plaintext: true,
     config: {
       imap: {
-        timeouts: { preAuthSeconds: PRE_AUTH_SECONDS },
+        timeouts: { preAuthSeconds: PRE_AUTH_SECONDS, upstreamContinuationSeconds: CONTINUATION_SECONDS },
         limits: { maxBadCommands: 1000, mailboxLockSeconds: LOCK_SECONDS },
         // Nothing kept after a client leaves, so the gauges can reach 0.
         warmUpstream: { seconds: 0 },
@@ -180,6 +181,49 @@ t.test('a literal after a command the upstream refuses never runs as a command',
     'no command from inside a literal ran at Dovecot',
   );
   t.notMatch(gw.logs.join('\n'), /upstream answered an unknown tag/, 'the upstream never answered a tag the gateway did not send');
+  await gaugesReturnToZero(t);
+});
+
+t.test('a "{" that starts no literal is refused, never relayed (the upstream would frame it otherwise)', async (t) => {
+  const c = await loggedIn();
+  await c.command('s', 'SELECT INBOX');
+  for (const [tag, text] of [
+    ['b1', 'LIST "" "*" {}'],
+    ['b2', 'FETCH 1 BODY.PEEK[] {+}'],
+    ['b3', 'SELECT a{b'],
+    ['b4', 'SEARCH SUBJECT {abc}'],
+    ['b5', 'STATUS INBOX (MESSAGES) {-1}'],
+  ] as const) {
+    c.write(`${tag} ${text}\r\n`);
+    t.match(await c.line(), new RegExp(`^${tag} BAD `), `${text}: BAD`);
+    t.match((await c.command(`${tag}n`, 'NOOP')).at(-1), new RegExp(`^${tag}n OK`), 'and the next line is the next command');
+  }
+  t.match((await c.command('q1', 'SELECT "x{}y"')).at(-1), /^q1 NO/, 'a brace in a quoted string is data: relayed (Dovecot: no such mailbox)');
+  c.write('q2 APPEND INBOX {5}\r\n');
+  t.match(await c.line(), /^\+ /, 'a literal announcement still works');
+  c.write('hello\r\n');
+  t.match((await c.until('q2')).at(-1), /^q2 OK/);
+  c.close();
+  await gaugesReturnToZero(t);
+});
+
+t.test('an upstream that neither continues nor answers a literal ends the session, and frees its lock', async (t) => {
+  const setup = await loggedIn();
+  await setup.command('c', 'CREATE lbsil');
+  setup.close();
+  const stuck = await loggedIn();
+  const started = Date.now();
+  // Dovecot waits in silence after this APPEND line: no "+", no BAD.
+  stuck.write('A APPEND lbsil 42 {5}\r\n');
+  const lines = await stuck.closedAfter((CONTINUATION_SECONDS + 5) * 1000);
+  const elapsed = (Date.now() - started) / 1000;
+  t.match(lines.join('\n'), /^\* BYE Upstream server did not answer/m, 'BYE');
+  t.ok(elapsed >= CONTINUATION_SECONDS - 0.5 && elapsed < CONTINUATION_SECONDS + 3, `after the bound (${elapsed.toFixed(1)} s)`);
+  t.match(gw.logs.join('\n'), /upstream neither continued nor answered a literal/, 'logged');
+  const next = await loggedIn();
+  next.write(`${appendLine('N', 'lbsil', 'after', true)}after\r\n`);
+  t.match((await next.until('N', 3000)).at(-1), /^N OK \[APPENDUID /, 'the mailbox takes the next APPEND at once');
+  next.close();
   await gaugesReturnToZero(t);
 });
 

@@ -70,6 +70,11 @@ const imapTimeouts = z.strictObject({
   preAuthSeconds: z.number().int().positive().default(60),
   /** Authenticated but idle; RFC 3501 §5.4 says at least 30 minutes. */
   idleSeconds: z.number().int().min(1800).default(1800),
+  /**
+   * How long the upstream may take to answer a literal's announcement with "+" (or the
+   * command with its tagged reply); then the session ends with BYE.
+   */
+  upstreamContinuationSeconds: z.number().int().positive().default(60),
 });
 
 const submissionLimits = z.strictObject({

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
-import { ImapLexer, type LexEvent } from './protocol/lexer.js';
+import { ImapLexer, hasStrayBrace, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
@@ -741,6 +741,7 @@ export class ImapSession implements CommandContext {
     if (!upstream) return;
     switch (ev.type) {
       case 'text':
+        if (hasStrayBrace(ev.data)) return this.refuseRelayed(mode, 'Syntax error: "{" only starts a literal');
         this.flushPendingText(mode);
         mode.pendingText = ev.data;
         return;
@@ -797,14 +798,38 @@ export class ImapSession implements CommandContext {
    */
   private upstreamGoAhead(upTag: string): Promise<boolean> {
     return new Promise((resolve) => {
+      // An upstream that neither says "+" nor answers (Dovecot, after some malformed
+      // APPEND lines, waits in silence) would hold this session, and the mailbox lock of
+      // its APPEND, for good: past the bound the session ends.
+      const timer = setTimeout(() => {
+        this.log.warn({ command: this.inflight.get(upTag)?.command }, 'upstream neither continued nor answered a literal');
+        this.bye('Upstream server did not answer');
+      }, this.config.imap.timeouts.upstreamContinuationSeconds * 1000);
+      timer.unref();
       this.awaitedContinuation = {
         upTag,
         resolve: (go) => {
+          clearTimeout(timer);
           this.awaitedContinuation = undefined;
           resolve(go);
         },
       };
     });
+  }
+
+  /**
+   * A relayed command found malformed by the gateway: answered BAD while nothing of it
+   * went upstream (the rest of it is dropped); once part of it did, that part cannot be
+   * recalled and the session ends.
+   */
+  private refuseRelayed(mode: Extract<Mode, { kind: 'relay' }>, text: string): void {
+    malformedCommands.inc({ reason: 'syntax' });
+    this.tagged(mode.clientTag, 'BAD', text);
+    if (mode.sentAny) return this.bye('Command cannot be completed');
+    this.inflight.get(mode.upTag)?.abandon?.();
+    this.inflight.delete(mode.upTag);
+    this.discardRest();
+    this.wakeQuiet();
   }
 
   private flushPendingText(mode: Extract<Mode, { kind: 'relay' }>): void {

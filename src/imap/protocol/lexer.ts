@@ -440,3 +440,24 @@ function quotedAt(line: Buffer, index: number): boolean {
     pos = close + 1;
   }
 }
+
+/**
+ * Whether a command segment holds a "{" outside quoted strings that does not open the
+ * literal announcement ending it (`{}`, `{+}`, `{abc}`, `a{b`). RFC 3501 §9 makes "{" an
+ * atom-special: in a command it only starts a literal. Servers frame such bytes
+ * differently (Dovecot takes `{}` at a line's end for an empty literal and waits for the
+ * rest of the command), so a relay that passed them on would no longer agree with the
+ * upstream on where commands end.
+ */
+export function hasStrayBrace(segment: Buffer): boolean {
+  const announcement = parseAnnouncement(segment);
+  let end = segment.length;
+  if (announcement !== undefined) {
+    // The announcement's own "{" (and "~") is allowed: look only before it.
+    end = segment.lastIndexOf(LBRACE, end - 1);
+  }
+  for (let i = segment.indexOf(LBRACE); i >= 0 && i < end; i = segment.indexOf(LBRACE, i + 1)) {
+    if (!quotedAt(segment, i)) return true;
+  }
+  return false;
+}
