@@ -15,6 +15,7 @@
  *     (LIST at Dovecot directly, the Maildir on disk, Dovecot's log), and the gateway never
  *     logs "upstream answered an unknown tag";
  *   - every SMTP command line and message end gets exactly one reply with a valid code;
+ *   - a well-behaved imapflow session (bob) and nodemailer client work throughout;
  *     only messages the fuzzer completed with 250 are delivered (end-of-data look-alikes
  *     hiding a second transaction included), each plain acknowledged one exactly once;
  *   - within 10 s of the last client leaving, lemonade_sessions_open (imap, submission),
@@ -66,6 +67,7 @@ t.test('every input got its answer', async (t) => {
   t.equal(run.smtp.inputs, smtpInputs, 'all SMTP inputs sent');
   t.ok(run.imap.smuggleAttempts > imapInputs / 10, `literals holding a command sent (${run.imap.smuggleAttempts})`);
   t.ok(run.smtp.acked.size > 0 && run.smtp.smuggleAttempts > 0, `messages acknowledged (${run.smtp.acked.size}), smuggling attempts (${run.smtp.smuggleAttempts})`);
+  t.ok(run.wellBehaved.imapRounds > 0 && run.wellBehaved.messages > 0, `well-behaved sessions worked alongside (${JSON.stringify(run.wellBehaved)})`);
   t.equal(run.failureCount, 0, `no protocol failures (seed ${seed})`, { diagnostic: true, failures: describeFailures(run.failures) });
 });
 

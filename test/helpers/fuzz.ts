@@ -19,6 +19,7 @@
  *   - a synchronizing literal is sent only after a "+"; a tagged answer instead ends the command;
  *   - every SMTP command line and every message end gets exactly one reply with a valid
  *     code (2xx-5xx, the same code on every line of a multi-line reply);
+ *   - a well-behaved imapflow session and nodemailer client keep working alongside (canaries());
  *   - the gateway's RSS (VmRSS) is sampled throughout.
  * Checks made afterwards (afterChecks()): no mailbox named <prefix><k> exists (LIST at
  * Dovecot directly and the Maildir on disk), neither Dovecot's log nor the gateway's
@@ -107,6 +108,8 @@ export interface FuzzRun {
     mustDeliver: Map<string, string[]>;
     smuggleAttempts: number;
   };
+  /** Work the well-behaved sessions got done meanwhile (canaries()). */
+  wellBehaved: { imapRounds: number; messages: number };
   rssStartKiB: number;
   rssMaxKiB: number;
   ms: number;
@@ -740,6 +743,63 @@ async function smtpTransaction(c: RawSmtp, ctx: SmtpCtx): Promise<void> {
   }
 }
 
+// ---- well-behaved sessions alongside -------------------------------------------------
+
+/**
+ * A well-behaved IMAP session (imapflow, as bob) and submission client (nodemailer) doing
+ * real work while the fuzzer runs: other sessions must not suffer from the fuzzed ones.
+ * Runs until stop() and reports the first error of each.
+ */
+function canaries(gw: RunningGateway, run: FuzzRun, record: (f: FuzzFailure) => void): { stop(): Promise<{ imapRounds: number; messages: number }> } {
+  let stopped = false;
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const imap = (async () => {
+    const client = new ImapFlow({ host: '127.0.0.1', port: gw.imapsPort, secure: true, tls: { rejectUnauthorized: false }, auth: { user: 'bob', pass: 'password' }, logger: false, disableAutoIdle: true });
+    client.on('error', () => undefined);
+    let rounds = 0;
+    try {
+      await client.connect();
+      while (!stopped) {
+        await client.noop();
+        const st = await client.status('INBOX', { messages: true });
+        if (!st || typeof st.messages !== 'number') throw new Error(`STATUS gave ${JSON.stringify(st)}`);
+        rounds++;
+        await sleep(100);
+      }
+      await client.logout();
+    } catch (err) {
+      record({ proto: 'imap', where: `seed ${run.seed} well-behaved imapflow session after ${rounds} rounds`, what: (err as Error).message, input: '' });
+      client.close();
+    }
+    return rounds;
+  })();
+  const smtp = (async () => {
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: gw.submissionsPort, secure: true, tls: { rejectUnauthorized: false }, auth: { user: 'alice', pass: 'password' } });
+    let n = 0;
+    try {
+      while (!stopped) {
+        const marker = `${run.runId}-canary-${n}`;
+        await transport.sendMail({ envelope: { from: 'alice@example.org', to: ['carol@example.org'] }, raw: `X-Fuzz: ${marker}\r\nSubject: canary\r\n\r\nhello\r\n` });
+        run.smtp.acked.add(marker);
+        run.smtp.mustDeliver.set(marker, ['carol']);
+        n++;
+        await sleep(500);
+      }
+    } catch (err) {
+      record({ proto: 'smtp', where: `seed ${run.seed} well-behaved nodemailer client after ${n} messages`, what: (err as Error).message, input: '' });
+    } finally {
+      transport.close();
+    }
+    return n;
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      return { imapRounds: await imap, messages: await smtp };
+    },
+  };
+}
+
 // ---- the run -------------------------------------------------------------------------
 
 export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: FuzzOptions): Promise<FuzzRun> {
@@ -753,6 +813,7 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
     failureCount: 0,
     imap: { inputs: 0, connections: 0, byes: 0, smuggleAttempts: 0 },
     smtp: { inputs: 0, connections: 0, acked: new Set(), mustDeliver: new Map(), smuggleAttempts: 0 },
+    wellBehaved: { imapRounds: 0, messages: 0 },
     rssStartKiB: gw.rssKiB(),
     rssMaxKiB: 0,
     ms: 0,
@@ -928,6 +989,7 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
     }
   };
 
+  const alongside = canaries(gw, run, record);
   try {
     await Promise.all([
       ...Array.from({ length: imapWorkers }, (_, w) => imapWorker(w, share(opts.imapInputs, imapWorkers, w))),
@@ -935,6 +997,8 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
     ]);
   } finally {
     clearInterval(rssTimer);
+    const done = await alongside.stop();
+    run.wellBehaved = done;
   }
   try {
     run.rssMaxKiB = Math.max(run.rssMaxKiB, gw.rssKiB());
@@ -942,7 +1006,7 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
     // gone; reported by the checks
   }
   run.ms = Date.now() - started;
-  log(`fuzz done in ${(run.ms / 1000).toFixed(1)} s: imap ${run.imap.inputs} inputs on ${run.imap.connections} connections (${run.imap.byes} BYE), smtp ${run.smtp.inputs} on ${run.smtp.connections}, ${run.smtp.acked.size} messages acknowledged, failures ${run.failureCount}, rss ${run.rssStartKiB} -> max ${run.rssMaxKiB} KiB`);
+  log(`fuzz done in ${(run.ms / 1000).toFixed(1)} s: imap ${run.imap.inputs} inputs on ${run.imap.connections} connections (${run.imap.byes} BYE), smtp ${run.smtp.inputs} on ${run.smtp.connections}, ${run.smtp.acked.size} messages acknowledged, well-behaved sessions meanwhile: ${run.wellBehaved.imapRounds} imapflow rounds and ${run.wellBehaved.messages} nodemailer messages, failures ${run.failureCount}, rss ${run.rssStartKiB} -> max ${run.rssMaxKiB} KiB`);
   return run;
 }
 
