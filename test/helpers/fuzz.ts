@@ -1034,12 +1034,24 @@ async function gauges(gw: RunningGateway): Promise<Record<string, number>> {
     relayIdle: metricValue(text, 'lemonade_smtp_relay_connections_open', { state: 'idle' }),
     relayInUse: metricValue(text, 'lemonade_smtp_relay_connections_open', { state: 'in_use' }),
     sideInUse: metricValue(text, 'lemonade_imap_side_connections_open', { state: 'in_use' }),
+    sideIdle: metricValue(text, 'lemonade_imap_side_connections_open', { state: 'idle' }),
   };
 }
 
-/** Whether the gauges say nothing is left of the clients: pooled idle relay connections to the MTA may stay. */
+/**
+ * Whether the gauges say nothing is left of the clients. Pooled idle connections may stay:
+ * side connections (APPENDUID, URLFETCH; imap.sideConnections.idleSeconds, 60 s) are
+ * upstream IMAP connections too, and the relay keeps idle connections to the MTA.
+ */
 function gaugesAtRest(g: Record<string, number>): boolean {
-  return g.imapSessions === 0 && g.submissionSessions === 0 && g.imapUpstream === 0 && g.relayInUse === 0 && g.sideInUse === 0 && g.submissionUpstream === g.relayIdle;
+  return (
+    g.imapSessions === 0 &&
+    g.submissionSessions === 0 &&
+    g.imapUpstream === g.sideIdle &&
+    g.sideInUse === 0 &&
+    g.relayInUse === 0 &&
+    g.submissionUpstream === g.relayIdle
+  );
 }
 
 export async function afterChecks(stack: LegacyStack, gw: RunningGateway, run: FuzzRun, log: (l: string) => void = () => undefined): Promise<AfterResult> {
