@@ -3,7 +3,7 @@
  * front of the real Dovecot and Postfix (generator, mutator and checks: helpers/fuzz.ts).
  *
  * About 20,000 inputs in CI (FUZZ_IMAP_INPUTS / FUZZ_SMTP_INPUTS / FUZZ_IMAP_WORKERS change that; any count on
- * demand: `FUZZ=... bash bench/run.sh fuzz`, bench/fuzz.ts). The seed is random unless
+ * demand: `BENCH_FUZZ_INPUTS=n BENCH_FUZZ_SEED=s bash bench/run.sh fuzz`, bench/fuzz.ts). The seed is random unless
  * FUZZ_SEED is set, and printed first: FUZZ_SEED=<seed> repeats the inputs of a failed run.
  *
  * Asserted:
