@@ -4,7 +4,8 @@
  * continuation), SMTP AUTH PLAIN and AUTH LOGIN (base64), failed attempts, GENURLAUTH /
  * URLFETCH / BURL and a refused token — at log level debug, then the whole log is
  * searched: no password (plain or base64), no URLAUTH token, no message content; every
- * session line carries its session id, and the user once logged in.
+ * session line carries its session id, and the user once logged in. Every CATENATE outcome,
+ * refusals by the gateway included, has its `command` line (issue 15 §4).
  */
 import t from 'tap';
 import { readFileSync } from 'node:fs';
@@ -94,6 +95,18 @@ t.test('a workload with every kind of secret, then the whole log is searched', a
   secrets['tampered token'] = tampered.split(':').at(-1)!;
   t.match((await alice.command('u', `URLFETCH "${tampered}"`)).join('\n'), /URLFETCH "[^"]+" NIL/, 'a wrong token is refused');
 
+  // CATENATE (RFC 4469) in a session of its own: every outcome, refused by the gateway
+  // (BADURL, TOOBIG at the first literal and at a later one) or answered by the upstream
+  // (TRYCREATE, OK), ends with a `command` line, checked below in this order.
+  const cat = await imap();
+  t.match((await cat.command('l', `LOGIN alice ${PASSWORD}`)).at(-1), /^l OK/);
+  t.match((await cat.command('c1', `APPEND INBOX CATENATE (URL "/INBOX;UIDVALIDITY=${seeded.uidValidity}/;UID=99999")`)).at(-1), /^c1 NO \[BADURL /);
+  t.match((await cat.command('c2', 'APPEND INBOX CATENATE (TEXT {99999999999}')).at(-1), /^c2 NO \[TOOBIG\]/);
+  t.match((await cat.command('c3', 'APPEND INBOX CATENATE (TEXT {5+}\r\nHello TEXT {99999999999}')).at(-1), /^c3 NO \[TOOBIG\]/);
+  t.match((await cat.command('c4', 'APPEND NoSuchBox CATENATE (TEXT {5+}\r\nHello)')).at(-1), /^c4 NO \[TRYCREATE\]/);
+  const body = 'Subject: catenated\r\n\r\nHello\r\n';
+  t.match((await cat.command('c5', `APPEND INBOX CATENATE (TEXT {${body.length}+}\r\n${body} URL "/INBOX;UIDVALIDITY=${seeded.uidValidity}/;UID=${seeded.uid}/;SECTION=HEADER")`)).at(-1), /^c5 OK/);
+
   // Submission: AUTH PLAIN (initial response), a failed AUTH PLAIN in a continuation, AUTH LOGIN.
   const s1 = await smtp();
   t.equal((await s1.command(`AUTH PLAIN ${b64(`\0alice\0${PASSWORD}`)}`)).code, 235);
@@ -115,7 +128,7 @@ t.test('a workload with every kind of secret, then the whole log is searched', a
   t.equal((await s2.command(b64(PASSWORD))).code, 235);
   await s1.command('QUIT');
   await s2.command('QUIT');
-  for (const c of [alice, bob, carol]) await c.command('o', 'LOGOUT');
+  for (const c of [alice, bob, carol, cat]) await c.command('o', 'LOGOUT');
 
   t.equal(await gw.stop(), 0);
   const text = readFileSync(gw.logFile, 'utf8');
@@ -130,6 +143,11 @@ t.test('a workload with every kind of secret, then the whole log is searched', a
     t.ok(lines.some((l) => l.msg === 'command' && l.command === command), `command ${command} is logged`);
   }
   t.ok(lines.some((l) => l.msg === 'command' && l.command === 'LOGIN' && l.result === 'no'), 'with its outcome');
+  const catSession = lines.find((l) => l.msg === 'CATENATE refused')?.session;
+  t.ok(catSession, 'CATENATE refusals are logged with the session');
+  const appends = lines.filter((l) => l.session === catSession && l.msg === 'command' && l.command === 'APPEND');
+  t.same(appends.map((l) => l.result), ['no', 'no', 'no', 'no', 'ok'], 'every CATENATE outcome has its command line: BADURL, TOOBIG twice, TRYCREATE, OK');
+  t.ok(appends.every((l) => typeof l.ms === 'number'), 'each with its duration');
 
   for (const [what, secret] of Object.entries(secrets)) {
     t.notOk(text.includes(secret), `no ${what} in the log`);
@@ -151,6 +169,6 @@ t.test('a workload with every kind of secret, then the whole log is searched', a
       userOf.set(l.session, l.user);
     }
   }
-  t.equal(userOf.size, 5, 'five sessions logged in');
+  t.equal(userOf.size, 6, 'six sessions logged in');
   t.ok(checked > 10, `${checked} lines after a login all name the user`);
 });

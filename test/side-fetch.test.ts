@@ -133,12 +133,13 @@ t.test('pool: reuse per user, cap on open connections, eviction logs out', async
 });
 
 t.test('APPENDUID discovery for an upstream without UIDPLUS: UIDNEXT before, the new UID after', async (t) => {
-  const { MailboxLocks, mailboxUids, appendedUid } = await import('../src/lemonade/appenduid.js');
+  const { mailboxUids, appendedUid } = await import('../src/lemonade/appenduid.js');
+  const { MailboxLocks } = await import('../src/lemonade/mailbox-locks.js');
   const pool = new SidePool(config, { maxIdle: 2, idleMs: 60_000, maxOpen: 2 }, log);
-  const locks = new MailboxLocks();
+  const locks = new MailboxLocks(60_000);
   const order: string[] = [];
   const appendAs = async (name: string, body: string): Promise<number | undefined> => {
-    const release = await locks.acquire('alice\0INBOX');
+    const lease = (await locks.acquire('alice\0INBOX'))!;
     try {
       order.push(`${name} in`);
       const before = await pool.withConnection('alice', (c) => mailboxUids(c, 'INBOX'));
@@ -147,7 +148,7 @@ t.test('APPENDUID discovery for an upstream without UIDPLUS: UIDNEXT before, the
       order.push(`${name} out`);
       return pool.withConnection('alice', (c) => appendedUid(c, 'INBOX', before!, raw.length));
     } finally {
-      release();
+      lease.release();
     }
   };
   const [a, b] = await Promise.all([appendAs('one', 'first'), appendAs('two', 'second message')]);

@@ -2,11 +2,15 @@
  * URLAUTH emulated over the legacy Dovecot (issue 4): GENURLAUTH issues tokens only for
  * the user's own URLs on this server; URLFETCH serves exact bytes to the identities the
  * access identifier admits and NIL to everyone else; RESETKEY, EXPIRE and a tampered
- * token each make a URL fail; several URLs in one command fail one by one.
+ * token each make a URL fail; several URLs in one command fail one by one. GENURLAUTH
+ * refuses a URL whose mailbox, UIDVALIDITY or message is not there (issue 15 §4), and no
+ * mailbox access key is stored for such a name, nor for one a forged URL presents.
  */
 import t from 'tap';
 import { ImapFlow } from 'imapflow';
-import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import Database from 'better-sqlite3';
+import path from 'node:path';
 import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 
@@ -133,11 +137,17 @@ t.test('RESETKEY, EXPIRE, a tampered token, several URLs in one command', async 
   const last = good.at(-1)!;
   const tampered = good.slice(0, -1) + (last === '0' ? '1' : '0');
   const wrongUid = good.replace(`;UID=${uid}`, `;UID=${uid + 1}`);
-  const missing = await generate(alice, `imap://alice@localhost/INBOX/;UID=${uid + 100};URLAUTH=user+bob`);
+  // A message expunged after its URL was authorized (GENURLAUTH refuses one that is not there).
+  const gone = await stack.append('alice', 'INBOX', Buffer.from('Subject: soon gone\r\n\r\nx\r\n'));
+  const missing = await generate(alice, `imap://alice@localhost/INBOX;UIDVALIDITY=${gone.uidValidity}/;UID=${gone.uid};URLAUTH=user+bob`);
+  const remover = await masterClient(stack, 'alice');
+  await remover.mailboxOpen('INBOX');
+  await remover.messageDelete(String(gone.uid), { uid: true });
+  await remover.logout();
   t.same(
     await fetchUrls(bob, good, expired, future, tampered, wrongUid, missing, 'imap://not a url'),
     [text, undefined, text, undefined, undefined, undefined, undefined],
-    'each URL on its own: good, expired, not yet expired, tampered, UID changed under the token, no such message, garbage',
+    'each URL on its own: good, expired, not yet expired, tampered, UID changed under the token, message expunged since, garbage',
   );
   t.match((await alice.command('r', 'RESETKEY INBOX INTERNAL')).at(-1), /^r OK/);
   t.same(await fetchUrls(bob, good, future), [undefined, undefined], 'after RESETKEY INBOX: NIL at once');
@@ -169,4 +179,53 @@ t.test('GENURLAUTH refuses URLs it must not authorize; the session goes on', asy
   t.ok(metricValue(m, 'lemonade_urlauth_issued_total') >= 10, 'issued tokens counted');
   t.ok(metricValue(m, 'lemonade_urlauth_fetches_total', { result: 'refused', reason: 'token' }) >= 1, 'refusals counted by reason');
   t.ok(metricValue(m, 'lemonade_urlauth_fetch_bytes_total', { by: 'urlfetch' }) > message.length, 'bytes served counted');
+});
+
+/** The mailboxes the store holds an access key for, per user. */
+function storedKeys(): string[] {
+  const db = new Database(path.join(gw.dir, 'data', 'gateway.sqlite'), { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare<[], { user: string; mailbox: string }>('SELECT user, mailbox FROM mailbox_keys ORDER BY user, mailbox').all().map((r) => `${r.user}:${r.mailbox}`);
+  } finally {
+    db.close();
+  }
+}
+
+t.test('GENURLAUTH only for messages that exist: NO [BADURL url], and no key stored', async (t) => {
+  const alice = await login('alice');
+  const bob = await login('bob');
+  t.match((await alice.command('r', 'RESETKEY')).at(-1), /^r OK/, 'no keys of alice to begin with');
+  const before = storedKeys();
+  t.notOk(before.some((k) => k.startsWith('alice:')), 'none stored');
+  const rumps: Array<[string, string]> = [
+    ['a mailbox that does not exist', `imap://alice@localhost/NoSuchBox/;UID=${uid};URLAUTH=user+bob`],
+    ['a UID that does not exist', `imap://alice@localhost/INBOX/;UID=${uid + 100};URLAUTH=user+bob`],
+    ['a UIDVALIDITY that is not the mailbox\'s', `imap://alice@localhost/INBOX;UIDVALIDITY=${uidValidity + 1}/;UID=${uid};URLAUTH=user+bob`],
+    ['a mailbox name with CR LF in it', `imap://alice@localhost/INBOX%0D%0AX1%20CREATE%20smuggled/;UID=${uid};URLAUTH=user+bob`],
+    ['a mailbox name with a bare LF', `imap://alice@localhost/Drafts%0A/;UID=1;URLAUTH=user+bob`],
+  ];
+  for (const [what, rump] of rumps) {
+    const r = await alice.command('n', `GENURLAUTH "${rump}" INTERNAL`);
+    t.equal(r.length, 1, `${what}: no GENURLAUTH response`);
+    t.equal(r.at(-1)?.startsWith(`n NO [BADURL ${rump}] `), true, `${what}: NO [BADURL url] (${r.at(-1)})`);
+  }
+  // All or nothing: a good URL next to a bad one gets no token either.
+  const pair = await alice.command('p', `GENURLAUTH "${base()};URLAUTH=user+bob" INTERNAL "${rumps[0]![1]}" INTERNAL`);
+  t.match(pair.at(-1), /^p NO \[BADURL /, 'one bad URL fails the command');
+  t.notOk(pair.some((l) => l.startsWith('* GENURLAUTH')), 'and nothing is issued');
+  // A forged URL for a mailbox with no key leaves none behind either.
+  const forged = `imap://alice@localhost/Forged%0D%0ABox/;UID=1;URLAUTH=user+bob:INTERNAL:${'ab'.repeat(32)}`;
+  t.same(await fetchUrls(bob, forged), [undefined], 'a forged URL: NIL');
+  t.same(storedKeys(), before, 'the store holds no key for any of those names');
+  const direct = await masterClient(stack, 'alice');
+  const boxes = (await direct.list()).map((b) => b.path);
+  await direct.logout();
+  t.notOk(boxes.some((b) => /smuggled|\r|\n/i.test(b)), `no mailbox was made upstream (${boxes.join(', ')})`);
+
+  // A valid one still works end to end, and makes INBOX's key.
+  const url = await generate(alice, `${base()}/;SECTION=1;URLAUTH=user+bob`);
+  t.same(await fetchUrls(bob, url), [text], 'URLFETCH of a valid URL: the part');
+  t.same(storedKeys().filter((k) => k.startsWith('alice:')), ['alice:INBOX'], 'one key, for INBOX');
+  alice.close();
+  bob.close();
 });

@@ -50,10 +50,23 @@ const imapLimits = z.strictObject({
   maxSessions: z.number().int().positive().default(10_000),
   /** Malformed commands in a row before the session is closed with BYE. */
   maxBadCommands: z.number().int().positive().default(20),
+  /**
+   * Commands a client may send before it is logged in (CAPABILITY, STARTTLS, ID, failed
+   * logins, ...); the next gets BYE. A real client needs a handful.
+   */
+  maxCommandsBeforeLogin: z.number().int().positive().default(30),
+  /**
+   * Longest time one session may hold a mailbox's APPENDUID/COPYUID lock (an APPEND whose
+   * literal trickles in holds it); then the lock passes on and that command gets no UID code.
+   */
+  mailboxLockSeconds: z.number().int().positive().default(120),
 });
 
 const imapTimeouts = z.strictObject({
-  /** Before authentication; RFC 3501 §5.4 leaves it to the server, Dovecot uses about a minute. */
+  /**
+   * From connect to login, however active the client is (a deadline, not an idle timer);
+   * RFC 3501 §5.4 leaves it to the server, Dovecot uses about a minute.
+   */
   preAuthSeconds: z.number().int().positive().default(60),
   /** Authenticated but idle; RFC 3501 §5.4 says at least 30 minutes. */
   idleSeconds: z.number().int().min(1800).default(1800),
@@ -72,6 +85,8 @@ const submissionLimits = z.strictObject({
   maxSessions: z.number().int().positive().default(1000),
   /** Errors in a row before the session is closed with 421. */
   maxErrors: z.number().int().positive().default(20),
+  /** Commands before a successful AUTH (EHLO, STARTTLS, NOOP, failed AUTHs, ...); the next gets 421. */
+  maxCommandsBeforeAuth: z.number().int().positive().default(30),
 });
 
 const submissionTimeouts = z.strictObject({
@@ -79,6 +94,8 @@ const submissionTimeouts = z.strictObject({
   commandSeconds: z.number().int().min(1).default(300),
   /** Waiting for more message data. */
   dataSeconds: z.number().int().min(1).default(180),
+  /** From connect to a successful AUTH, however active the client is (a deadline, not an idle timer). */
+  preAuthSeconds: z.number().int().min(1).default(60),
 });
 
 const senderPolicy = z.strictObject({

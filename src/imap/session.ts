@@ -25,6 +25,7 @@ import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream
 import type { CapabilityCache } from './capability-cache.js';
 import type { Lemonade } from '../lemonade/services.js';
 import { CatenateCommand, catenateStart, type CatenateHost } from './commands/catenate.js';
+import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
@@ -54,6 +55,18 @@ function elapsedMs(started: bigint): number {
 
 /** Failed logins are answered only after this delay, to slow down password guessing. */
 const AUTH_FAILURE_DELAY_MS = 1000;
+
+/**
+ * While a session's input is held (a command waits for a lock, the upstream's "+", a
+ * handler), its client socket is still read up to this many bytes, so that a client
+ * leaving (FIN) is noticed and the session ends, giving back what it holds or waits for.
+ * Beyond it the socket is paused: a held session buffers no more than this.
+ */
+const CLIENT_READ_AHEAD = 64 * 1024;
+
+function eventBytes(ev: LexEvent): number {
+  return ev.type === 'text' || ev.type === 'literal-data' ? ev.data.length : 0;
+}
 
 export interface SessionDeps {
   config: Config;
@@ -134,8 +147,16 @@ export class ImapSession implements CommandContext {
   private nextUpTag = 1;
   /** Upstream tag of an IDLE whose "+" has been relayed: the next client line is DONE. */
   private idleActive: string | undefined;
-  /** Resolves when the upstream answers "+" to a synchronizing literal we sent it. */
-  private upstreamContinuation: ((ok: boolean) => void) | undefined;
+  /**
+   * A literal sent upstream waits for the upstream's "+" (see upstreamGoAhead): resolved
+   * true by it, false when that command is answered first or the session ends.
+   */
+  private awaitedContinuation: { upTag: string; resolve: (go: boolean) => void } | undefined;
+  /** Bytes lexed from the client but not yet processed (a held session keeps reading, within CLIENT_READ_AHEAD). */
+  private queuedBytes = 0;
+  /** Commands started before login, bounded by imap.limits.maxCommandsBeforeLogin. */
+  private commandsBeforeLogin = 0;
+  private readonly endedController = new AbortController();
   private continuationWaiter: ((line: string) => void) | undefined;
   /** An upstream response is half-written to the client; local output must wait. */
   private relayMidResponse = false;
@@ -199,6 +220,10 @@ export class ImapSession implements CommandContext {
 
   get authenticatedUser(): string | undefined {
     return this.user;
+  }
+
+  get ended(): AbortSignal {
+    return this.endedController.signal;
   }
 
   untagged(text: string): void {
@@ -308,6 +333,8 @@ export class ImapSession implements CommandContext {
     this.queue = [];
     this.lexer.reset();
     const plain = this.client;
+    // Nothing more is read as plaintext: the next bytes are the TLS handshake.
+    plain.pause();
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
     plain.removeAllListeners('error');
@@ -344,30 +371,38 @@ export class ImapSession implements CommandContext {
 
   private onClientData(chunk: Buffer): void {
     bytesTotal.inc({ protocol: 'imap', direction: 'client_in' }, chunk.length);
-    this.armTimer();
-    for (const ev of this.lexer.push(chunk)) this.queue.push(ev);
+    // RFC 3501 §5.4 autologout counts inactivity once logged in; before that the limit is
+    // a deadline from connect (armed once in the constructor), whatever the client sends.
+    if (this.state !== 'not-authenticated') this.armTimer();
+    for (const ev of this.lexer.push(chunk)) {
+      this.queue.push(ev);
+      this.queuedBytes += eventBytes(ev);
+    }
+    if (this.holds.size > 0 && this.queuedBytes >= CLIENT_READ_AHEAD) this.client.pause();
     this.pump();
   }
 
+  /** Stops processing the client's input (it is still read, within CLIENT_READ_AHEAD) until release(reason). */
   private hold(reason: string): void {
     this.holds.add(reason);
-    this.client.pause();
   }
 
   private release(reason: string): void {
     this.holds.delete(reason);
     if (this.holds.size === 0 && !this.closed) {
-      this.client.resume();
       this.pump();
+      if (this.client.isPaused() && this.queuedBytes < CLIENT_READ_AHEAD) this.client.resume();
     }
   }
 
   private pump(): void {
     while (this.holds.size === 0 && !this.closed) {
       const ev = this.queue.shift();
-      if (ev === undefined) return;
+      if (ev === undefined) break;
+      this.queuedBytes -= eventBytes(ev);
       this.handleClientEvent(ev);
     }
+    if (this.holds.size > 0 && this.queuedBytes >= CLIENT_READ_AHEAD && !this.closed) this.client.pause();
   }
 
   private handleClientEvent(ev: LexEvent): void {
@@ -414,6 +449,10 @@ export class ImapSession implements CommandContext {
     if (this.idleActive !== undefined) return this.relayDone(ev.data);
     // Shutting down: a command that has not started is not started (RFC 3501 §7.1.5 BYE).
     if (this.draining) return this.bye(SHUTDOWN_TEXT);
+    if (this.state === 'not-authenticated' && ++this.commandsBeforeLogin > this.config.imap.limits.maxCommandsBeforeLogin) {
+      malformedCommands.inc({ reason: 'state' });
+      return this.bye('Too many commands before login');
+    }
     const head = commandHead(ev.data);
     if (head === undefined) {
       malformedCommands.inc({ reason: 'syntax' });
@@ -452,7 +491,11 @@ export class ImapSession implements CommandContext {
         // The UID is worked out around the APPEND: wait for the mailbox's lock and UIDNEXT first.
         return this.waitFor(
           'appenduid',
-          this.appendUidTracker(append.mailbox, append.size).then((tracker) => this.beginRelay(head, ev, tracker)),
+          this.appendUidTracker(append.mailbox, append.size).then((tracker) => {
+            // The client left while the lock was awaited: give it back, relay nothing.
+            if (this.closed) return tracker?.abandon?.();
+            this.beginRelay(head, ev, tracker);
+          }),
         );
       }
     }
@@ -556,22 +599,20 @@ export class ImapSession implements CommandContext {
     const mailbox = plainAppend(Buffer.from(`${clientTag}${prefix}{${size}}\r\n`, 'latin1'))?.mailbox;
     const tracker =
       mailbox !== undefined && this.deps.lemonade.synthesizesAppendUid(upstream.capabilities) ? await this.appendUidTracker(mailbox, size) : undefined;
+    if (this.closed || upstream.isClosed()) {
+      tracker?.abandon?.();
+      data.destroy();
+      return;
+    }
     const upTag = `C${this.nextUpTag++}`;
     this.inflight.set(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), idle: false, logout: false, ...tracker });
-    const nonSync = upstream.has('LITERAL+');
-    this.writeUpstream(Buffer.from(`${upTag}${prefix}{${size}${nonSync ? '+' : ''}}\r\n`, 'latin1'));
-    if (!nonSync) {
-      const go = await new Promise<boolean>((resolve) => {
-        this.upstreamContinuation = (ok) => {
-          this.upstreamContinuation = undefined;
-          resolve(ok);
-        };
-      });
-      if (!go) {
-        // The upstream answered the APPEND already (NO [TRYCREATE] ...): relayed as is.
-        data.destroy();
-        return;
-      }
+    // Synchronizing even with LITERAL+ upstream: the message must never be read as commands
+    // if the upstream refuses the APPEND line (see upstreamGoAhead).
+    this.writeUpstream(Buffer.from(`${upTag}${prefix}{${size}}\r\n`, 'latin1'));
+    if (!(await this.upstreamGoAhead(upTag))) {
+      // The upstream answered the APPEND already (NO [TRYCREATE] ...): relayed as is.
+      data.destroy();
+      return;
     }
     for await (const chunk of data) {
       if (upstream.isClosed()) break;
@@ -589,7 +630,8 @@ export class ImapSession implements CommandContext {
    */
   async internalCommand(text: string | Buffer, capture: (line: string, raw: Buffer) => boolean = () => false): Promise<{ status: string; line: string }> {
     const upstream = this.upstream;
-    if (!upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
+    // After teardown nothing would ever complete (or abandon) the command.
+    if (this.closed || !upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
     const upTag = `I${this.nextUpTag++}`;
     const result = new Promise<{ status: string; line: string }>((resolve) => {
       this.inflight.set(upTag, {
@@ -620,14 +662,9 @@ export class ImapSession implements CommandContext {
     const user = this.user;
     if (user === undefined) return undefined;
     const lemonade = this.deps.lemonade;
-    const release = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`);
-    let released = false;
-    const free = () => {
-      if (!released) {
-        released = true;
-        release();
-      }
-    };
+    // A session that ends while waiting never gets the lock (mailbox-locks.ts).
+    const lease = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`, this.ended);
+    if (lease === undefined) return undefined;
     let before: MailboxUids | undefined;
     try {
       before = await lemonade.sidePool.withConnection(user, (c) => mailboxUids(c, mailbox));
@@ -635,18 +672,19 @@ export class ImapSession implements CommandContext {
       this.log.warn({ err: (err as Error).message }, 'APPENDUID: mailbox status unavailable');
     }
     return {
-      abandon: free,
+      abandon: () => lease.release(),
       rewriteTagged: async (line) => {
         try {
           if (!/^\S+ OK/i.test(line.subarray(0, 80).toString('latin1'))) return line;
           let uid: number | undefined;
-          if (before !== undefined) {
+          if (before !== undefined && !lease.expired) {
             const known = before;
             uid = await lemonade.sidePool.withConnection(user, (c) => appendedUid(c, mailbox, known, size)).catch(() => undefined);
           }
-          return withAppendUid(line, before?.uidValidity ?? 0, uid);
+          // Past the hold bound another APPEND may have run meanwhile: no code rather than a wrong one.
+          return withAppendUid(line, before?.uidValidity ?? 0, lease.expired ? undefined : uid);
         } finally {
-          free();
+          lease.release();
         }
       },
     };
@@ -665,8 +703,10 @@ export class ImapSession implements CommandContext {
     } else if (ev.code === 'literal-too-large') {
       malformedCommands.inc({ reason: 'literal_too_large' });
       // RFC 4469 §6: a CATENATE part that makes the message too big is NO [TOOBIG].
-      if (catenateStart(ev.text) !== undefined) this.tagged(tag, 'NO', 'Message too large', 'TOOBIG');
-      else this.tagged(tag, 'BAD', 'Literal too large', 'TOOBIG');
+      if (catenateStart(ev.text) !== undefined) {
+        this.tagged(tag, 'NO', 'Message too large', 'TOOBIG');
+        commandFinished(this.log, 'APPEND', 'NO', process.hrtime.bigint()); // every CATENATE outcome is logged
+      } else this.tagged(tag, 'BAD', 'Literal too large', 'TOOBIG');
       // RFC 7888 §4: a too-large non-synchronizing literal is already on its way; we cannot find the next command.
       if (ev.sync === false) return this.bye('Literal too large');
     } else {
@@ -690,31 +730,24 @@ export class ImapSession implements CommandContext {
         mode.pendingText = ev.data;
         return;
       case 'literal-start': {
-        // RFC 7888: announce it to the upstream in the form it understands.
+        // Every literal goes upstream synchronizing, whatever the client's form and the
+        // upstream's LITERAL+ (RFC 7888 §3 lets a client choose; we choose {n}), and the
+        // client's own "+" (RFC 3501 §7.5) is only the echo of the upstream's. See upstreamGoAhead.
         const text = mode.pendingText ?? Buffer.alloc(0);
         mode.pendingText = undefined;
-        const upstreamNonSync = upstream.has('LITERAL+');
-        const announced = rewriteLiteralAnnouncement(text, ev.size, ev.binary, upstreamNonSync);
-        this.writeUpstream(announced);
+        this.writeUpstream(rewriteLiteralAnnouncement(text, ev.size, ev.binary, false));
         mode.sentAny = true;
-        if (upstreamNonSync) {
-          if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
-          return;
-        }
-        // The upstream wants to say "+" first; the client's data waits in the socket.
-        this.hold('upstream-continuation');
-        this.upstreamContinuation = (ok) => {
-          this.upstreamContinuation = undefined;
-          if (ok) {
+        const go = this.upstreamGoAhead(mode.upTag).then((accepted) => {
+          if (accepted) {
             if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
-          } else {
-            // The upstream refused the command before the literal (its tagged reply is on its way).
-            if (ev.sync) this.lexer.abortLiteral();
-            this.mode = ev.sync ? undefined : { kind: 'discard' };
+            return;
           }
-          this.release('upstream-continuation');
-        };
-        return;
+          // The upstream answered the command instead (its BAD/NO reached the client): the
+          // client will not send a synchronizing literal; a non-synchronizing one is dropped.
+          if (ev.sync) this.lexer.abortLiteral();
+          this.mode = ev.sync ? undefined : { kind: 'discard' };
+        });
+        return this.waitFor('upstream-continuation', go);
       }
       case 'literal-data':
         this.writeUpstream(ev.data);
@@ -737,6 +770,26 @@ export class ImapSession implements CommandContext {
         this.tagged(mode.clientTag, 'BAD', 'Command too large', 'TOOBIG');
         return this.bye('Command too large');
     }
+  }
+
+  /**
+   * After a literal's announcement went upstream: true at the upstream's "+", false when
+   * the upstream answers command `upTag` instead (or the session ends). A literal is only
+   * ever sent after true. Were it sent regardless, an upstream that refused the command
+   * line (a bad flag or date in an APPEND, a bad STATUS item) would read the literal's
+   * bytes as commands: Dovecot 2.3 does, even for {n+}, so lines of a message would run
+   * under the user's account.
+   */
+  private upstreamGoAhead(upTag: string): Promise<boolean> {
+    return new Promise((resolve) => {
+      this.awaitedContinuation = {
+        upTag,
+        resolve: (go) => {
+          this.awaitedContinuation = undefined;
+          resolve(go);
+        },
+      };
+    });
   }
 
   private flushPendingText(mode: Extract<Mode, { kind: 'relay' }>): void {
@@ -930,7 +983,7 @@ export class ImapSession implements CommandContext {
   }
 
   private onUpstreamContinuation(first: Buffer): void {
-    if (this.upstreamContinuation) return this.upstreamContinuation(true);
+    if (this.awaitedContinuation) return this.awaitedContinuation.resolve(true);
     for (const [upTag, entry] of this.inflight) {
       if (entry.idle && this.idleActive === undefined) {
         this.idleActive = upTag;
@@ -1056,8 +1109,8 @@ export class ImapSession implements CommandContext {
     commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - entry.started) / 1e9);
     this.log.debug({ command: label, result, ms: elapsedMs(entry.started) }, 'command');
     this.afterCommand();
-    // The upstream refused a command whose literal it never asked for.
-    if (this.upstreamContinuation && status !== 'OK') this.upstreamContinuation(false);
+    // The upstream answered a command whose literal it never asked for.
+    if (this.awaitedContinuation?.upTag === upTag) this.awaitedContinuation.resolve(false);
     if (entry.command === 'SELECT' || entry.command === 'EXAMINE') {
       this.setSelected(status === 'OK');
     } else if ((entry.command === 'CLOSE' || entry.command === 'UNSELECT') && status === 'OK') {
@@ -1112,12 +1165,17 @@ export class ImapSession implements CommandContext {
 
   // ---- lifecycle ------------------------------------------------------------------
 
+  /**
+   * Before login: the deadline from connect (imap.timeouts.preAuthSeconds), armed once.
+   * After: RFC 3501 §5.4 autologout, at least 30 minutes of inactivity, re-armed by input.
+   */
   private armTimer(): void {
     if (this.timer) clearTimeout(this.timer);
     const t = this.config.imap.timeouts;
-    // RFC 3501 §5.4: autologout; at least 30 minutes once authenticated.
-    const seconds = this.state === 'not-authenticated' ? t.preAuthSeconds : t.idleSeconds;
-    this.timer = setTimeout(() => this.bye('Autologout; idle for too long'), seconds * 1000);
+    const preAuth = this.state === 'not-authenticated';
+    const seconds = preAuth ? t.preAuthSeconds : t.idleSeconds;
+    const text = preAuth ? 'Autologout; no login in time' : 'Autologout; idle for too long';
+    this.timer = setTimeout(() => this.bye(text), seconds * 1000);
     this.timer.unref();
   }
 
@@ -1178,7 +1236,7 @@ export class ImapSession implements CommandContext {
     const between =
       !this.relayMidResponse &&
       this.upstreamBacklog === undefined &&
-      this.upstreamContinuation === undefined &&
+      this.awaitedContinuation === undefined &&
       !(mode?.kind === 'relay' && mode.sentAny) &&
       mode?.kind !== 'catenate' &&
       [...this.inflight.values()].every((e) => e.idle);
@@ -1195,9 +1253,20 @@ export class ImapSession implements CommandContext {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.releaseUpstream();
-    this.upstreamContinuation?.(false);
-    // Commands that will never complete give back what they hold (APPENDUID's mailbox lock).
-    for (const entry of this.inflight.values()) entry.abandon?.();
+    this.awaitedContinuation?.resolve(false);
+    // Waits for shared resources (mailbox locks) give up; the queued input is dropped.
+    this.endedController.abort();
+    this.queue = [];
+    this.queuedBytes = 0;
+    // Commands that will never complete give back what they hold (APPENDUID's mailbox
+    // lock), once the upstream connection is closed: until then the upstream may still be
+    // carrying out an APPEND or COPY it had read whole, and the next holder would see it.
+    const abandoned = [...this.inflight.values()];
+    const abandon = () => {
+      for (const entry of abandoned) entry.abandon?.();
+    };
+    if (this.upstream === undefined) abandon();
+    else this.upstream.whenClosed(abandon);
     sessionsOpen.dec({ protocol: 'imap' });
     this.log.debug('session closed');
     this.deps.onClose(this);

@@ -85,8 +85,8 @@ interface PendingInternal {
   codes: string[];
   resolve(result: TaggedResult): void;
   reject(err: Error): void;
-  /** Set while a synchronizing literal waits for the server's "+". */
-  continuation?: () => void;
+  /** Set while a synchronizing literal waits for the server's "+": true at "+", false when the command is answered first. */
+  continuation?: (go: boolean) => void;
   /** The line to send when the server asks for more (a SASL response, RFC 3501 §6.2.2). */
   saslResponse?: string;
   literalSink?: CommandOptions['literalSink'];
@@ -236,8 +236,7 @@ export class UpstreamConnection {
       const touch = () => {
         if (timer) clearTimeout(timer);
         timer = setTimeout(() => {
-          this.pending = undefined;
-          reject(new UpstreamUnavailable('timeout', 'upstream did not answer in time'));
+          this.failPending(new UpstreamUnavailable('timeout', 'upstream did not answer in time'));
           this.destroy();
         }, INTERNAL_COMMAND_TIMEOUT_MS);
       };
@@ -263,21 +262,24 @@ export class UpstreamConnection {
     });
   }
 
+  /**
+   * Literals are always synchronizing (RFC 3501 §7.5), even where LITERAL+ is offered: a
+   * server that refuses the line before a literal may read the literal's bytes as commands
+   * (Dovecot 2.3 does, even for {n+}); after "+" they are certainly data.
+   */
   private async sendParts(tag: string, parts: CommandPart[]): Promise<void> {
     let line = `${tag} `;
-    const nonSync = this.has('LITERAL+');
     for (const part of parts) {
       if (typeof part === 'string') {
         line += part;
         continue;
       }
-      // RFC 7888: with LITERAL+ the literal follows at once; otherwise wait for "+".
-      this.write(Buffer.from(`${line}{${part.literal.length}${nonSync ? '+' : ''}}\r\n`));
-      if (!nonSync) {
-        await new Promise<void>((resolve) => {
-          if (this.pending) this.pending.continuation = resolve;
-        });
-      }
+      const pending = this.pending;
+      if (pending?.tag !== tag) return;
+      const go = new Promise<boolean>((resolve) => (pending.continuation = resolve));
+      this.write(Buffer.from(`${line}{${part.literal.length}}\r\n`));
+      // Answered (or failed) instead of "+": the rest of the command is not sent.
+      if (!(await go)) return;
       this.write(part.literal);
       line = '';
     }
@@ -319,6 +321,12 @@ export class UpstreamConnection {
 
   isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Calls fn once the connection is closed (at once if it is). */
+  whenClosed(fn: () => void): void {
+    if (this.closed) fn();
+    else this.socket.once('close', fn);
   }
 
   /** A gateway-internal command is still waiting for its tagged response. */
@@ -413,7 +421,7 @@ export class UpstreamConnection {
       if (pending.continuation) {
         const cont = pending.continuation;
         pending.continuation = undefined;
-        return cont();
+        return cont(true);
       }
       // A second challenge means the server did not like our response: cancel (RFC 3501 §6.2.2).
       const answer = pending.saslResponse ?? '*';
@@ -441,6 +449,7 @@ export class UpstreamConnection {
     const pending = this.pending;
     if (!pending || pending.tag !== head.tag) return;
     this.pending = undefined;
+    pending.continuation?.(false);
     const rest = first.subarray(head.tag.length + 1).toString('utf8').replace(/\r?\n$/, '');
     const parts = splitStatusText(rest);
     const status: TaggedStatus = parts.status === 'OK' || parts.status === 'NO' ? parts.status : 'BAD';
@@ -456,6 +465,7 @@ export class UpstreamConnection {
   private failPending(err: Error): void {
     const p = this.pending;
     this.pending = undefined;
+    p?.continuation?.(false);
     p?.reject(err);
   }
 

@@ -1,6 +1,6 @@
 /**
  * APPENDUID for an upstream without UIDPLUS (RFC 4315 §3): which UID did the message we
- * just appended get? The gateway serializes its own APPENDs per mailbox (MailboxLocks),
+ * just appended get? The gateway serializes its own APPENDs per mailbox (mailbox-locks.ts),
  * notes UIDNEXT before, and afterwards looks at the messages from there on through a side
  * connection. One candidate is the answer. More than one means something else appended
  * meanwhile (a client not going through the gateway): the one whose size matches ours,
@@ -8,43 +8,33 @@
  */
 import { examine } from './fetch-part.js';
 import { astringParts, type UpstreamConnection } from '../imap/upstream.js';
-import { fetchAttributes, numberValue, statusAttributes } from '../imap/protocol/responses.js';
-
-/** One async mutex per key: the gateway's APPENDs to one mailbox, one at a time. */
-export class MailboxLocks {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  async acquire(key: string): Promise<() => void> {
-    const previous = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.tails.set(key, tail);
-    await previous;
-    return () => {
-      release();
-      // The last holder leaves no entry behind: the map stays as small as the contention.
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    };
-  }
-}
+import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
 
 export interface MailboxUids {
   uidValidity: number;
   uidNext: number;
 }
 
-/** STATUS (UIDNEXT UIDVALIDITY) of a mailbox (RFC 3501 §6.3.10); undefined if it does not exist. */
+/**
+ * UIDVALIDITY and UIDNEXT of a mailbox from the untagged OK codes of an EXAMINE (RFC 3501
+ * §6.3.1-2); undefined if it does not exist or the server leaves a code out. Not STATUS:
+ * on a side connection the mailbox may be the one selected there, and RFC 3501 §6.3.10
+ * lets STATUS of the selected mailbox be stale (Dovecot's is: an APPEND by another
+ * session does not move its UIDNEXT), which would make another message look like ours.
+ */
 export async function mailboxUids(conn: UpstreamConnection, mailbox: string): Promise<MailboxUids | undefined> {
-  const r = await conn.command(['STATUS ', ...astringParts(mailbox), ' (UIDNEXT UIDVALIDITY)']);
+  const r = await conn.command(['EXAMINE ', ...astringParts(mailbox)]);
   if (r.status !== 'OK') return undefined;
-  for (const line of r.untagged) {
-    const values = statusAttributes(line);
-    const uidValidity = numberValue(values?.get('UIDVALIDITY'));
-    const uidNext = numberValue(values?.get('UIDNEXT'));
-    if (uidValidity !== undefined && uidNext !== undefined) return { uidValidity, uidNext };
-  }
-  return undefined;
+  const code = (name: string): number | undefined => {
+    for (const c of r.codes) {
+      const m = /^(\S+) (\d+)$/.exec(c.trim());
+      if (m !== null && m[1]!.toUpperCase() === name) return Number(m[2]);
+    }
+    return undefined;
+  };
+  const uidValidity = code('UIDVALIDITY');
+  const uidNext = code('UIDNEXT');
+  return uidValidity !== undefined && uidNext !== undefined ? { uidValidity, uidNext } : undefined;
 }
 
 /** The UID of the message of `size` octets appended at or after `before.uidNext`; undefined when not certain. */

@@ -51,6 +51,20 @@ export async function examine(conn: UpstreamConnection, mailbox: string, uidVali
   return code !== undefined && Number(code.slice('UIDVALIDITY '.length)) === uidValidity ? 'ok' : 'uidvalidity';
 }
 
+/**
+ * Whether the message a URL names is there (GENURLAUTH, RFC 4467 §6.1: a URL is only
+ * authorized for a message of the user's): the mailbox exists, has the URL's UIDVALIDITY
+ * when it gives one (RFC 5092 §6), and holds the UID. EXAMINE, so nothing is marked \Seen.
+ */
+export async function messageExists(conn: UpstreamConnection, ref: Pick<PartRef, 'mailbox' | 'uidValidity' | 'uid'>): Promise<'ok' | 'no-mailbox' | 'uidvalidity' | 'no-message'> {
+  const opened = await examine(conn, ref.mailbox, ref.uidValidity);
+  if (opened !== 'ok') return opened;
+  const result = await conn.command([`UID FETCH ${ref.uid} (UID)`]);
+  if (result.status !== 'OK') return 'no-message';
+  // "UID FETCH n" of a UID not in the mailbox is OK with no response (RFC 3501 §6.4.8).
+  return result.untagged.some((line) => numberValue(fetchAttributes(line)?.get('UID')) === ref.uid) ? 'ok' : 'no-message';
+}
+
 export async function fetchPart(conn: UpstreamConnection, ref: PartRef, sinkFor: SinkFactory): Promise<PartResult> {
   const opened = await examine(conn, ref.mailbox, ref.uidValidity);
   if (opened !== 'ok') return { ok: false, reason: opened };

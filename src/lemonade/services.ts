@@ -11,7 +11,7 @@ import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
 import { SidePool } from '../upstream/side-pool.js';
 import { UrlAuthority } from './urlauth.js';
-import { MailboxLocks } from './appenduid.js';
+import { MailboxLocks } from './mailbox-locks.js';
 import { WarmUpstreams } from '../imap/warm-upstreams.js';
 
 export interface Lemonade {
@@ -42,8 +42,9 @@ const COMMANDS: Record<string, readonly string[]> = {
   CATENATE: ['APPEND'],
   // RFC 4315: APPENDUID is worked out around every APPEND; these two are answered here.
   UIDPLUS: ['UID EXPUNGE', 'COPY', 'UID COPY'],
-  // RFC 7162: FETCH, STORE and SEARCH only in a CONDSTORE session (the session decides).
-  CONDSTORE: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'ENABLE'],
+  // RFC 7162: FETCH, STORE and SEARCH only in a CONDSTORE session (the session decides);
+  // every STATUS, so its HIGHESTMODSEQ item (§3.1.9) never reaches the upstream.
+  CONDSTORE: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'ENABLE', 'STATUS'],
   QRESYNC: ['SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'ENABLE'],
   // RFC 5161, advertised when the upstream lacks it; intercepted whenever CONDSTORE is emulated.
   ENABLE: ['ENABLE'],
@@ -79,7 +80,10 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
     store,
     sidePool,
     urlauth,
-    appendLocks: new MailboxLocks(),
+    appendLocks: new MailboxLocks(config.imap.limits.mailboxLockSeconds * 1000, (key) => {
+      const [user, mailbox] = key.split('\0');
+      log.warn({ user, mailbox }, 'mailbox lock held too long: taken back (that command gets no UID code)');
+    }),
     warmUpstreams,
     synthesizesAppendUid: (upstream) =>
       sidePool.available && !hasCapability(upstream, 'UIDPLUS') && !hasCapability(upstream, 'MULTIAPPEND'),

@@ -8,7 +8,7 @@
  * the RFC asks for at least 128). Keys live in the store, one per (user, mailbox), so
  * RESETKEY (§6.2) invalidates every URL of a mailbox at once.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Store } from '../store/store.js';
 
 /** RFC 4467 §3 access identifiers: who may fetch an authorized URL. */
@@ -79,16 +79,25 @@ export interface TokenSubject {
 export class UrlAuthority {
   constructor(private readonly store: Store) {}
 
-  /** The INTERNAL token for a rump URL, hex (RFC 4467 §7). */
+  /**
+   * The INTERNAL token for a rump URL, hex (RFC 4467 §7). Makes the mailbox's key on first
+   * use: only for a mailbox the caller has seen exists (GENURLAUTH checks it upstream).
+   */
   async token(subject: TokenSubject): Promise<string> {
     const key = await this.store.mailboxAccessKey(subject.owner, subject.mailbox);
     return createHmac('sha256', key).update(subject.rump, 'utf8').digest('hex');
   }
 
-  /** Whether a presented token is the one for this rump URL; compared in constant time. */
+  /**
+   * Whether a presented token is the one for this rump URL; compared in constant time.
+   * Only against a key that exists: no key means no token was ever issued with one (or
+   * RESETKEY removed it), and a URL naming a mailbox that has none, real or not, must not
+   * leave one behind. A random key stands in then, so the answer takes as long either way.
+   */
   async verify(subject: TokenSubject, mechanism: string, presented: string): Promise<'mechanism' | 'token' | undefined> {
     if (mechanism.toUpperCase() !== MECHANISM) return 'mechanism';
-    const expected = Buffer.from(await this.token(subject), 'hex');
+    const key = (await this.store.existingMailboxAccessKey(subject.owner, subject.mailbox)) ?? randomBytes(16);
+    const expected = createHmac('sha256', key).update(subject.rump, 'utf8').digest();
     // Hex is case-insensitive (RFC 4467 §9 enc-urlauth = 32*HEXDIG); a wrong length or
     // a non-hex digit cannot match, and says nothing about the expected token.
     const given = /^[0-9a-f]+$/i.test(presented) && presented.length === expected.length * 2 ? Buffer.from(presented, 'hex') : undefined;

@@ -386,3 +386,15 @@ for (const result of RECONCILE_RESULTS) qresyncReconciliations.inc({ result }, 0
 for (const kind of QRESYNC_CHANGE_KINDS) qresyncChanges.inc({ kind }, 0);
 for (const kind of QRESYNC_BYTE_KINDS) qresyncSelectBytes.inc({ kind }, 0);
 for (const outcome of WARM_OUTCOMES) warmUpstreamReuses.inc({ outcome }, 0);
+
+// ---- cross-session locks ------------------------------------------------------------
+
+export const MAILBOX_LOCK_EVENTS = ['acquired', 'expired', 'abandoned'] as const;
+
+export const mailboxLockEvents = new Counter({
+  name: 'lemonade_imap_mailbox_lock_events_total',
+  help: 'Per-mailbox locks of the APPENDUID/COPYUID emulation: granted, taken back after imap.limits.mailboxLockSeconds (the command then gets no UID code), or given up by a waiter whose session ended.',
+  labelNames: ['event'] as const,
+  registers: [registry],
+});
+for (const event of MAILBOX_LOCK_EVENTS) mailboxLockEvents.inc({ event }, 0);

@@ -129,6 +129,10 @@ export class SubmissionSession {
   private sasl: SaslStep | undefined;
   private errors = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** Deadline from connect to a successful AUTH (submission.timeouts.preAuthSeconds); not re-armed by input. */
+  private preAuthTimer: NodeJS.Timeout | undefined;
+  /** Command lines before a successful AUTH, bounded by submission.limits.maxCommandsBeforeAuth. */
+  private commandsBeforeAuth = 0;
   /**
    * Replies still owed, in command order: MAIL and RCPT go to the MTA without waiting for
    * its verdict (PIPELINING both ways, RFC 2920 §3.1), so later replies queue behind them.
@@ -153,6 +157,12 @@ export class SubmissionSession {
     sessionsTotal.inc({ protocol: 'submission', listener_tls: deps.listener.tls });
     this.attach(socket);
     this.armTimer();
+    this.preAuthTimer = setTimeout(() => {
+      this.log.info('no authentication in time');
+      // RFC 5321 §4.5.3.2: the server may close after its timeout with 421 (RFC 3463 X.4.2).
+      this.close(reply(421, '4.4.2', `${this.config.hostname} Authentication time limit exceeded, closing connection`));
+    }, deps.config.submission.timeouts.preAuthSeconds * 1000);
+    this.preAuthTimer.unref();
     this.send(reply(220, undefined, `${this.config.hostname} ESMTP lemonade-gateway`));
     this.log.debug('session open');
   }
@@ -273,6 +283,11 @@ export class SubmissionSession {
   // ---- commands ---------------------------------------------------------------------
 
   private command(line: string): Promise<void> | undefined {
+    if (this.user === undefined && ++this.commandsBeforeAuth > this.config.submission.limits.maxCommandsBeforeAuth) {
+      this.log.info('too many commands before authentication');
+      this.close(reply(421, '4.7.0', `${this.config.hostname} Too many commands before authentication, closing connection`));
+      return undefined;
+    }
     const cmd = parseCommandLine(line);
     if (cmd === undefined) return this.error(500, '5.5.2', 'Syntax error, command unrecognized');
     // The verb only: arguments may hold credentials (AUTH PLAIN's initial response).
@@ -410,6 +425,7 @@ export class SubmissionSession {
     const outcome = await this.deps.auth.check(user, password, this.clientAddress, authzid);
     submissionAuthTotal.inc({ mechanism, result: outcome });
     if (outcome === 'ok') {
+      clearTimeout(this.preAuthTimer);
       this.user = authzid ?? user;
       this.log.info({ user: this.user, mechanism }, 'authenticated');
       this.log = this.log.child({ user: this.user });
@@ -902,6 +918,7 @@ export class SubmissionSession {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    clearTimeout(this.preAuthTimer);
     this.abortTransaction();
     sessionsOpen.dec({ protocol: 'submission' });
     this.log.debug('session closed');

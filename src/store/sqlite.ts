@@ -82,6 +82,10 @@ export class SqliteStore implements Store {
     return this.stmt.createKey.immediate(user, box);
   }
 
+  async existingMailboxAccessKey(user: string, mailbox: string): Promise<Buffer | undefined> {
+    return this.stmt.selectKey.get(user, normalizeMailbox(mailbox))?.key;
+  }
+
   async resetAccessKeys(user: string, mailbox?: string): Promise<void> {
     // Deleted, not replaced: the old keys are gone at once (no token verifies against a
     // key that does not exist), and the next use makes a new random one.

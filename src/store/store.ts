@@ -173,6 +173,11 @@ export interface Store extends SpoolIndex, ModseqIndex {
    */
   mailboxAccessKey(user: string, mailbox: string): Promise<Buffer>;
   /**
+   * The key of (user, mailbox) if one was ever made, without making one: checking a token
+   * (URLFETCH, BURL) must not store a key for whatever mailbox name a URL carries.
+   */
+  existingMailboxAccessKey(user: string, mailbox: string): Promise<Buffer | undefined>;
+  /**
    * RESETKEY (RFC 4467 §6.2): with a mailbox, that mailbox's key; without one, "all
    * mailbox access keys for the user". Tokens made with the old keys fail from the moment
    * this resolves.

@@ -14,7 +14,8 @@
  * Errors (RFC 4469 §5, §6): a URL that does not resolve fails the command with
  * NO [BADURL url]; a message over the size limit with NO [TOOBIG]. The rest of the command
  * is still read (a synchronizing literal is refused instead of waited for), so the
- * session stays in step.
+ * session stays in step. A refusal is logged and counted like any command (command-log.ts);
+ * the APPEND sent upstream is the session's, accounted for when the upstream answers it.
  *
  * Grammar (RFC 4469 §5): append-data =/ "CATENATE" SP "(" cat-part *(SP cat-part) ")";
  * cat-part = text-literal / url; text-literal = "TEXT" SP literal; url = "URL" SP astring.
@@ -31,6 +32,7 @@ import { fetchPart, type PartRef } from '../../lemonade/fetch-part.js';
 import { SideLoginRefused } from '../../upstream/side-pool.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { catenateAppends, catenateUrlBytes } from '../../metrics/metrics.js';
+import { commandFinished } from './command-log.js';
 import path from 'node:path';
 
 /** What the session does for the command (its socket, its upstream, its replies). */
@@ -106,6 +108,8 @@ export class CatenateCommand {
   /** The literal being read belongs to a part we are discarding. */
   private discarding = false;
   private urlBytes = 0;
+  /** When the command arrived, for its `command` log line. */
+  private readonly started = process.hrtime.bigint();
 
   constructor(
     private readonly host: CatenateHost,
@@ -306,7 +310,11 @@ export class CatenateCommand {
       if (failure !== undefined) {
         catenateAppends.inc({ result: failure.bad ? 'bad' : failure.code === 'TOOBIG' ? 'toobig' : failure.code === 'UNAVAILABLE' ? 'unavailable' : 'badurl' });
         this.host.log.info({ reason: failure.text }, 'CATENATE refused');
-        return await this.host.answer(tag, failure.bad ? 'BAD' : 'NO', failure.text, failure.code);
+        const status = failure.bad ? 'BAD' : 'NO';
+        await this.host.answer(tag, status, failure.text, failure.code);
+        // Answered here, not by the upstream: the session's accounting never sees it.
+        commandFinished(this.host.log, 'APPEND', status, this.started);
+        return;
       }
       this.host.hold('catenate');
       try {

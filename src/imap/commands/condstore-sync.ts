@@ -11,6 +11,9 @@ import { MailboxView } from '../../lemonade/qresync/view.js';
 import { fetchHeadFlags, parseFetchHead } from '../../lemonade/qresync/responses.js';
 import { highestModseqCode } from '../../lemonade/qresync/responses.js';
 import { SequenceSet } from '../protocol/sequence-set.js';
+import { fetchAttributes, numberValue } from '../protocol/responses.js';
+import type { ParsedLine } from '../protocol/parser.js';
+import { astringParts } from '../upstream.js';
 import { qresyncChanges, qresyncReconcileDuration, qresyncReconciliations } from '../../metrics/metrics.js';
 
 /** The message number, UID and flags of a `* n FETCH (...)` line the gateway asked for (no literals in it). */
@@ -140,4 +143,65 @@ export function messagesIn(view: MailboxView, set: SequenceSet, byUid: boolean):
     }
   }
   return out;
+}
+
+/**
+ * The full rescan of a mailbox the client has not selected (STATUS HIGHESTMODSEQ, RFC 7162
+ * §3.1.9), on a side connection so the client's own selected mailbox is not disturbed:
+ * EXAMINE (nothing marked \Seen, no \Recent taken), then UID FETCH 1:* (FLAGS) streamed
+ * into the reconciler as SELECT's rescan does. The result is the store's HIGHESTMODSEQ
+ * with every upstream change since the last rescan counted: without the rescan a flag
+ * changed by another client would leave the value as it was, and a client that compares
+ * it with its cached one would skip the mailbox. Throws when the side connection, the
+ * upstream or the store fails, and when the mailbox's UIDVALIDITY is no longer `uidValidity`.
+ */
+export async function reconcileAside(ctx: CommandContext, mailbox: string, uidValidity: number): Promise<number> {
+  const index = ctx.lemonade.store;
+  const started = process.hrtime.bigint();
+  try {
+    const highest = await ctx.lemonade.sidePool.withConnection(ctx.authenticatedUser!, async (conn) => {
+      const examined = await conn.command(['EXAMINE ', ...astringParts(mailbox)]);
+      if (examined.status !== 'OK') throw new Error(`upstream EXAMINE answered ${examined.status}`);
+      const code = examined.codes.find((c) => /^UIDVALIDITY /i.test(c));
+      if (code === undefined || Number(code.slice('UIDVALIDITY '.length)) !== uidValidity) throw new Error('UIDVALIDITY changed meanwhile');
+      const exists = examined.untagged.map(existsCount).find((n) => n !== undefined) ?? 0;
+      const state = await index.modseqOpen(ctx.authenticatedUser!, mailbox, uidValidity);
+      const reconciler = new MailboxReconciler(index, state, { expectedCount: exists, pause: () => conn.pause(), resume: () => conn.resume() });
+      if (exists > 0) {
+        const r = await conn.command(['UID FETCH 1:* (FLAGS)'], {
+          onUntagged: (line) => {
+            const values = fetchAttributes(line);
+            if (values === undefined) return false;
+            const uid = numberValue(values.get('UID'));
+            const flags = values.get('FLAGS');
+            if (uid !== undefined && flags?.type === 'list') reconciler.push(uid, flags.items.flatMap((f) => (f.type === 'atom' ? [f.value] : [])));
+            return true;
+          },
+        });
+        if (r.status !== 'OK') {
+          const err = new Error(`upstream UID FETCH 1:* (FLAGS) answered ${r.status}`);
+          await reconciler.abort(err);
+          throw err;
+        }
+      }
+      const result = await reconciler.finish();
+      await index.modseqCompact(state.id, ctx.config.imap.qresync.vanishedKept);
+      qresyncChanges.inc({ kind: 'changed' }, result.changed);
+      qresyncChanges.inc({ kind: 'expunged' }, result.expunged);
+      return result.highestModseq;
+    });
+    qresyncReconciliations.inc({ result: 'ok' });
+    return highest;
+  } catch (err) {
+    qresyncReconciliations.inc({ result: 'error' });
+    throw err;
+  } finally {
+    qresyncReconcileDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+  }
+}
+
+/** `* n EXISTS` (RFC 3501 §7.3.1): n; undefined for any other response. */
+function existsCount(line: ParsedLine): number | undefined {
+  const [n, name] = line.items;
+  return name?.type === 'atom' && name.value.toUpperCase() === 'EXISTS' ? numberValue(n) : undefined;
 }

@@ -64,6 +64,8 @@ export interface CommandContext {
   setSelected(selected: boolean): void;
   /** Ends the session with an untagged BYE (RFC 3501 §7.1.5). */
   bye(text: string): void;
+  /** Fires when the session ends, however it ends: waits for shared resources (locks) give up. */
+  readonly ended: AbortSignal;
 }
 
 export type CommandHandler = (ctx: CommandContext, line: ParsedLine) => Promise<void> | void;

@@ -36,7 +36,9 @@ export const copy: CommandHandler = async (ctx, line) => {
   }
   const user = ctx.authenticatedUser!;
   const lemonade = ctx.lemonade;
-  const release = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`);
+  const lease = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`, ctx.ended);
+  // The session ended while waiting: nothing was copied, and no one is there to answer.
+  if (lease === undefined) return;
   try {
     const before: MailboxUids | undefined = await lemonade.sidePool.withConnection(user, (c) => mailboxUids(c, mailbox)).catch(() => undefined);
     const r = await ctx.internalCommand(`UID COPY ${uidSet(uids)} ${quoted(mailbox)}`);
@@ -44,10 +46,11 @@ export const copy: CommandHandler = async (ctx, line) => {
     if (r.status === 'OK' && before !== undefined) {
       const known = before;
       const target = await lemonade.sidePool.withConnection(user, (c) => copiedUids(c, mailbox, known, uids.length)).catch(() => undefined);
-      if (target !== undefined) code = `COPYUID ${before.uidValidity} ${uidSet(uids)} ${uidSet(target)}`;
+      // Past the hold bound another command may have added to the mailbox: no code rather than a wrong one.
+      if (target !== undefined && !lease.expired) code = `COPYUID ${before.uidValidity} ${uidSet(uids)} ${uidSet(target)}`;
     }
     return answerAsUpstream(ctx, line.tag, r, code, COPYUID);
   } finally {
-    release();
+    lease.release();
   }
 };

@@ -8,13 +8,22 @@
  * Only URLs that name this gateway and the logged-in user as owner are authorized (a
  * user can grant access to their own mail, nobody else's); the answer is each rump URL
  * exactly as given plus ":mechanism:token". All or nothing: one bad URL fails the command.
+ *
+ * Only for messages that exist (README: "for the user's own messages"): every URL's
+ * mailbox, UIDVALIDITY (when given) and UID are looked up on a side connection before any
+ * token is made, because making one stores the mailbox's access key, and a key must never
+ * be stored for a name that is not a real mailbox (a name with CR LF in it, say).
  */
 import type { CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
-import { ImapUrlError, appendAuthorization, parseImapUrl, rumpUrl } from '../protocol/url.js';
+import { ImapUrlError, appendAuthorization, parseImapUrl, rumpUrl, type ImapUrl } from '../protocol/url.js';
 import { quoteString } from '../protocol/writer.js';
 import { MECHANISM } from '../../lemonade/urlauth.js';
-import { isOurHost } from '../../lemonade/authorize-url.js';
+import { isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
+import { messageExists } from '../../lemonade/fetch-part.js';
+import { SideLoginRefused } from '../../upstream/side-pool.js';
+import { UpstreamUnavailable } from '../../upstream/connect.js';
+import type { CommandContext } from './context.js';
 import { urlauthIssued } from '../../metrics/metrics.js';
 
 export const genurlauth: CommandHandler = async (ctx, line) => {
@@ -23,8 +32,7 @@ export const genurlauth: CommandHandler = async (ctx, line) => {
     return ctx.tagged(line.tag, 'BAD', 'GENURLAUTH expects pairs of URL and mechanism');
   }
   const user = ctx.authenticatedUser!;
-  const issued: string[] = [];
-  const kinds: string[] = [];
+  const wanted: Array<{ text: string; url: ImapUrl & { mailbox: string; uid: number }; kind: string }> = [];
   for (let i = 0; i < args.length; i += 2) {
     const text = stringArgument(args[i]);
     const mechanism = args[i + 1]?.type === 'atom' ? (args[i + 1] as { value: string }).value : undefined;
@@ -51,10 +59,19 @@ export const genurlauth: CommandHandler = async (ctx, line) => {
     if (url.server.user !== user) {
       return ctx.tagged(line.tag, 'NO', 'URL must name the logged-in user as owner', badUrl(text));
     }
+    wanted.push({ text, url: url as ImapUrl & { mailbox: string; uid: number }, kind: url.urlauth.access.kind });
+  }
+  // Only for the user's own messages, and no key for a mailbox that is not there: each
+  // URL's mailbox, UIDVALIDITY and UID are looked up first; a miss is NO [BADURL url]
+  // (the response code of RFC 4469 §6, which RFC 4467 §6.1 failures carry here too).
+  const refusal = await firstMissing(ctx, user, wanted);
+  if (refusal !== undefined) return ctx.tagged(line.tag, 'NO', refusal.text, refusal.code);
+  const issued: string[] = [];
+  for (const { text, url } of wanted) {
     const token = await ctx.lemonade.urlauth.token({ owner: user, mailbox: url.mailbox, rump: rumpUrl(url) });
     issued.push(appendAuthorization(text, MECHANISM, token));
-    kinds.push(url.urlauth.access.kind);
   }
+  const kinds = wanted.map((w) => w.kind);
   ctx.untagged(`GENURLAUTH ${issued.map((u) => quoteString(u)).join(' ')}`);
   for (const kind of kinds) urlauthIssued.inc({ access: kind });
   ctx.tagged(line.tag, 'OK', 'GENURLAUTH completed');
@@ -64,4 +81,36 @@ export const genurlauth: CommandHandler = async (ctx, line) => {
 function badUrl(text: string): string | undefined {
   // A URL that cannot go in a response code as is is not echoed.
   return /^[\x21-\x7e]+$/.test(text) && !/[\]"\\]/.test(text) && text.length <= 1000 ? `BADURL ${text}` : undefined;
+}
+
+const MISSING: Record<'no-mailbox' | 'uidvalidity' | 'no-message', string> = {
+  'no-mailbox': 'No such mailbox',
+  uidvalidity: 'The mailbox has another UIDVALIDITY',
+  'no-message': 'No such message',
+};
+
+/** The first URL whose message is not there, as the refusal to send; undefined when all are. */
+async function firstMissing(
+  ctx: CommandContext,
+  user: string,
+  wanted: ReadonlyArray<{ text: string; url: ImapUrl & { mailbox: string; uid: number } }>,
+): Promise<{ text: string; code?: string } | undefined> {
+  try {
+    return await ctx.lemonade.sidePool.withConnection(user, async (conn) => {
+      for (const { text, url } of wanted) {
+        // The wire name (modified UTF-7, RFC 3501 §5.1.3): a CR or LF in the name cannot reach the upstream as a line end.
+        const found = await messageExists(conn, partRefOf(url));
+        if (found !== 'ok') return { text: `${MISSING[found]}: URL not authorized`, ...withCode(badUrl(text)) };
+      }
+      return undefined;
+    });
+  } catch (err) {
+    if (err instanceof SideLoginRefused) return { text: 'URL not authorized', code: 'BADURL' };
+    if (err instanceof UpstreamUnavailable) return { text: 'Upstream server unavailable, try again later', code: 'UNAVAILABLE' };
+    throw err;
+  }
+}
+
+function withCode(code: string | undefined): { code?: string } {
+  return code === undefined ? {} : { code };
 }

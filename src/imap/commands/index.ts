@@ -17,6 +17,7 @@ import { select } from './select.js';
 import { fetch } from './fetch.js';
 import { store } from './store.js';
 import { search } from './search.js';
+import { status } from './status.js';
 
 /** Handled locally before authentication (there is no upstream session yet). */
 export const preAuthHandlers = new Map<string, CommandHandler>([
@@ -51,4 +52,5 @@ export const postAuthHandlers = new Map<string, CommandHandler>([
   ['UID STORE', store],
   ['SEARCH', search], // RFC 7162 §3.1.5
   ['UID SEARCH', search],
+  ['STATUS', status], // RFC 7162 §3.1.9: HIGHESTMODSEQ never reaches the upstream
 ]);
