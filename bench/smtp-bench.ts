@@ -1,6 +1,8 @@
 /**
- * Submission throughput benchmark (issue 3). One client — nodemailer's pooled SMTP
- * transport, one kept-open connection per client — sends 1 KB and 1 MB messages to local
+ * Submission throughput benchmark (issues 3 and 16). Two kinds of client, side by side in
+ * one run (BENCH_CLIENT_KINDS, default both): nodemailer's pooled SMTP transport (BDAT-less
+ * DATA, its own dot-stuffing) and Python's smtplib sendmail() (bench/smtplib-client.py),
+ * each with one kept-open connection per client. They send 1 KB and 1 MB messages to local
  * users of the legacy stack (every accepted message is then delivered to Dovecot over
  * LMTP by Postfix, a cost all targets share) through several targets side by side:
  *   direct                  straight to the legacy Postfix (plain, no AUTH: loopback is in mynetworks)
@@ -17,7 +19,7 @@
  *
  * Not a test: run on demand with `bash bench/run.sh smtp`; results go in bench/RESULTS.md.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,6 +44,10 @@ const GATEWAY_NODE_ARGS = process.env.BENCH_GATEWAY_NODE_ARGS?.split(/\s+/).filt
 const REF_MAIN = process.env.BENCH_GATEWAY_REF_MAIN;
 /** Only these targets (comma-separated names), e.g. for profiling one of them. */
 const ONLY = process.env.BENCH_TARGETS?.split(',').filter(Boolean);
+/** Which clients to run: nodemailer, smtplib (comma-separated). */
+const CLIENT_KINDS = (process.env.BENCH_CLIENT_KINDS ?? 'nodemailer,smtplib').split(',').filter(Boolean) as ClientKind[];
+type ClientKind = 'nodemailer' | 'smtplib';
+const SMTPLIB_CLIENT = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'smtplib-client.py');
 const USERS = ['alice', 'bob', 'carol'];
 const PASSWORD = 'password';
 const SENDER = 'bench@example.org';
@@ -172,6 +178,71 @@ function transportFor(target: Target, user: string) {
   });
 }
 
+/** The relay's CPU and runqueue counters at the start of a timed stretch, and their tally at its end. */
+function relayMeter(target: Target, tally: Tally): { start(): void; stop(): void; settle(): Promise<void> } {
+  let cpuBefore: ReturnType<typeof treeCpuMs> | undefined;
+  let waitBefore = 0;
+  return {
+    start() {
+      cpuBefore = target.relayPid ? treeCpuMs(target.relayPid()) : undefined;
+      waitBefore = target.relayPid ? treeRunqueueWaitMs(target.relayPid()) : 0;
+    },
+    stop() {
+      if (target.relayPid) tally.waitMs += treeRunqueueWaitMs(target.relayPid()) - waitBefore;
+    },
+    /** After the clients closed: let connection-per-process relays (socat, Dovecot) finish and be reaped, then count. */
+    async settle() {
+      await new Promise((r) => setTimeout(r, 300));
+      if (target.relayPid && cpuBefore) {
+        const after = treeCpuMs(target.relayPid());
+        tally.cpuMs += after.cpuMs - cpuBefore.cpuMs;
+        tally.sysMs += after.sysMs - cpuBefore.sysMs;
+        tally.faults += after.faults - cpuBefore.faults;
+      }
+    },
+  };
+}
+
+/**
+ * The smtplib kind of slice: CLIENTS Python processes, each one connection that sends an
+ * untimed message, says "ready", and on "go" sends back to back for `seconds`, printing
+ * each latency (bench/smtplib-client.py).
+ */
+async function runSmtplibSlice(target: Target, messageFile: string, tally: Tally, seconds: number): Promise<void> {
+  const meter = relayMeter(target, tally);
+  const procs = Array.from({ length: CLIENTS }, (_, i) => {
+    const user = USERS[i % USERS.length]!;
+    const args = [SMTPLIB_CLIENT, '127.0.0.1', String(target.port), target.tls ? '1' : '0', target.auth ? user : '-', PASSWORD, messageFile, SENDER, `${user}@example.org`, String(seconds)];
+    const proc = spawn('python3', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const ready = new Promise<void>((resolve) => {
+      const check = () => (out.includes('ready\n') ? resolve() : undefined);
+      proc.stdout.on('data', check);
+      proc.on('exit', () => resolve());
+    });
+    const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
+    return { proc, ready, exited, output: () => ({ out, err }) };
+  });
+  await Promise.all(procs.map((p) => p.ready));
+  meter.start();
+  const started = performance.now();
+  for (const p of procs) p.proc.stdin.end('go\n');
+  await Promise.all(procs.map((p) => p.exited));
+  tally.seconds += (performance.now() - started) / 1000;
+  meter.stop();
+  for (const p of procs) {
+    const { out, err } = p.output();
+    for (const line of out.split('\n').slice(1)) if (line.trim() !== '') tally.latencies.push(Number(line));
+    const errors = err.split('\n').filter((l) => l.trim() !== '');
+    if (tally.errors < 5 && errors.length > 0) console.error(`${target.name} (smtplib): ${errors.slice(0, 3).join(' | ')}`);
+    tally.errors += errors.length;
+  }
+  await meter.settle();
+}
+
 /**
  * One slice: CLIENTS clients each open their connection and send one untimed message
  * (connection setup, EHLO, AUTH), then send back to back until the deadline. A latency is
@@ -191,8 +262,8 @@ async function runSlice(target: Target, message: Buffer, tally: Tally, seconds: 
     await Promise.all(
       clients.map((c) => c.transport.sendMail({ envelope: { from: SENDER, to: c.to }, raw: message }).catch(note)),
     );
-    const cpuBefore = target.relayPid ? treeCpuMs(target.relayPid()) : undefined;
-    const waitBefore = target.relayPid ? treeRunqueueWaitMs(target.relayPid()) : 0;
+    const meter = relayMeter(target, tally);
+    meter.start();
     const started = performance.now();
     const deadline = started + seconds * 1000;
     await Promise.all(
@@ -209,16 +280,9 @@ async function runSlice(target: Target, message: Buffer, tally: Tally, seconds: 
       }),
     );
     tally.seconds += (performance.now() - started) / 1000;
-    if (target.relayPid) tally.waitMs += treeRunqueueWaitMs(target.relayPid()) - waitBefore;
+    meter.stop();
     for (const c of clients) c.transport.close();
-    // Let connection-per-process relays (socat, Dovecot) finish and be reaped, then count.
-    await new Promise((r) => setTimeout(r, 300));
-    if (target.relayPid && cpuBefore) {
-      const after = treeCpuMs(target.relayPid());
-      tally.cpuMs += after.cpuMs - cpuBefore.cpuMs;
-      tally.sysMs += after.sysMs - cpuBefore.sysMs;
-      tally.faults += after.faults - cpuBefore.faults;
-    }
+    await meter.settle();
   } finally {
     for (const c of clients) c.transport.close();
     tally.errors += errors;
@@ -418,11 +482,23 @@ async function main(): Promise<void> {
     for (const t of targets) console.log(`  ${t.name}: ${await ehloKeywords(t).catch((err: unknown) => `(${(err as Error).message})`)}`);
 
     const messages = new Map(SIZES.map((s) => [s.label, makeMessage(s.bytes)]));
+    // smtplib clients read the message from a file.
+    const messageDir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-bench-msg-'));
+    stops.push(() => rmSync(messageDir, { recursive: true, force: true }));
+    const messageFiles = new Map(
+      SIZES.map((s) => {
+        const file = path.join(messageDir, `${s.bytes}.eml`);
+        writeFileSync(file, messages.get(s.label)!);
+        return [s.label, file];
+      }),
+    );
+    const slice = (kind: ClientKind, t: Target, s: Size, tally: Tally, seconds: number) =>
+      kind === 'smtplib' ? runSmtplibSlice(t, messageFiles.get(s.label)!, tally, seconds) : runSlice(t, messages.get(s.label)!, tally, seconds);
     const tallies = new Map<string, Tally>();
-    for (const s of SIZES) for (const t of targets) tallies.set(`${s.label}/${t.name}`, newTally());
+    for (const k of CLIENT_KINDS) for (const s of SIZES) for (const t of targets) tallies.set(`${k}/${s.label}/${t.name}`, newTally());
 
     // Warm-up: every target once, untimed, so the first one does not pay for cold caches.
-    for (const t of targets) await runSlice(t, messages.get(SIZES[0]!.label)!, newTally(), 1);
+    for (const k of CLIENT_KINDS) for (const t of targets) await slice(k, t, SIZES[0]!, newTally(), 1);
     await drainQueue(stack, 60_000);
     await emptyInboxes(stack);
 
@@ -442,12 +518,14 @@ async function main(): Promise<void> {
       // Targets and sizes take turns in short slices, so drift on the machine falls on all alike.
       const slices = Math.max(1, Math.round(SECONDS / SLICE_SECONDS));
       for (let i = 0; i < slices; i++) {
-        for (const s of SIZES) {
-          for (const t of targets) {
-            const key = `${s.label}/${t.name}`;
-            await runSlice(t, messages.get(s.label)!, tallies.get(key)!, SECONDS / slices);
-            drainMs.set(key, (drainMs.get(key) ?? 0) + (await drainQueue(stack, 60_000)));
-            await emptyInboxes(stack);
+        for (const k of CLIENT_KINDS) {
+          for (const s of SIZES) {
+            for (const t of targets) {
+              const key = `${k}/${s.label}/${t.name}`;
+              await slice(k, t, s, tallies.get(key)!, SECONDS / slices);
+              drainMs.set(key, (drainMs.get(key) ?? 0) + (await drainQueue(stack, 60_000)));
+              await emptyInboxes(stack);
+            }
           }
         }
         console.error(
@@ -461,13 +539,13 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 2000));
     const rssAfter = gw.rssKiB();
 
-    for (const s of SIZES) {
-      const direct = summarize(tallies.get(`${s.label}/direct`)!);
-      console.log(`\n${s.label} messages:\n`);
+    for (const k of CLIENT_KINDS) for (const s of SIZES) {
+      const direct = summarize(tallies.get(`${k}/${s.label}/direct`)!);
+      console.log(`\n${s.label} messages, ${k} clients:\n`);
       console.log('| target | messages/s | p50 ms | p99 ms | messages | errors | vs direct | relay CPU ms/msg | of it system | relay faults/msg | relay runqueue wait ms/msg |');
       console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
       for (const t of targets) {
-        const tally = tallies.get(`${s.label}/${t.name}`)!;
+        const tally = tallies.get(`${k}/${s.label}/${t.name}`)!;
         const r = summarize(tally);
         const cpu = t.relayPid && r.n > 0 ? (tally.cpuMs / r.n).toFixed(2) : '';
         const wait = t.relayPid && r.n > 0 ? (tally.waitMs / r.n).toFixed(2) : '';

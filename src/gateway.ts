@@ -6,6 +6,7 @@
 import type { Config } from './config/schema.js';
 import type { Logger } from './log/logger.js';
 import { TlsContextHolder } from './tls/certificates.js';
+import { configWarnings } from './config/warnings.js';
 import { CapabilityCache } from './imap/capability-cache.js';
 import { startImapServer, type ImapServer } from './imap/server.js';
 import { startSubmissionServer, type SubmissionServer } from './smtp/server.js';
@@ -34,6 +35,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     dataDir: config.dataDir,
     hostname: config.hostname,
   });
+  // So an operator can pin it in clients (mbsync CertificateFile, NeoMutt certificate_file).
+  log.info({ certificate: tlsHolder.identity() }, 'TLS certificate');
+  for (const warning of configWarnings(config)) log.warn(warning);
   const capabilityCache = new CapabilityCache(config.imap.upstream, log);
   // Not fatal: the upstream may come up after the gateway; sessions re-learn the list.
   await capabilityCache.probe();
@@ -73,11 +77,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
         log.level = config.log.level;
         log.info({ applied, restartNeeded }, 'configuration reloaded');
         if (restartNeeded.length > 0) log.warn({ keys: restartNeeded }, 'these changes take effect only after a restart');
+        for (const warning of configWarnings(config)) log.warn(warning);
       }
       try {
         tlsHolder.reload({ cert: config.tls.cert, key: config.tls.key });
         tlsReloads.inc({ result: 'ok' });
-        log.info('TLS certificate reloaded');
+        log.info({ certificate: tlsHolder.identity() }, 'TLS certificate reloaded');
       } catch (err) {
         tlsReloads.inc({ result: 'error' });
         log.error({ err: (err as Error).message }, 'TLS reload failed; keeping the old certificate');

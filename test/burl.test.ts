@@ -219,6 +219,32 @@ t.test('refusals: wrong submit user, tampered, expired, RESETKEY, other host (no
   plain.close();
 });
 
+t.test('access identifiers (RFC 4468 §3.3, RFC 4467 §3): submit+self and authuser resolve; submit+other, user+self, user+other, anonymous do not', async (t) => {
+  const src = await seed(original(500).raw);
+  const imap = await imapLogin();
+  const base = `imap://alice@localhost/INBOX;UIDVALIDITY=${src.uidValidity}/;UID=${src.uid}/;SECTION=1`;
+  const s = await smtpSession();
+  const burl = async (access: string) => {
+    const url = await genurlauth(imap, `${base};URLAUTH=${access}`);
+    await s.command('RSET');
+    await s.command('MAIL FROM:<alice@example.org>');
+    await s.command('RCPT TO:<bob@example.org>');
+    return (await s.command(`BURL ${url} LAST`)).text;
+  };
+  const before = await stack.messageCount('bob');
+  t.match(await burl('submit+alice'), /^250 /, 'submit+alice, alice submitting: resolved and relayed');
+  t.match(await burl('authuser'), /^250 /, 'authuser: a submit server is an authenticated user');
+  t.match(await burl('submit+bob'), /^554 5\.7\.0 .*access identifier/, 'submit+bob: refused (RFC 4468 §3.3 MUST)');
+  t.match(await burl('user+alice'), /^554 5\.7\.0 .*access identifier/, 'user+alice: refused, the submit server is not logged in as alice');
+  t.match(await burl('user+bob'), /^554 5\.7\.0 .*access identifier/, 'user+bob: refused');
+  t.match(await burl('anonymous'), /^554 5\.7\.0 .*access identifier/, 'anonymous: refused while imap.urlauth.allowAnonymousFetch is off');
+  t.equal(await stack.waitForMessageCount('bob', 'INBOX', before + 2), before + 2, 'the two resolved submissions were delivered');
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(await stack.messageCount('bob'), before + 2, 'and only those');
+  s.close();
+  imap.close();
+});
+
 /** GENURLAUTH at the partner server, as the user there. */
 async function partnerUrl(user: string, rump: string): Promise<string> {
   const c = await RawImap.connect(partner.imapsPort, { tls: true });

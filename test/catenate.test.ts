@@ -163,7 +163,7 @@ t.test('errors: BADURL, TOOBIG, missing literal, bad syntax; the session goes on
   c.write('e8 APPEND Sent CATENATE (TEXT)\r\n');
   t.match((await c.until('e8')).at(-1), /^e8 BAD /, 'TEXT without its literal: BAD');
   const missingBox = await catenate(c, 'e9', 'NoSuchBox', [{ text: 'Subject: x\r\n\r\nx\r\n' }]);
-  t.match(missingBox.at(-1), /^e9 NO \[TRYCREATE\]/, "the upstream's own answer (TRYCREATE) is relayed");
+  t.match(missingBox.at(-1), /^e9 NO \[TRYCREATE\]/, 'a missing target mailbox: TRYCREATE');
   c.write(`e10 APPEND Sent CATENATE (URL "/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}" TEXT {1+}\r\nz)\r\ne11 NOOP\r\n`);
   t.match((await c.until('e10')).at(-1), /^e10 OK/, 'pipelined: CATENATE then NOOP');
   t.match((await c.until('e11')).at(-1), /^e11 OK/);
@@ -171,6 +171,77 @@ t.test('errors: BADURL, TOOBIG, missing literal, bad syntax; the session goes on
   const m = await gw.metrics();
   t.ok(metricValue(m, 'lemonade_catenate_appends_total', { result: 'badurl' }) >= 4, 'refusals counted');
   c.close();
+});
+
+t.test('a missing target mailbox wins over a bad URL: NO [TRYCREATE], checked first (RFC 3501 §6.3.11)', async (t) => {
+  const { uid, uidValidity } = await seed('carol', withAttachment(500).raw);
+  const c = await login('carol');
+  const before = metricValue(await gw.metrics(), 'lemonade_catenate_appends_total', { result: 'mailbox' });
+  const wrong = `/INBOX;UIDVALIDITY=${uidValidity + 7}/;UID=1/;SECTION=HEADER`;
+  // The issue's command: TEXT, then a URL with a wrong UIDVALIDITY, into a mailbox that is not there.
+  const r = await catenate(c, 'm1', 'NoSuchBox', [{ text: 'Subject: x\r\n\r\n' }, { url: wrong }, { text: 'tail' }]);
+  t.match(r.at(-1), /^m1 NO \[TRYCREATE\] /, `TRYCREATE, not BADURL: ${r.at(-1)}`);
+  t.equal(r.length, 1, 'answered at the first TEXT literal, which is refused (no "+")');
+  const urlFirst = await catenate(c, 'm2', '"No Such Box"', [{ url: wrong }, { text: 'x' }]);
+  t.match(urlFirst.at(-1), /^m2 NO \[TRYCREATE\] /, 'a URL part first: still TRYCREATE');
+  const odd = await catenate(c, 'm3', 'a[b]%*', [{ url: `/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}` }]);
+  t.match(odd.at(-1), /^m3 NO \[TRYCREATE\] /, 'an atom mailbox with "[", "]", "%", "*" is recognized as CATENATE, not relayed');
+  const ok = await catenate(c, 'm4', 'Sent', [{ text: 'Subject: y\r\n\r\n' }, { url: `/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}/;SECTION=1` }]);
+  t.match(ok.at(-1), /^m4 OK /, 'an existing mailbox: appended as before');
+  const after = metricValue(await gw.metrics(), 'lemonade_catenate_appends_total', { result: 'mailbox' });
+  t.equal(after - before, 3, 'counted as result="mailbox"');
+  t.match((await c.command('n', 'NOOP')).at(-1), /^n OK/, 'the session goes on');
+  c.close();
+});
+
+t.test('a URL that does not resolve says why, and nothing about other users\' mail', async (t) => {
+  const mine = await seed('alice', withAttachment(300).raw);
+  const bobs = await seed('bob', withAttachment(300).raw);
+  const bob = await login('bob');
+  const gen = async (rump: string): Promise<string> => {
+    const r = await bob.command('g', `GENURLAUTH "${rump}" INTERNAL`);
+    const m = /^\* GENURLAUTH "([^"]+)"/.exec(r[0]!);
+    if (!m) throw new Error(r.join('\n'));
+    return m[1]!;
+  };
+  const base = `imap://bob@localhost/INBOX;UIDVALIDITY=${bobs.uidValidity}/;UID=${bobs.uid}`;
+  const submitAlice = await gen(`${base};URLAUTH=submit+alice`);
+  const userCarol = await gen(`${base};URLAUTH=user+carol`);
+  const forAlice = await gen(`${base}/;SECTION=1;URLAUTH=user+alice`);
+  const expired = await gen(`${base};EXPIRE=2020-01-01T00:00:00Z;URLAUTH=user+alice`);
+  const toDelete = await gen(`${base}/;SECTION=2;URLAUTH=user+alice`);
+  const tampered = forAlice.slice(0, -1) + (forAlice.endsWith('0') ? '1' : '0');
+  // A valid-looking token for a message bob never had (his key exists: the token is simply wrong).
+  const neverThere = `imap://bob@localhost/INBOX;UIDVALIDITY=${bobs.uidValidity}/;UID=${bobs.uid + 1000};URLAUTH=user+alice:INTERNAL:${'0'.repeat(64)}`;
+  const nobody = `imap://nobody@localhost/INBOX/;UID=1;URLAUTH=user+alice:INTERNAL:${'0'.repeat(64)}`;
+
+  const alice = await login('alice');
+  const why = async (url: string): Promise<string> => {
+    const r = await catenate(alice, 'w', 'Sent', [{ url }]);
+    const m = /^w NO \[BADURL [^\]]*\] (.*)$/.exec(r.at(-1)!);
+    if (!m) throw new Error(r.join(' | '));
+    return m[1]!;
+  };
+  t.equal(await why(submitAlice), 'CATENATE: URL does not resolve: URL access identifier does not permit this user', 'submit+alice: IMAP sessions are not submit servers');
+  t.equal(await why(userCarol), 'CATENATE: URL does not resolve: URL access identifier does not permit this user', "user+carol used by alice");
+  t.equal(await why(expired), 'CATENATE: URL does not resolve: URL expired');
+  const invalid = 'CATENATE: URL does not resolve: URL authorization token invalid or no such message';
+  t.equal(await why(tampered), invalid, 'a wrong token');
+  t.equal(await why(neverThere), invalid, "a message that is not in bob's mailbox reads as a wrong token");
+  t.equal(await why(nobody), invalid, 'a user who does not exist reads as a wrong token');
+  await bob.command('s', 'SELECT INBOX');
+  await bob.command('d', `UID STORE ${bobs.uid} +FLAGS.SILENT (\\Deleted)`);
+  await bob.command('x', 'EXPUNGE');
+  t.equal(await why(toDelete), invalid, "bob's message deleted after the URL was issued: the same words");
+  // The user's own mail: as precise as FETCH would be.
+  t.equal(await why(`/INBOX;UIDVALIDITY=${mine.uidValidity}/;UID=${mine.uid + 1000}`), 'CATENATE: URL does not resolve: no such message');
+  t.equal(await why(`/INBOX;UIDVALIDITY=${mine.uidValidity + 1}/;UID=${mine.uid}`), 'CATENATE: URL does not resolve: mailbox UIDVALIDITY has changed');
+  t.equal(await why(`/NoSuchBox/;UID=1`), 'CATENATE: URL does not resolve: no such mailbox');
+  t.equal(await why(`imap://bob@localhost/INBOX/;UID=${bobs.uid}`), "CATENATE: URL does not resolve: another user's mail needs a URLAUTH-authorized URL");
+  t.equal(await why('imap://alice@elsewhere.example/INBOX/;UID=1'), 'CATENATE: URL does not resolve: the URL names another server');
+  t.equal(await why('/INBOX/;UID=abc'), 'CATENATE: URL does not resolve: not a valid IMAP URL for this server');
+  bob.close();
+  alice.close();
 });
 
 t.test('APPENDUID worked out by the gateway (the upstream has no UIDPLUS): two clients appending at once', async (t) => {

@@ -2,7 +2,8 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from './helpers/gateway.js';
@@ -44,4 +45,28 @@ t.test('--check-config rejects an unknown key and a bad enum, naming them', asyn
 t.test('usage error without arguments', async (t) => {
   const r = await run(process.execPath, [main]).catch((e: { code: number; stderr: string }) => e);
   t.equal((r as { code: number }).code, 64);
+});
+
+t.test('--check-config prints the self-signed certificate it generated, and its fingerprint', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-cli-data-'));
+  const r = await check(`hostname: mail.example.org\ndataDir: ${dataDir}\n`);
+  t.equal(r.code, 0, r.out);
+  const file = path.join(dataDir, 'tls', 'selfsigned-cert.pem');
+  t.match(r.out, `TLS certificate: ${file} (self-signed`, 'the generated file');
+  const expected = new X509Certificate(readFileSync(file)).fingerprint256;
+  t.match(r.out, `SHA-256 fingerprint: ${expected}`, 'its SHA-256 fingerprint, as openssl prints it');
+  const again = await check(`hostname: mail.example.org\ndataDir: ${dataDir}\n`);
+  t.match(again.out, expected, 'the same certificate the next time (reused, not regenerated)');
+});
+
+t.test('--check-config warns about a sender policy that refuses every MAIL FROM', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-cli-data-'));
+  const base = `dataDir: ${dataDir}\nsubmission:\n  listen: [{ port: 1587, tls: starttls }]\n  upstream: { host: 127.0.0.1, port: 25 }\n`;
+  const bare = await check(base);
+  t.equal(bare.code, 0, 'still valid');
+  t.match(bare.out, /warning: submission\.senderPolicy\.mode is "own" but lists no domains and no addresses/);
+  const withDomains = await check(`${base}  senderPolicy: { domains: [example.org] }\n`);
+  t.notMatch(withDomains.out, /warning/, 'no warning once domains are set');
+  const any = await check(`${base}  senderPolicy: { mode: any }\n`);
+  t.notMatch(any.out, /warning/, 'nor with mode any');
 });

@@ -433,6 +433,26 @@ t.test('a fetch attribute with brackets is one atom', async (t) => {
   ]);
   t.same(parse('a FETCH 1 BODY.PEEK[HEADER.FIELDS ("X-]" TO)]\r\n').items[2], atom('BODY.PEEK[HEADER.FIELDS ("X-]" TO)]'), 'a quoted "]" inside');
   t.same(parse('* OK [PERMANENTFLAGS (\\Seen \\*)] Limited\r\n').items, [atom('OK'), atom('[PERMANENTFLAGS (\\Seen \\*)]'), atom('Limited')]);
+  t.same(parse('* 4 FETCH (BODY[HEADER.FIELDS (TO)] "x" BINARY.SIZE[1 2] 3)\r\n').items[2], list(atom('BODY[HEADER.FIELDS (TO)]'), str('x'), atom('BINARY.SIZE[1 2]'), atom('3')));
+});
+
+t.test('RFC 3501 §9: "[" is an ATOM-CHAR and "]" an ASTRING-CHAR outside fetch sections and response codes', async (t) => {
+  // The mailbox name of issue 16: every ATOM-CHAR that is not a letter, "[" among them.
+  t.same(parse("a1 SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}\r\n").items, [atom('SELECT'), atom("!#$&'+,-.0123456789:;<=>?@^_`|[}")]);
+  t.same(parse('a SELECT [\r\n').items, [atom('SELECT'), atom('[')]);
+  t.same(parse('a STATUS a[b (MESSAGES)\r\n').items, [atom('STATUS'), atom('a[b'), list(atom('MESSAGES'))]);
+  t.same(parse('a SELECT a[b (CONDSTORE)\r\n').items, [atom('SELECT'), atom('a[b'), list(atom('CONDSTORE'))]);
+  t.same(parse('a SELECT a]b\r\n').items, [atom('SELECT'), atom('a]b')], '"]" alone (ASTRING-CHAR)');
+  t.same(parse('a SELECT ]\r\n').items, [atom('SELECT'), atom(']')]);
+  t.same(parse('a SELECT [Gmail]/Sent\r\n').items, [atom('SELECT'), atom('[Gmail]/Sent')]);
+  // No section outside FETCH: the brackets do not swallow the space (Dovecot reads "a[b" too).
+  t.same(parse('a SELECT a[b c]\r\n').items, [atom('SELECT'), atom('a[b'), atom('c]')]);
+  t.same(parse('a SELECT [a b]\r\n').items, [atom('SELECT'), atom('[a'), atom('b]')]);
+  t.same(parse('a SELECT body[x y]\r\n').items, [atom('SELECT'), atom('body[x'), atom('y]')], 'a section name outside FETCH is a mailbox');
+  t.same(parse('a COPY 1:* x%y*z\r\n').items, [atom('COPY'), atom('1:*'), atom('x%y*z')], 'list-wildcards, leniently, as Dovecot');
+  t.same(parse('a FETCH 1 (FLAGS X[Y)\r\n').items[2], list(atom('FLAGS'), atom('X[Y')), 'in FETCH, only section names open a section');
+  t.same(parse('a UID FETCH 1 body.peek[1]\r\n').items[3], atom('body.peek[1]'), 'section names are case-insensitive');
+  t.same(parse('* NO x[y z]\r\n').items, [atom('NO'), atom('x[y'), atom('z]')], 'a code only right after the status word');
 });
 
 t.test('responses: BODYSTRUCTURE multipart ")(", ENVELOPE with NIL, literal8', async (t) => {
@@ -461,7 +481,8 @@ t.test('parse errors', async (t) => {
     'a FETCH 1 FLAGS)\r\n',
     'a SELECT "INBOX\r\n',
     'a X "\\q"\r\n',
-    'a X BODY[\r\n',
+    'a FETCH 1 BODY[\r\n',
+    'a UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (FROM)\r\n',
     'a X "a"b\r\n',
     'a X b"a"\r\n',
     'a X (a)b\r\n',

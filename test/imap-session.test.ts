@@ -3,7 +3,7 @@
  * pipelined commands, IDLE on the wire, SASL PLAIN with an authorization identity, and
  * native pass-through in front of a Dovecot with its full capability list.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { ImapFlow } from 'imapflow';
 import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
@@ -127,10 +127,105 @@ t.test('AUTHENTICATE PLAIN with an authorization identity (master login) passes 
   raw.close();
 });
 
+/** A tagged answer without Dovecot's timing suffix ("(0.001 + 0.000 secs)."), for comparing two runs. */
+const normalized = (line: string | undefined) => (line ?? 'closed').replace(/ \([0-9.]+(?: \+ [0-9.]+)* secs\)\.?$/, '');
+
+/**
+ * RFC 3501 §9 atom characters in the commands the gateway parses itself (over the legacy
+ * Dovecot: SELECT, EXAMINE, STATUS, COPY, ...) or relays: the same answer through the
+ * gateway as from the same Dovecot directly.
+ */
+async function sameAnswersForAtomChars(t: Test, stack: LegacyStack, gateway: RunningGateway): Promise<void> {
+  const direct = await RawImap.connect(stack.imapPort);
+  await direct.line();
+  const via = await RawImap.connect(gateway.imapsPort, { tls: true });
+  await via.line();
+  await direct.command('l', 'LOGIN alice password');
+  await via.command('l', 'LOGIN alice password');
+  await direct.command('c', 'CREATE a[b');
+  // Every ATOM-CHAR that is not a letter or digit, "[" among them, then "]" (ASTRING-CHAR)
+  // and the list-wildcards "%" and "*" (not ATOM-CHARs; Dovecot takes them leniently).
+  const chars = "!#$&'+,-./:;<=>?@^_`|[}~]%*";
+  const commands = [
+    "SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}",
+    "EXAMINE !#$&'+,-.0123456789:;<=>?@^_`|[}",
+    'STATUS a[b (MESSAGES)',
+    'STATUS [a (MESSAGES)',
+    'SELECT [Gmail]/Sent',
+    'COPY 1 a[b',
+    'SELECT a[b',
+    'STATUS a[b (MESSAGES UIDNEXT)',
+    'FETCH 1 (FLAGS X[Y)',
+    'FETCH 1 BODY[HEADER.FIELDS (FROM)',
+    'EXAMINE a[b',
+  ];
+  for (const c of chars) commands.push(`SELECT x${c}y`, `STATUS x${c}y (MESSAGES)`, `EXAMINE ${c}`, `COPY 1 x${c}y`);
+  let same = 0;
+  for (const command of commands) {
+    let a = normalized((await direct.command('t1', command)).at(-1));
+    let b = normalized((await via.command('t1', command)).at(-1));
+    // Over the legacy Dovecot COPY is the UIDPLUS emulation's: its own words for the same BAD.
+    if (command.startsWith('COPY ')) [a, b] = [a.split(' ').slice(0, 2).join(' '), b.split(' ').slice(0, 2).join(' ')];
+    if (a === b) same++;
+    else t.fail(`${command}: through the gateway "${b}", directly "${a}"`);
+  }
+  t.equal(same, commands.length, `all ${commands.length} commands got Dovecot's own answer through the gateway`);
+  t.match(normalized((await via.command('t2', "SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}")).at(-1)), /^t2 NO /, "issue 16's mailbox: NO from the upstream, not the gateway's BAD");
+  // "[" opens no section outside FETCH, so a space ends the mailbox name: "c]" is a stray
+  // argument. Dovecot ignores it and selects "a[b"; the gateway's SELECT (legacy: its own)
+  // may refuse it as select-params that are not a list (RFC 7162 §3.2.5 / RFC 4466 §2.1).
+  t.match(normalized((await via.command('t3', 'SELECT a[b c]')).at(-1)), /^t3 (OK \[READ-WRITE\]|BAD Parameters must be a parenthesized list)/, 'SELECT a[b c]: the mailbox is "a[b", no "unterminated"');
+  // Tags (RFC 3501 §9 tag = 1*<any ASTRING-CHAR except "+">): Dovecot refuses "]" there too; status and tag compared.
+  for (const c of chars) {
+    direct.write(`t${c}g NOOP\r\n`);
+    via.write(`t${c}g NOOP\r\n`);
+    const a = (await direct.line())?.split(' ').slice(0, 2).join(' ');
+    const b = (await via.line())?.split(' ').slice(0, 2).join(' ');
+    t.equal(b, a, `tag t${c}g: ${a}`);
+  }
+  await direct.command('d', 'DELETE a[b');
+  direct.close();
+  via.close();
+}
+
+/** RFC 7162 §3.2.11: a QRESYNC session's SELECT of another mailbox gets exactly one [CLOSED], before the new mailbox's data. */
+async function oneClosed(t: Test, gateway: RunningGateway): Promise<void> {
+  const c = await RawImap.connect(gateway.imapsPort, { tls: true });
+  await c.line();
+  await c.command('l', 'LOGIN alice password');
+  await c.command('cr', 'CREATE Other');
+  t.match((await c.command('e', 'ENABLE QRESYNC')).join('\n'), /\* ENABLED QRESYNC/);
+  const first = await c.command('s1', 'SELECT INBOX');
+  t.equal(first.filter((l) => /\[CLOSED\]/.test(l)).length, 0, 'no [CLOSED] when nothing was selected');
+  for (const [tag, command] of [['s2', 'SELECT Other'], ['s3', 'EXAMINE INBOX'], ['s4', 'SELECT NoSuchBox']] as const) {
+    const lines = await c.command(tag, command);
+    t.equal(lines.filter((l) => /\[CLOSED\]/.test(l)).length, 1, `${command}: exactly one [CLOSED]`);
+    if (tag !== 's4') t.match(lines[0], /^\* OK \[CLOSED\]/, `${command}: [CLOSED] comes first`);
+  }
+  await c.command('d', 'DELETE Other');
+  c.close();
+}
+
+t.test('atom characters: the gateway answers as the legacy Dovecot does directly (RFC 3501 §9)', (t) => sameAnswersForAtomChars(t, legacy, gw));
+
+t.test('QRESYNC emulated: one [CLOSED] per SELECT that closes a mailbox (RFC 7162 §3.2.11)', (t) => oneClosed(t, gw));
+
 t.test('native pass-through in front of a full-capability Dovecot', async (t) => {
   const full = await startLegacyStack({ mode: 'full', postfix: false });
   const fgw = await startGateway(full);
   try {
+    await t.test('atom characters: the same answers as Dovecot directly', (t) => sameAnswersForAtomChars(t, full, fgw));
+    await t.test('QRESYNC passed through: one [CLOSED]', (t) => oneClosed(t, fgw));
+    await t.test("Dovecot's own CATENATE into a missing mailbox with a bad URL: NO [TRYCREATE], as the emulation answers", async (t) => {
+      for (const [port, tls] of [[full.imapPort, false], [gw.imapsPort, true]] as const) {
+        const c = await RawImap.connect(port, { tls });
+        await c.line();
+        await c.command('l', 'LOGIN alice password');
+        c.write('m APPEND NoSuchBox CATENATE (TEXT {12+}\r\nSubject: x\r\n URL "/INBOX;UIDVALIDITY=1/;UID=1/;SECTION=HEADER")\r\n');
+        t.match((await c.until('m')).at(-1), /^m NO \[TRYCREATE\] /, tls ? 'the gateway over the legacy Dovecot' : 'Dovecot with CATENATE');
+        c.close();
+      }
+    });
     const c = await RawImap.connect(fgw.imapsPort, { tls: true });
     await c.line();
     const login = (await c.command('a', 'LOGIN alice password')).at(-1)!;

@@ -54,5 +54,10 @@ t.test('access identifiers (RFC 4467 §3): who each admits', async (t) => {
   t.equal(admits(parseAccess('submit+alice')!, submit, false), undefined);
   t.equal(admits(parseAccess('submit+alice')!, burlForAlice, false), undefined);
   t.equal(admits(parseAccess('submit+carol')!, burlForAlice, false), 'access', "the gateway's BURL for alice cannot use carol's URL");
+  // RFC 4468 §3.3: the gateway's own BURL resolves as a submit server, never logged in as the user.
+  const ownBurl = { submitServer: true, onBehalfOf: 'alice' };
+  t.equal(admits(parseAccess('submit+alice')!, ownBurl, false), undefined, 'BURL: submit+self');
+  t.equal(admits(parseAccess('user+alice')!, ownBurl, false), 'access', 'BURL: not user+self');
+  t.equal(admits(parseAccess('authuser')!, ownBurl, false), undefined, 'BURL: authuser (a submit server is an authenticated user)');
   t.equal(parseAccess('nobody'), undefined);
 });

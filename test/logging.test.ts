@@ -53,6 +53,19 @@ interface LogLine {
   [key: string]: unknown;
 }
 
+t.test('the start-up log names the TLS certificate clients get, with its SHA-256 fingerprint', async (t) => {
+  const line = gw.logs.find((l) => l.includes('"msg":"TLS certificate"'));
+  t.ok(line, 'a "TLS certificate" line');
+  const logged = JSON.parse(line ?? '{}') as { certificate?: { file?: string; sha256?: string; selfSigned?: boolean } };
+  t.match(logged.certificate?.file, /tls\/selfsigned-cert\.pem$/, 'the generated file');
+  t.equal(logged.certificate?.selfSigned, true);
+  const c = await RawImap.connect(gw.imapsPort, { tls: true });
+  const presented = (c.socket as import('node:tls').TLSSocket).getPeerX509Certificate()?.fingerprint256;
+  c.close();
+  t.equal(logged.certificate?.sha256, presented, 'the fingerprint of the certificate the listener presents');
+  t.notMatch(gw.logs.join('\n'), /senderPolicy\.mode is "own" but lists no domains/, 'no sender-policy warning with domains set');
+});
+
 t.test('a workload with every kind of secret, then the whole log is searched', async (t) => {
   const seeded = await stack.append('alice', 'INBOX', Buffer.from(`From: bob@example.org\r\nTo: alice@example.org\r\nSubject: seeded\r\n\r\n${MARKER} seeded\r\n`));
   const secrets: Record<string, string> = {
@@ -172,3 +185,4 @@ t.test('a workload with every kind of secret, then the whole log is searched', a
   t.equal(userOf.size, 6, 'six sessions logged in');
   t.ok(checked > 10, `${checked} lines after a login all name the user`);
 });
+

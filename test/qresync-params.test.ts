@@ -450,10 +450,13 @@ t.test('SEARCH MODSEQ: every refusal, with its exact response', async (t) => {
 });
 
 t.test('formatValues: values back to text', async (t) => {
-  const line = 'a SEARCH CHARSET UTF-8 OR (FROM "x \\"y\\"" NIL) (HEADER X-A {3}\r\nabc) BODY.PEEK[HEADER.FIELDS (A)]';
+  const line = 'a SEARCH CHARSET UTF-8 OR (FROM "x \\"y\\"" NIL) (HEADER X-A {3}\r\nabc) X[Y';
   const values = items(line).slice(1);
   const text = formatValues(values).toString('latin1');
-  t.equal(text, 'CHARSET UTF-8 OR (FROM "x \\"y\\"" NIL) (HEADER X-A "abc") BODY.PEEK[HEADER.FIELDS (A)]');
+  // "[" is an ATOM-CHAR (RFC 3501 §9): X[Y is one atom outside a FETCH section.
+  t.equal(text, 'CHARSET UTF-8 OR (FROM "x \\"y\\"" NIL) (HEADER X-A "abc") X[Y');
+  // A FETCH section (with spaces inside its brackets) comes back as it was.
+  t.equal(formatValues(items('a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (A B)]<0.10>)').slice(2)).toString('latin1'), '(FLAGS BODY.PEEK[HEADER.FIELDS (A B)]<0.10>)');
   // Round trip: the same values, but the literal came back quoted.
   const literalAsQuoted = JSON.stringify(values).replace('"literal":true', '"literal":false');
   t.equal(JSON.stringify(items(`a SEARCH ${text}`).slice(1)), literalAsQuoted);

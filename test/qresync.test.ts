@@ -214,6 +214,7 @@ async function liveChanges(t: Test, s: Setup): Promise<void> {
 
   const other = await c.command('o', 'SELECT Trash');
   t.equal(other[0], '* OK [CLOSED] Previous mailbox closed', 'SELECT of another mailbox starts with [CLOSED] (§3.2.11)');
+  t.equal(other.filter((l) => l.includes('[CLOSED]')).length, 1, 'and has only the one (§3.2.11)');
   t.match(other.at(-1)!, /^o OK /);
   await direct.logout();
   await c.command('z', 'LOGOUT');

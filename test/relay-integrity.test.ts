@@ -116,8 +116,20 @@ t.test('a literal after a command the upstream refuses never runs as a command',
   const sent: string[] = [];
   const seen: string[] = [];
   let n = 0;
-  for (const form of ['sync', 'nonsync'] as const) {
+  // Each form also in a CONDSTORE session, where the gateway answers STATUS, SEARCH, STORE
+  // and FETCH itself and passes their arguments (a client's literal among them) upstream.
+  const forms = [
+    ['sync', false],
+    ['nonsync', false],
+    ['sync', true],
+    ['nonsync', true],
+  ] as const;
+  for (const [form, condstore] of forms) {
     const c = await loggedIn();
+    if (condstore) {
+      t.match((await c.command(`E${n}`, 'ENABLE CONDSTORE')).at(-1), new RegExp(`^E${n} OK`), 'a CONDSTORE session');
+      sent.push(`E${n}`);
+    }
     // The cases for the authenticated state first, then those needing a selected mailbox.
     const cases = [...REFUSED.filter((k) => !k.selected), ...REFUSED.filter((k) => k.selected)];
     let selected = false;
@@ -140,13 +152,13 @@ t.test('a literal after a command the upstream refuses never runs as a command',
           seen.push(...tagsOf(await c.until(tag)));
         } else {
           const rest = first?.startsWith(`${tag} `) ? [first] : [first ?? '', ...(await c.until(tag))];
-          t.match(rest.at(-1), new RegExp(`^${tag} (BAD|NO)`), `${kase.name} ({n}): refused without "+"`);
+          t.match(rest.at(-1), new RegExp(`^${tag} (BAD|NO)`), `${kase.name} ({n}${condstore ? ', CONDSTORE' : ''}): refused without "+"`);
           seen.push(...tagsOf(rest));
         }
       } else {
         c.write(`${tag} ${kase.head} {${literal.length}+}\r\n${literal}\r\n`);
         const lines = await c.until(tag);
-        t.match(lines.at(-1), new RegExp(`^${tag} (BAD|NO|OK)`), `${kase.name} ({n+}): answered`);
+        t.match(lines.at(-1), new RegExp(`^${tag} (BAD|NO|OK)`), `${kase.name} ({n+}${condstore ? ', CONDSTORE' : ''}): answered`);
         seen.push(...tagsOf(lines));
       }
       const check = `N${n}`;
@@ -168,6 +180,25 @@ t.test('a literal after a command the upstream refuses never runs as a command',
     'no command from inside a literal ran at Dovecot',
   );
   t.notMatch(gw.logs.join('\n'), /upstream answered an unknown tag/, 'the upstream never answered a tag the gateway did not send');
+  await gaugesReturnToZero(t);
+});
+
+t.test('CATENATE: the APPEND the gateway builds never has its message run as commands', async (t) => {
+  const c = await loggedIn();
+  const text = 'Y1 CREATE smugcat\r\n';
+  for (const [tag, flags] of [['c1', '(\\Bogus\\)'], ['c2', '(\\Seen) "31-Foo-2020 99:99:99 +0000"']] as const) {
+    c.write(`${tag} APPEND INBOX ${flags} CATENATE (TEXT {${text.length}}\r\n`);
+    const first = await c.line();
+    if (first?.startsWith('+')) {
+      c.write(`${text})\r\n`);
+      t.match((await c.until(tag)).at(-1), new RegExp(`^${tag} (BAD|NO)`), `${flags}: refused`);
+    } else {
+      t.match(first, new RegExp(`^${tag} (BAD|NO)`), `${flags}: refused before the text`);
+    }
+    t.match((await c.command(`${tag}n`, 'NOOP')).at(-1), new RegExp(`^${tag}n OK`));
+  }
+  c.close();
+  t.notOk(maildirFolders('alice').includes('smugcat'), 'the text part never ran at Dovecot');
   await gaugesReturnToZero(t);
 });
 

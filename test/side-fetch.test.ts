@@ -10,7 +10,7 @@ import { ImapFlow } from 'imapflow';
 import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
 import { configSchema, type Config } from '../src/config/schema.js';
 import { configureLogger } from '../src/log/logger.js';
-import { SidePool, SideLoginRefused } from '../src/upstream/side-pool.js';
+import { SidePool, SideLoginRefused } from '../src/imap/side-pool.js';
 import { fetchPart, type PartRef } from '../src/lemonade/fetch-part.js';
 import type { LiteralSink } from '../src/imap/upstream.js';
 import { registry } from '../src/metrics/metrics.js';

@@ -1,22 +1,26 @@
 /**
  * Bad input on the submission port: every malformed command gets a 5xx reply with an
  * enhanced status code, the session stays usable afterwards, too many errors in a row end
- * it with 421, and a healthy session on the side is never disturbed.
+ * it with 421, and a healthy session on the side is never disturbed. Every way a
+ * transaction can end hands its MTA connection back: the relay pool's gauge returns to
+ * no connection in use and never counts more than the kernel has open (issue 15 §4).
  */
 import t from 'tap';
 import nodemailer from 'nodemailer';
 import { startLegacyStack, type LegacyStack } from './helpers/stack.js';
-import { startGateway, type RunningGateway } from './helpers/gateway.js';
+import { establishedTo, metricValue, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 
 let stack: LegacyStack;
 let gw: RunningGateway;
 const MAX_ERRORS = 5;
+/** Small, so a BDAT beyond it is cheap to send (RFC 1870). */
+const MAX_SIZE = 64 * 1024;
 
 t.before(async () => {
   stack = await startLegacyStack({ postfix: true });
   gw = await startGateway(stack, {
-    config: { submission: { senderPolicy: { mode: 'own', domains: ['example.org'] }, limits: { maxErrors: MAX_ERRORS } } },
+    config: { submission: { senderPolicy: { mode: 'own', domains: ['example.org'] }, limits: { maxErrors: MAX_ERRORS, maxMessageSize: MAX_SIZE } } },
   });
 });
 t.teardown(async () => {
@@ -114,4 +118,126 @@ t.test('binary garbage and a flood without line ends', async (t) => {
   t.match((await c.reply(5000))?.text, /^500 5\.5\.[12] /, 'binary line');
   t.equal((await c.command('NOOP')).code, 250, 'in step again after the overlong line ends');
   c.close();
+});
+
+/** The relay pool as the gateway reports it, and the connections to Postfix the kernel has for the gateway. */
+async function relayPool(): Promise<{ idle: number; inUse: number; real: number }> {
+  const text = await gw.metrics();
+  return {
+    idle: metricValue(text, 'lemonade_smtp_relay_connections_open', { state: 'idle' }),
+    inUse: metricValue(text, 'lemonade_smtp_relay_connections_open', { state: 'in_use' }),
+    real: establishedTo(gw.pid, stack.smtpPort),
+  };
+}
+
+t.test('every way a transaction ends gives its MTA connection back (relay pool gauge)', async (t) => {
+  const HEAD = 'From: alice@example.org\r\nTo: carol@example.org\r\nSubject: pool\r\n\r\n';
+  const open = () => RawSmtp.authenticated(gw.submissionsPort, { tls: true });
+  /** MAIL and RCPT relayed: the transaction holds one MTA connection now. */
+  const begin = async (c: RawSmtp, name: string) => {
+    t.equal((await c.command('MAIL FROM:<alice@example.org>')).code, 250, `${name}: MAIL`);
+    t.equal((await c.command('RCPT TO:<carol@example.org>')).code, 250, `${name}: RCPT`);
+    const during = await relayPool();
+    t.equal(during.inUse, 1, `${name}: one connection in use during the transaction`);
+    t.ok(during.idle + during.inUse <= during.real, `${name}: idle ${during.idle} + in use ${during.inUse} <= ${during.real} open`);
+  };
+  const endings: Array<{ name: string; run(c: RawSmtp): Promise<void> }> = [
+    {
+      name: 'refused BURL',
+      async run(c) {
+        await begin(c, this.name);
+        // RFC 4468 §3.2: a BURL that cannot be resolved fails the transaction, after its content began upstream.
+        const r = await c.command(`BURL imap://alice@localhost/INBOX/;UID=1;URLAUTH=submit+alice:INTERNAL:${'0'.repeat(64)} LAST`);
+        t.match(r.text, /^554 /, `${this.name}: ${r.text}`);
+      },
+    },
+    {
+      name: 'BDAT beyond SIZE',
+      async run(c) {
+        await begin(c, this.name);
+        // RFC 1870 §6: refused (552) once the chunk ends; the gateway stops relaying it as soon as it is too big.
+        c.write(`BDAT ${MAX_SIZE + 1000} LAST\r\n`);
+        c.write(Buffer.alloc(MAX_SIZE + 1000, 0x61));
+        t.match((await c.reply())?.text, /^552 5\.3\.4 /, `${this.name}: 552`);
+      },
+    },
+    {
+      name: 'overlong line in DATA',
+      async run(c) {
+        await begin(c, this.name);
+        t.equal((await c.command('DATA')).code, 354);
+        // RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+        t.match((await c.command(`${HEAD}${'x'.repeat(2000)}\r\n.`)).text, /^500 5\.5\.2 /, `${this.name}: 500`);
+      },
+    },
+    {
+      name: 'RSET after RCPT',
+      async run(c) {
+        await begin(c, this.name);
+        t.equal((await c.command('RSET')).code, 250, `${this.name}: 250`);
+      },
+    },
+    {
+      name: 'RSET after a BDAT chunk',
+      async run(c) {
+        await begin(c, this.name);
+        c.write(`BDAT ${HEAD.length}\r\n${HEAD}`);
+        t.equal((await c.reply())?.code, 250, `${this.name}: chunk taken`);
+        t.equal((await c.command('RSET')).code, 250, `${this.name}: RSET`);
+      },
+    },
+    {
+      name: 'QUIT after RCPT',
+      async run(c) {
+        await begin(c, this.name);
+        t.equal((await c.command('QUIT')).code, 221, `${this.name}: 221`);
+      },
+    },
+    {
+      name: 'client gone mid-DATA',
+      async run(c) {
+        await begin(c, this.name);
+        t.equal((await c.command('DATA')).code, 354);
+        c.write(`${HEAD}half a message\r\n`);
+        await new Promise((r) => setTimeout(r, 200));
+        c.close();
+      },
+    },
+    {
+      name: 'MTA gone mid-DATA',
+      async run(c) {
+        await begin(c, this.name);
+        t.equal((await c.command('DATA')).code, 354);
+        c.write(`${HEAD}the MTA stops under this message\r\n`);
+        await stack.stopPostfix();
+        try {
+          // RFC 3463 X.4.1: no answer from the MTA; the client keeps the message.
+          t.match((await c.command('.', 20_000)).text, /^451 4\.4\.1 /, `${this.name}: 451`);
+        } finally {
+          await stack.startPostfix();
+        }
+      },
+    },
+    {
+      name: 'delivered',
+      async run(c) {
+        await begin(c, this.name);
+        t.equal((await c.command('DATA')).code, 354);
+        t.match((await c.command(`${HEAD}relayed after all the others\r\n.`)).text, /^250 /, `${this.name}: 250`);
+      },
+    },
+  ];
+  for (const ending of endings) {
+    const c = await open();
+    await ending.run(c);
+    // An RSET's reply from the MTA, or a socket's close, may still be on its way: settle, then look.
+    let after = await relayPool();
+    for (let i = 0; i < 50 && (after.inUse !== 0 || after.idle + after.inUse > after.real); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await relayPool();
+    }
+    t.equal(after.inUse, 0, `${ending.name}: no connection in use afterwards`);
+    t.ok(after.idle + after.inUse <= after.real, `${ending.name}: idle ${after.idle} + in use ${after.inUse} <= ${after.real} open to Postfix`);
+    c.close();
+  }
 });

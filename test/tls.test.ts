@@ -105,7 +105,7 @@ t.test('an operator certificate is read as given, with errors naming the file', 
   writeFileSync(cert, a.cert);
   writeFileSync(key, a.key);
   const loaded = loadOrCreateCertificate({ cert, key, dataDir: dir, hostname: 'localhost' });
-  t.same(loaded, { cert: a.cert, key: a.key, generated: false });
+  t.same(loaded, { cert: a.cert, key: a.key, generated: false, file: cert });
 
   const missing = path.join(dir, 'missing.pem');
   t.throws(() => loadOrCreateCertificate({ cert: missing, key, dataDir: dir, hostname: 'x' }), {

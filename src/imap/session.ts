@@ -20,7 +20,8 @@ import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } f
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
 import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
-import type { CommandContext, CommandHandler, Credentials } from './commands/context.js';
+import type { CommandContext, CommandHandler } from './commands/context.js';
+import type { Credentials } from './credentials.js';
 import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream.js';
 import type { CapabilityCache } from './capability-cache.js';
 import type { Lemonade } from '../lemonade/services.js';
@@ -28,6 +29,7 @@ import { CatenateCommand, catenateStart, type CatenateHost } from './commands/ca
 import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
+import { splitAtLiterals } from './protocol/writer.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
 import type { WarmUpstreams } from './warm-upstreams.js';
 import { highestModseqCode } from '../lemonade/qresync/responses.js';
@@ -41,7 +43,7 @@ import {
   sessionsOpen,
   sessionsTotal,
 } from '../metrics/metrics.js';
-import { isLoopbackAddress } from '../net/address.js';
+import { plaintextAuthAllowed, startServerTls } from '../net/client-socket.js';
 
 /** Commands intercepted only in a CONDSTORE session or when they enable CONDSTORE. */
 const CONDSTORE_ON_DEMAND = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH']);
@@ -199,7 +201,7 @@ export class ImapSession implements CommandContext {
   // ---- CommandContext -------------------------------------------------------------
 
   get plaintextAllowed(): boolean {
-    return this.tlsActive || (this.listener.allowPlaintextAuth && isLoopbackAddress(this.client.remoteAddress));
+    return plaintextAuthAllowed(this.tlsActive, this.listener, this.client.remoteAddress);
   }
 
   capabilities(): string[] {
@@ -331,22 +333,13 @@ export class ImapSession implements CommandContext {
     // RFC 3501 §6.2.1 / RFC 2595 §3.1: anything the client pipelined after STARTTLS is
     // plaintext injected before TLS and must be dropped (CVE-2011-0411 style).
     this.queue = [];
+    this.queuedBytes = 0;
     this.lexer.reset();
-    const plain = this.client;
-    // Nothing more is read as plaintext: the next bytes are the TLS handshake.
-    plain.pause();
-    plain.removeAllListeners('data');
-    plain.removeAllListeners('close');
-    plain.removeAllListeners('error');
-    plain.removeAllListeners('drain');
-    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context() });
+    const { secure, settled } = startServerTls(this.client, this.deps.tls.context());
     this.client = secure;
     this.tlsActive = true;
     this.attachClient(secure);
-    await new Promise<void>((resolve) => {
-      secure.once('secure', resolve);
-      secure.once('close', resolve);
-    });
+    await settled;
   }
 
   setSelected(selected: boolean): void {
@@ -646,12 +639,34 @@ export class ImapSession implements CommandContext {
     });
     // The handler holds the upstream still; its own command's answer must be read.
     this.holdUpstream(false);
-    this.writeUpstream(Buffer.concat([Buffer.from(`${upTag} `), typeof text === 'string' ? Buffer.from(text, 'utf8') : text, Buffer.from('\r\n')]));
+    void this.sendInternal(upTag, typeof text === 'string' ? Buffer.from(text, 'utf8') : text);
     try {
       return await result;
     } finally {
       this.holdUpstream(true);
     }
+  }
+
+  /**
+   * Writes an internal command; each literal in it (a client's string the handler passes
+   * on) is announced synchronizing and sent only after the upstream's "+", so a command
+   * the upstream refuses never has its literal read as commands (see upstreamGoAhead).
+   */
+  private async sendInternal(upTag: string, command: Buffer): Promise<void> {
+    let line: Buffer[] = [Buffer.from(`${upTag} `)];
+    for (const piece of splitAtLiterals(command)) {
+      if ('text' in piece) {
+        line.push(piece.text);
+        continue;
+      }
+      line.push(Buffer.from(`${piece.binary ? '~' : ''}{${piece.literal.length}}\r\n`));
+      this.writeUpstream(Buffer.concat(line));
+      line = [];
+      if (!(await this.upstreamGoAhead(upTag))) return;
+      this.writeUpstream(piece.literal);
+    }
+    line.push(Buffer.from('\r\n'));
+    this.writeUpstream(Buffer.concat(line));
   }
 
   /**
@@ -950,6 +965,7 @@ export class ImapSession implements CommandContext {
       if (entry.internal) {
         // Never shown to the client; the caller gets the result.
         this.inflight.delete(head.tag);
+        if (this.awaitedContinuation?.upTag === head.tag) this.awaitedContinuation.resolve(false);
         entry.internal.done(head.kind, first.toString('latin1'));
         this.relaySkip = true;
         return;

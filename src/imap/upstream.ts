@@ -11,9 +11,10 @@ import type net from 'node:net';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, type ResponseHead } from './protocol/parser.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
+import { detachForTls } from '../net/client-socket.js';
 import { hasCapability, parseCapabilityList } from './capabilities.js';
 import { isQuotable, quoted } from './protocol/writer.js';
-import type { Credentials } from './commands/context.js';
+import type { Credentials } from './credentials.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { bytesTotal, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
 
@@ -173,9 +174,7 @@ export class UpstreamConnection {
       }
       const result = await this.command(['STARTTLS']);
       if (result.status !== 'OK') throw new UpstreamUnavailable('tls', `upstream STARTTLS: ${result.text}`);
-      this.socket.removeAllListeners('data');
-      this.socket.removeAllListeners('close');
-      this.socket.removeAllListeners('error');
+      detachForTls(this.socket);
       this.lexer.reset();
       this.socket = await upgradeToTls(this.socket, this.cfg);
       this.attach(this.socket);

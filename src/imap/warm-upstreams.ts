@@ -16,7 +16,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { Credentials } from './commands/context.js';
+import type { Credentials } from './credentials.js';
 import type { UpstreamConnection } from './upstream.js';
 import { warmUpstreamReuses } from '../metrics/metrics.js';
 

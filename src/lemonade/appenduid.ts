@@ -59,7 +59,7 @@ export async function appendedUid(conn: UpstreamConnection, mailbox: string, bef
 
 /** "tag APPEND mailbox [flags] [date] {n}" (RFC 3501 §6.3.11): the mailbox (wire form) and the literal's size. */
 export function plainAppend(first: Buffer): { mailbox: string; size: number } | undefined {
-  const m = /^\S+ APPEND ("(?:[^"\\\r\n]|\\.)*"|[^\s(){%*"\\\]\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? ~?\{(\d{1,12})\+?\}\r?\n$/i.exec(
+  const m = /^\S+ APPEND ("(?:[^"\\\r\n]|\\.)*"|[^\s(){"\\\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? ~?\{(\d{1,12})\+?\}\r?\n$/i.exec(
     first.toString('latin1'),
   );
   if (m === null) return undefined;

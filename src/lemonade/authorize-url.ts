@@ -6,7 +6,7 @@
  */
 import { ImapUrlError, expireTime, parseImapUrl, rumpUrl, type ImapUrl } from '../imap/protocol/url.js';
 import { encodeMutf7 } from '../imap/protocol/mutf7.js';
-import type { PartRef } from './fetch-part.js';
+import type { PartFailure, PartRef } from './fetch-part.js';
 import type { Config } from '../config/schema.js';
 import { admits, expired, type Fetcher, type UrlAuthority } from './urlauth.js';
 
@@ -81,3 +81,46 @@ export function authorizeForUser(authority: UrlAuthority, config: Config, user: 
     allowAnonymous: cfg.allowAnonymousFetch,
   });
 }
+
+/**
+ * Why a URL was not served, in words a requester may read (CATENATE's NO [BADURL] text):
+ * as precise as the checks above and fetchPart know it, without telling anything about
+ * another user's mail. The token is checked before anything else (authorizeUrl), so only
+ * a holder of a valid token learns about expiry or the access identifier, both of which
+ * the URL shows anyway. What is in another user's mailbox is never told: there a missing
+ * mailbox, a changed UIDVALIDITY, a missing message or section and an owner who cannot
+ * log in read exactly as a wrong token does (`crossUser`), since the token of a URL
+ * naming a mailbox without a key, or another user's key, is simply wrong.
+ */
+export function describeRefusal(reason: AuthorizeFailure | PartFailure | 'plain_other_user', crossUser: boolean): string {
+  switch (reason) {
+    case 'syntax':
+      return 'not a valid IMAP URL for this server';
+    case 'not_ours':
+      return 'the URL names another server';
+    case 'plain_other_user':
+      // RFC 4469 §5: a URL without URLAUTH is resolved as the user's own FETCH would be.
+      return "another user's mail needs a URLAUTH-authorized URL";
+    case 'no_token':
+    case 'mechanism':
+    case 'token':
+      return INVALID;
+    case 'expired':
+      return 'URL expired'; // RFC 4467 §3 ;EXPIRE=
+    case 'access':
+      return 'URL access identifier does not permit this user'; // RFC 4467 §3
+    case 'anonymous_disabled':
+      return 'anonymous URL access is not permitted here';
+    case 'no-mailbox':
+      return crossUser ? INVALID : 'no such mailbox';
+    case 'uidvalidity':
+      return crossUser ? INVALID : 'mailbox UIDVALIDITY has changed'; // RFC 5092 §6
+    case 'no-message':
+      return crossUser ? INVALID : 'no such message';
+    case 'no-section':
+      return crossUser ? INVALID : 'no such section';
+  }
+}
+
+/** One text for a token that does not verify and for anything missing in another user's mailbox. */
+const INVALID = 'URL authorization token invalid or no such message';

@@ -9,7 +9,7 @@ import type { Logger } from '../log/logger.js';
 import { hasCapability } from '../imap/capabilities.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/store.js';
-import { SidePool } from '../upstream/side-pool.js';
+import { SidePool } from '../imap/side-pool.js';
 import { UrlAuthority } from './urlauth.js';
 import { MailboxLocks } from './mailbox-locks.js';
 import { WarmUpstreams } from '../imap/warm-upstreams.js';

@@ -33,7 +33,12 @@ export function parseAccess(text: string): Access | undefined {
 
 /** Who is fetching: a logged-in user, and whether that user is a submission server. */
 export interface Fetcher {
-  user: string;
+  /**
+   * The IMAP session's authorization identity. None for the gateway's own BURL: a submit
+   * server resolves URLAUTH URLs logged in with submit credentials (RFC 4468 §3.3), never
+   * as the user it submits for, so no "user+" URL is ever its to fetch.
+   */
+  user?: string;
   /** A configured submit-server identity, or the gateway's own BURL acting for `onBehalfOf`. */
   submitServer: boolean;
   /** For the gateway's own BURL: the SMTP-authenticated user it submits for (RFC 4468 §3.2). */
@@ -53,12 +58,14 @@ export function admits(access: Access, fetcher: Fetcher, allowAnonymous: boolean
     case 'anonymous':
       return allowAnonymous ? undefined : 'anonymous-disabled';
     case 'authuser':
+      // Any non-anonymous session, a submit server's included (RFC 4467 §3).
       return undefined;
     case 'user':
-      return sameUser(access.user, fetcher.user) ? undefined : 'access';
+      return fetcher.user !== undefined && sameUser(access.user, fetcher.user) ? undefined : 'access';
     case 'submit':
       if (!fetcher.submitServer) return 'access';
-      // The gateway's own BURL only resolves URLs made out for the user it submits for.
+      // The gateway's own BURL only resolves URLs made out for the user it submits for
+      // (RFC 4468 §3.3: it MUST refuse a "submit+" userid other than the client's).
       if (fetcher.onBehalfOf !== undefined && !sameUser(access.user, fetcher.onBehalfOf)) return 'access';
       return undefined;
   }

@@ -184,15 +184,43 @@ export function commandLabel(name: string): string {
   return KNOWN_COMMANDS.has(upper) ? upper : 'OTHER';
 }
 
-export const RELAY_CONNECTION_STATES = ['idle', 'in_use'] as const;
 export const RELAY_CONTENT_MODES = ['data', 'bdat'] as const;
 export const RELAY_RESULTS = ['accepted', 'rejected', 'error'] as const;
 
+/** What one relay pool holds now (smtp/relay-pool.ts): the gauge below is read from it. */
+export interface RelayPoolState {
+  readonly idleCount: number;
+  readonly inUseCount: number;
+}
+
+const relayPools = new Set<RelayPoolState>();
+
+/** Counts a pool's connections in lemonade_smtp_relay_connections_open until the returned function is called. */
+export function trackRelayPool(pool: RelayPoolState): () => void {
+  relayPools.add(pool);
+  return () => {
+    relayPools.delete(pool);
+  };
+}
+
+// Read from the pools at each scrape instead of kept by inc/dec: a count kept beside the
+// pool drifted whenever a transaction ended by some path that forgot to decrement it
+// (issue 15 §4), while the pool's own sets cannot disagree with themselves.
 export const smtpRelayConnections = new Gauge({
   name: 'lemonade_smtp_relay_connections_open',
   help: 'Pooled connections to the upstream MTA, by state (idle, in_use).',
   labelNames: ['state'] as const,
   registers: [registry],
+  collect() {
+    let idle = 0;
+    let inUse = 0;
+    for (const pool of relayPools) {
+      idle += pool.idleCount;
+      inUse += pool.inUseCount;
+    }
+    this.set({ state: 'idle' }, idle);
+    this.set({ state: 'in_use' }, inUse);
+  },
 });
 
 export const smtpRelayDuration = new Histogram({
@@ -204,7 +232,6 @@ export const smtpRelayDuration = new Histogram({
   registers: [registry],
 });
 
-for (const state of RELAY_CONNECTION_STATES) smtpRelayConnections.set({ state }, 0);
 for (const mode of RELAY_CONTENT_MODES) {
   for (const result of RELAY_RESULTS) smtpRelayDuration.zero({ mode, result });
 }
@@ -276,7 +303,7 @@ for (const by of ['urlfetch', 'burl', 'burl_remote']) {
 
 export const catenateAppends = new Counter({
   name: 'lemonade_catenate_appends_total',
-  help: 'APPEND CATENATE commands the gateway assembled, by result (appended, badurl, toobig, unavailable, bad).',
+  help: 'APPEND CATENATE commands the gateway assembled, by result (appended, badurl, toobig, unavailable, mailbox: the target mailbox is missing or refused, bad).',
   labelNames: ['result'] as const,
   registers: [registry],
 });
@@ -286,7 +313,7 @@ export const catenateUrlBytes = new Counter({
   help: 'Bytes of URL parts the gateway fetched upstream for CATENATE: what clients did not have to send.',
   registers: [registry],
 });
-for (const result of ['appended', 'badurl', 'toobig', 'unavailable', 'bad']) catenateAppends.inc({ result }, 0);
+for (const result of ['appended', 'badurl', 'toobig', 'unavailable', 'mailbox', 'bad']) catenateAppends.inc({ result }, 0);
 
 export const burlResolutionDuration = new Histogram({
   name: 'lemonade_burl_resolution_seconds',
@@ -316,11 +343,11 @@ export const heldOldestRelease = new Gauge({
   registers: [registry],
 });
 
-export const HOLD_OUTCOMES = ['held', 'cancelled', 'released', 'retried', 'failed'] as const;
+export const HOLD_OUTCOMES = ['held', 'cancelled', 'released', 'retried', 'failed', 'resent_after_crash'] as const;
 
 export const futureReleaseEvents = new Counter({
   name: 'lemonade_futurerelease_messages_total',
-  help: 'FUTURERELEASE spool events: held (accepted for later), cancelled (by its sender or an operator), released (relayed to the MTA), retried (a release left recipients to retry), failed (a recipient failed for good).',
+  help: 'FUTURERELEASE spool events: held (accepted for later), cancelled (by its sender or an operator), released (relayed to the MTA), retried (a release left recipients to retry), failed (a recipient failed for good), resent_after_crash (the gateway died while the end of its content was being handed to the MTA: released again, a second copy is possible).',
   labelNames: ['event'] as const,
   registers: [registry],
 });

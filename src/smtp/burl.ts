@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.js';
 import { authorizeUrl, type AuthorizeFailure } from '../lemonade/authorize-url.js';
 import { fetchPart } from '../lemonade/fetch-part.js';
 import type { LiteralSink } from '../imap/upstream.js';
-import { SideLoginRefused } from '../upstream/side-pool.js';
+import { SideLoginRefused } from '../imap/side-pool.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
 import { fetchRemote, parseAbsoluteUrl, submitAccessMatches, trustedHostFor, type RemoteRefusal } from './burl-remote.js';
 import { burlResolutionDuration, urlauthFetchBytes, urlauthFetches } from '../metrics/metrics.js';
@@ -46,6 +46,10 @@ function refusal(reason: AuthorizeFailure): BurlOutcome {
     case 'not_ours':
       // RFC 4468 §6: "554 5.7.8 URL resolution requires trust relationship".
       return refused(554, '5.7.8', 'IMAP URL resolution requires trust relationship', reason);
+    case 'access':
+    case 'anonymous_disabled':
+      // RFC 4468 §3.3, RFC 4467 §3: the token is good, the access identifier is not for us.
+      return refused(554, '5.7.0', 'IMAP URL resolution failed: the URL access identifier does not permit this submission', reason);
     default:
       // RFC 4468 §6: 554 5.7.0 when the URL is not authorized for this submission.
       return refused(554, '5.7.0', 'IMAP URL resolution failed: not authorized', reason);
@@ -66,8 +70,11 @@ async function resolve(lemonade: Lemonade, config: Config, smtpUser: string, url
   const auth = await authorizeUrl(
     lemonade.urlauth,
     url,
-    // The gateway is the submission server, acting for the SMTP-authenticated user (RFC 4467 "submit+").
-    { user: smtpUser, submitServer: true, onBehalfOf: smtpUser },
+    // The gateway is the submission server, acting for the SMTP-authenticated user: as one
+    // logged in with submit credentials (RFC 4468 §3.3), so by RFC 4467 §3 it may use
+    // "submit+<that user>", "authuser" and (where enabled) "anonymous" URLs; never "user+"
+    // ones, not even the user's own, nor another user's "submit+" ones.
+    { submitServer: true, onBehalfOf: smtpUser },
     { hostname: config.hostname, allowAnonymous: config.imap.urlauth.allowAnonymousFetch },
   );
   if (!auth.ok && auth.reason === 'not_ours') return resolveRemote(config, smtpUser, url, target);

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
-import { isLoopbackAddress } from '../net/address.js';
+import { plaintextAuthAllowed, startServerTls } from '../net/client-socket.js';
 import { SmtpReader, type SmtpEvent } from './protocol/reader.js';
 import {
   SmtpSyntaxError,
@@ -34,7 +34,7 @@ import type { Lemonade } from '../lemonade/services.js';
 import { receivedHeader } from './trace.js';
 import type { ImapAuthenticator } from '../auth/imap-authenticator.js';
 import type { RelayPool } from './relay-pool.js';
-import type { SmtpParams, SmtpReply, UpstreamSmtp } from './upstream.js';
+import type { ContentForm, SmtpParams, SmtpReply, UpstreamSmtp } from './upstream.js';
 import type { FutureRelease } from '../lemonade/futurerelease/service.js';
 import { describeHold, holdQuotaRefusal } from '../lemonade/futurerelease/hold-params.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
@@ -59,7 +59,7 @@ export interface SubmissionDeps {
  * FUTURERELEASE spool (held; futurerelease/held-content.ts).
  */
 interface ContentTarget {
-  startContent(): Promise<SmtpReply>;
+  startContent(form: ContentForm): Promise<SmtpReply>;
   writeContent(chunk: Buffer): boolean;
   onceDrain(fn: () => void): void;
   endContent(): Promise<SmtpReply>;
@@ -172,7 +172,7 @@ export class SubmissionSession {
   }
 
   private get authAllowed(): boolean {
-    return this.tlsActive || (this.deps.listener.allowPlaintextAuth && isLoopbackAddress(this.client.remoteAddress));
+    return plaintextAuthAllowed(this.tlsActive, this.deps.listener, this.client.remoteAddress);
   }
 
   private extensionContext(): ExtensionContext {
@@ -356,19 +356,12 @@ export class SubmissionSession {
     this.reader.reset();
     this.abortTransaction();
     this.helo = undefined;
-    const plain = this.client;
-    plain.removeAllListeners('data');
-    plain.removeAllListeners('close');
-    plain.removeAllListeners('error');
-    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.deps.tls.context() });
+    const { secure, settled } = startServerTls(this.client, this.deps.tls.context());
     this.client = secure;
     this.tlsActive = true;
     this.attach(secure);
     this.paused = false;
-    await new Promise<void>((resolve) => {
-      secure.once('secure', resolve);
-      secure.once('close', resolve);
-    });
+    await settled;
   }
 
   private auth(args: string): Promise<void> | undefined {
@@ -474,6 +467,11 @@ export class SubmissionSession {
       conn = await this.deps.pool.acquire();
     } catch (err) {
       return this.upstreamFailed(err);
+    }
+    if (this.closed) {
+      // The client left while the connection was being opened: no transaction will end it.
+      this.deps.pool.release(conn, true);
+      return;
     }
     const tx: Transaction = {
       id: randomBytes(8).toString('hex'),
@@ -588,7 +586,7 @@ export class SubmissionSession {
     if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
     if (tx.content === 'bdat') return this.error(503, '5.5.1', 'DATA not allowed after BDAT');
     if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
-    const start = await this.startContent(tx);
+    const start = await this.startContent(tx, 'lines');
     if (start !== undefined) return this.relayReply(start);
     tx.content = 'data';
     this.reader.expectData();
@@ -612,7 +610,7 @@ export class SubmissionSession {
     else if (tx.content === 'data') refusal = { code: 503, enhanced: '5.5.1', text: 'BDAT not allowed during DATA' };
     else if (tx.accepted.length === 0) refusal = { code: 554, enhanced: '5.5.1', text: 'No valid recipients' };
     if (refusal === undefined && tx !== undefined && tx.content === undefined) {
-      const start = await this.startContent(tx);
+      const start = await this.startContent(tx, 'octets');
       if (start !== undefined) {
         refusal = { code: start.code, enhanced: start.enhanced ?? '4.3.0', text: start.lines.join(' ') };
       } else {
@@ -635,7 +633,7 @@ export class SubmissionSession {
     if (tx.content === 'data') return this.error(503, '5.5.1', 'BURL not allowed during DATA');
     if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
     if (tx.content === undefined) {
-      const start = await this.startContent(tx);
+      const start = await this.startContent(tx, 'octets');
       if (start !== undefined) return this.relayReply(start);
       tx.content = 'bdat';
     }
@@ -678,10 +676,10 @@ export class SubmissionSession {
   }
 
   /** Opens the content phase upstream and writes our trace header; returns a failure reply if it could not. */
-  private async startContent(tx: Transaction): Promise<SmtpReply | undefined> {
+  private async startContent(tx: Transaction, form: ContentForm): Promise<SmtpReply | undefined> {
     let answer: SmtpReply;
     try {
-      answer = await tx.out.startContent();
+      answer = await tx.out.startContent(form);
     } catch {
       this.abortTransaction();
       return { code: 451, enhanced: '4.4.1', lines: [UNAVAILABLE_TEXT] };

@@ -137,8 +137,8 @@ export class SqliteStore implements Store {
     this.stmt.spoolReschedule.run(JSON.stringify(recipients), nextAttemptAt, lastError, id);
   }
 
-  async spoolDelete(id: string): Promise<boolean> {
-    return this.stmt.spoolDelete.run(id).changes === 1;
+  async spoolDelete(id: string, dsn?: HeldMessage): Promise<boolean> {
+    return this.stmt.spoolDelete.immediate(id, dsn);
   }
 
   async spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined> {
@@ -405,19 +405,20 @@ function prepare(db: Database.Database) {
   const spoolGet = db.prepare<[string], HeldRow>('SELECT * FROM held_messages WHERE id = ?');
   const spoolDeleteHeld = db.prepare<[string]>("DELETE FROM held_messages WHERE id = ? AND state = 'held'");
   const spoolRecoverable = db.prepare<[], HeldRow>("SELECT * FROM held_messages WHERE state = 'committing'");
-  const spoolUnclaim = db.prepare("UPDATE held_messages SET state = 'held' WHERE state = 'sending'");
+  const spoolUnclaim = db.prepare("UPDATE held_messages SET state = 'held' WHERE state IN ('sending', 'committing')");
   const spoolInsert = db.prepare<[string, string, string, string, string, number, number, number, string, number, number, string, string | null]>(
     `INSERT INTO held_messages (id, user, sender, mail_params, recipients, size, created_at, release_at, hold_request, next_attempt_at, attempts, state, last_error)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
+  const insertHeld = (m: HeldMessage) =>
+    spoolInsert.run(
+      m.id, m.user, m.sender, JSON.stringify(m.mailParams), JSON.stringify(m.recipients), m.size,
+      m.createdAt, m.releaseAt, m.holdRequest, m.nextAttemptAt, m.attempts, m.state, m.lastError ?? null,
+    );
+  const deleteHeld = db.prepare<[string]>('DELETE FROM held_messages WHERE id = ?');
   return {
     spoolInsertAll: db.transaction((messages: HeldMessage[]) => {
-      for (const m of messages) {
-        spoolInsert.run(
-          m.id, m.user, m.sender, JSON.stringify(m.mailParams), JSON.stringify(m.recipients), m.size,
-          m.createdAt, m.releaseAt, m.holdRequest, m.nextAttemptAt, m.attempts, m.state, m.lastError ?? null,
-        );
-      }
+      for (const m of messages) insertHeld(m);
     }),
     spoolGet,
     spoolDue: db.prepare<[number, number], HeldRow>(
@@ -429,7 +430,11 @@ function prepare(db: Database.Database) {
     spoolReschedule: db.prepare<[string, number, string, string]>(
       "UPDATE held_messages SET state = 'held', recipients = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
     ),
-    spoolDelete: db.prepare<[string]>('DELETE FROM held_messages WHERE id = ?'),
+    spoolDelete: db.transaction((id: string, dsn: HeldMessage | undefined): boolean => {
+      const gone = deleteHeld.run(id).changes === 1;
+      if (dsn !== undefined) insertHeld(dsn);
+      return gone;
+    }),
     spoolCancel: db.transaction((id: string, user: string | undefined): HeldMessage | undefined => {
       const row = spoolGet.get(id);
       if (row === undefined || row.state !== 'held' || (user !== undefined && row.user !== user)) return undefined;
@@ -438,8 +443,9 @@ function prepare(db: Database.Database) {
     }),
     spoolReleaseNow: db.prepare<[number, string]>("UPDATE held_messages SET next_attempt_at = ? WHERE id = ? AND state = 'held'"),
     spoolRecover: db.transaction((): HeldMessage[] => {
+      const mayBeDelivered = spoolRecoverable.all().map(heldMessage);
       spoolUnclaim.run();
-      return spoolRecoverable.all().map(heldMessage);
+      return mayBeDelivered;
     }),
     spoolNextDue: db.prepare<[], { due: number | null }>("SELECT MIN(next_attempt_at) AS due FROM held_messages WHERE state = 'held'"),
     spoolStats: db.prepare<[], { count: number; bytes: number | null; oldestRelease: number | null }>(

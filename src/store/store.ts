@@ -38,8 +38,10 @@ export interface HeldMessage {
   nextAttemptAt: number;
   attempts: number;
   /**
-   * held: waiting; sending: a release is relaying it; committing: the end of its content
-   * was handed to the MTA (after a crash, taken as delivered: see futurerelease/scheduler.ts).
+   * held: waiting; sending: a release is relaying it (the MTA has not been sent the end
+   * of its content); committing: the end of its content is being (or was) handed to the
+   * MTA and its reply is not recorded yet, so the MTA may have accepted it (after a
+   * crash it is released again: see futurerelease/scheduler.ts).
    */
   state: 'held' | 'sending' | 'committing';
   lastError?: string;
@@ -56,17 +58,26 @@ export interface SpoolIndex {
   spoolList(limit: number, offset: number): Promise<HeldMessage[]>;
   /** held -> sending for one release, counting the attempt; false when someone else took it or it is gone. */
   spoolClaim(id: string): Promise<boolean>;
-  /** sending -> committing, just after the end of the content went to the MTA. */
+  /** sending -> committing, durably, just before the end of the content goes to the MTA. */
   spoolCommitting(id: string): Promise<void>;
   /** Back to held after a release that left recipients to retry. */
   spoolReschedule(id: string, recipients: HeldRecipient[], nextAttemptAt: number, lastError: string): Promise<void>;
-  /** Removes the row (delivered, failed for good, or cancelled); false when there was none. */
-  spoolDelete(id: string): Promise<boolean>;
+  /**
+   * Removes the row (delivered, failed for good, or cancelled); false when there was none.
+   * With dsn (its file already durable), indexes the DSN reporting the failures in the
+   * same transaction: after a crash there is either the message (released again) or its
+   * DSN, never both, so no second DSN.
+   */
+  spoolDelete(id: string, dsn?: HeldMessage): Promise<boolean>;
   /** Removes a held (not sending) message, only the user's own when user is given; false otherwise. */
   spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined>;
   /** Makes a held message due now (`queue release`); false when it is not held. */
   spoolReleaseNow(id: string, now: number): Promise<boolean>;
-  /** After a restart: sending -> held (its release never finished), and the committing rows. */
+  /**
+   * After a restart: every release under way goes back to held (sending and committing
+   * rows alike, in one transaction); returns the rows that were committing (their MTA
+   * may have accepted them: a release now may deliver a second copy).
+   */
   spoolRecover(): Promise<HeldMessage[]>;
   /** The earliest next attempt of a held message (an index lookup, cheap at any size). */
   spoolNextDue(): Promise<number | undefined>;

@@ -22,6 +22,22 @@ export interface CertificateMaterial {
   cert: string;
   key: string;
   generated: boolean;
+  /** Where the certificate is on disk (the operator's file, or the generated one under dataDir). */
+  file: string;
+}
+
+/** What an operator needs to pin the certificate in a client (mbsync CertificateFile, ...). */
+export interface CertificateIdentity {
+  file: string;
+  /** SHA-256 of the DER certificate, colon-separated hex (the form openssl x509 -fingerprint -sha256 prints). */
+  sha256: string;
+  selfSigned: boolean;
+  validTo: string;
+}
+
+export function certificateIdentity(material: CertificateMaterial): CertificateIdentity {
+  const x509 = new X509Certificate(material.cert);
+  return { file: material.file, sha256: x509.fingerprint256, selfSigned: material.generated, validTo: x509.validTo };
 }
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -128,18 +144,18 @@ export function loadOrCreateCertificate(src: CertificateSource): CertificateMate
     if (!parseCert(cert, src.cert).checkPrivateKey(parseKey(key, src.key))) {
       throw new Error(`TLS key ${src.key} does not belong to the certificate ${src.cert}`);
     }
-    return { cert, key, generated: false };
+    return { cert, key, generated: false, file: src.cert };
   }
   const dir = path.join(src.dataDir, 'tls');
   const certFile = path.join(dir, 'selfsigned-cert.pem');
   const keyFile = path.join(dir, 'selfsigned-key.pem');
   const stored = reusableSelfSigned(certFile, keyFile, src.hostname);
-  if (stored) return { ...stored, generated: true };
+  if (stored) return { ...stored, generated: true, file: certFile };
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const made = generateSelfSigned(src.hostname);
   writeAtomically(keyFile, made.key, 0o600);
   writeAtomically(certFile, made.cert, 0o644);
-  return { ...made, generated: true };
+  return { ...made, generated: true, file: certFile };
 }
 
 function contextOptions(material: CertificateMaterial): tls.SecureContextOptions {
@@ -188,9 +204,14 @@ export class TlsContextHolder {
     this.current = context;
   }
 
-  /** The certificate in use (PEM), e.g. for logging its fingerprint. */
+  /** The certificate in use (PEM). */
   certificate(): string {
     return this.material.cert;
+  }
+
+  /** Path and fingerprint of the certificate in use, for the log and --check-config. */
+  identity(): CertificateIdentity {
+    return certificateIdentity(this.material);
   }
 
   /** Options for tls.createServer that follow reloads (together with track()). */

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -237,4 +237,29 @@ export function metricValue(text: string, name: string, labels: Record<string, s
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) total += Number(m[3]);
   }
   return total;
+}
+
+/**
+ * The process's TCP connections to a loopback port that are established now, counted by
+ * the kernel (/proc/PID/fd socket inodes matched in /proc/net/tcp): what a gauge of open
+ * upstream connections is checked against.
+ */
+export function establishedTo(pid: number, port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // closed while listing
+    }
+  }
+  let count = 0;
+  // Columns: sl local_address rem_address st ... inode (ESTABLISHED is st 01).
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 10) continue;
+    if (cols[3] === '01' && parseInt(cols[2]!.split(':')[1]!, 16) === port && inodes.has(cols[9]!)) count++;
+  }
+  return count;
 }

@@ -27,9 +27,10 @@ import type { LexEvent } from '../protocol/lexer.js';
 import type { Lemonade } from '../../lemonade/services.js';
 import { ImapUrlError, parseImapUrl } from '../protocol/url.js';
 import { Assembly, AssemblyTooBig } from '../../lemonade/assembly.js';
-import { authorizeForUser, isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
+import { authorizeForUser, describeRefusal, isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { fetchPart, type PartRef } from '../../lemonade/fetch-part.js';
-import { SideLoginRefused } from '../../upstream/side-pool.js';
+import { SideLoginRefused } from '../side-pool.js';
+import { astringParts } from '../upstream.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { catenateAppends, catenateUrlBytes } from '../../metrics/metrics.js';
 import { commandFinished } from './command-log.js';
@@ -61,6 +62,8 @@ export interface CatenateStart {
   tag: string;
   /** " APPEND mailbox [flags] [date] " with the tag removed, to re-send upstream. */
   prefix: string;
+  /** The target mailbox as the client named it (quotes and escapes removed). */
+  mailbox: string;
   /** The rest of the first segment after "CATENATE (". */
   rest: string;
 }
@@ -72,12 +75,18 @@ export interface CatenateStart {
  */
 export function catenateStart(first: Buffer): CatenateStart | undefined {
   const text = first.toString('latin1');
-  // tag SP "APPEND" SP mailbox [SP flag-list] [SP date-time] SP "CATENATE" SP "("  (RFC 3501 §9, RFC 4469 §5)
-  const m = /^([^\s(){%*"\\+\]\x00-\x1f\x7f]+)( APPEND (?:"(?:[^"\\\r\n]|\\.)*"|[^\s(){%*"\\\]\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? )CATENATE \(/i.exec(
+  // tag SP "APPEND" SP mailbox [SP flag-list] [SP date-time] SP "CATENATE" SP "("  (RFC 3501 §9, RFC 4469 §5).
+  // mailbox = astring: an atom of ASTRING-CHARs ("[" and "]" included, RFC 3501 §9) and,
+  // leniently as Dovecot, "%" and "*"; or a quoted string. Anything not recognized here is
+  // relayed as a plain APPEND, so what Dovecot accepts as a mailbox must be recognized.
+  const m = /^([^\s(){%*"\\+\]\x00-\x1f\x7f]+)( APPEND ("(?:[^"\\\r\n]|\\.)*"|[^\s(){"\\\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? )CATENATE \(/i.exec(
     text,
   );
   if (m === null) return undefined;
-  return { tag: m[1]!, prefix: m[2]!, rest: text.slice(m[0].length) };
+  const raw = m[3]!;
+  // The line was read as latin1: back to its bytes, as UTF-8 (RFC 6855 quoted names).
+  const mailbox = Buffer.from(raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw, 'latin1').toString('utf8');
+  return { tag: m[1]!, prefix: m[2]!, mailbox, rest: text.slice(m[0].length) };
 }
 
 type Expect =
@@ -123,9 +132,38 @@ export class CatenateCommand {
     });
   }
 
-  /** The first segment (which catenateStart recognized). */
-  begin(): Promise<void> {
+  /** The first segment (which catenateStart recognized), after the target mailbox is known to exist. */
+  async begin(): Promise<void> {
+    await this.checkTarget();
     return this.segment(this.start.rest);
+  }
+
+  /**
+   * RFC 3501 §6.3.11 (RFC 4469 §5: CATENATE is an APPEND): a target mailbox that does not
+   * exist is NO [TRYCREATE], whatever the parts are, as Dovecot's own CATENATE answers. So it
+   * is checked first, with STATUS on a side connection as the user, before any URL is
+   * resolved: a bad URL must not hide it. Every later part is then skipped (a synchronizing
+   * literal refused, RFC 3501 §7.5) and the command answered at its end.
+   */
+  private async checkTarget(): Promise<void> {
+    const user = this.host.authenticatedUser!;
+    this.host.hold('catenate');
+    try {
+      const r = await this.host.lemonade.sidePool.withConnection(user, (conn) => conn.command(['STATUS ', ...astringParts(this.start.mailbox), ' (MESSAGES)']));
+      if (r.status === 'OK') return;
+      // "Unless it is certain that the destination mailbox can not be created" (§6.3.11): a
+      // STATUS that fails with a code of its own (NOPERM, ...) says why; anything else is
+      // a mailbox that is not there.
+      const code = r.code?.split(' ')[0]?.toUpperCase();
+      if (code !== undefined && code !== 'NONEXISTENT' && code !== 'TRYCREATE') return this.fail({ text: r.text, code: r.code! });
+      this.fail({ text: "Mailbox doesn't exist", code: 'TRYCREATE' });
+    } catch (err) {
+      if (err instanceof SideLoginRefused) return this.fail({ text: "Mailbox doesn't exist", code: 'TRYCREATE' });
+      if (!(err instanceof UpstreamUnavailable)) throw err;
+      this.fail({ text: 'Upstream server unavailable, try again later', code: 'UNAVAILABLE' });
+    } finally {
+      this.host.release('catenate');
+    }
   }
 
   /**
@@ -190,7 +228,7 @@ export class CatenateCommand {
         this.expect = 'url-literal';
         return;
       }
-      const url = /^URL (?:"((?:[^"\\]|\\.)*)"|([^\s(){%*"\\\]]+))/i.exec(s);
+      const url = /^URL (?:"((?:[^"\\]|\\.)*)"|([^\s(){"\\\x00-\x1f\x7f]+))/i.exec(s);
       if (url) {
         s = s.slice(url[0].length);
         await this.urlPart(url[1] !== undefined ? url[1].replace(/\\(.)/g, '$1') : url[2]!);
@@ -240,7 +278,10 @@ export class CatenateCommand {
     if (this.failure !== undefined) return;
     if (++this.parts > this.host.config.imap.catenate.maxParts) return this.fail({ text: 'CATENATE: too many parts', bad: true });
     const target = await this.resolve(text);
-    if (target === undefined) return this.fail({ text: 'CATENATE: URL does not resolve', code: badUrlCode(text) });
+    // RFC 4469 §6: NO [BADURL url], and the text says why (lemonade/authorize-url.ts).
+    const refused = (why: string) => this.fail({ text: `CATENATE: URL does not resolve: ${why}`, code: badUrlCode(text) });
+    if (!target.ok) return refused(target.why);
+    const crossUser = target.owner !== this.host.authenticatedUser;
     this.host.hold('catenate');
     try {
       let tooBig = false;
@@ -258,10 +299,11 @@ export class CatenateCommand {
         }),
       );
       if (tooBig) return this.fail({ text: 'Message too large', code: 'TOOBIG' });
-      if (!result.ok) return this.fail({ text: `CATENATE: ${result.reason.replace('-', ' ')}`, code: badUrlCode(text) });
+      if (!result.ok) return refused(describeRefusal(result.reason, crossUser));
       this.urlBytes += result.size;
     } catch (err) {
-      if (err instanceof SideLoginRefused) return this.fail({ text: 'CATENATE: URL does not resolve', code: badUrlCode(text) });
+      // The owner cannot be logged in as: not there, as far as the requester may know.
+      if (err instanceof SideLoginRefused) return refused(describeRefusal('no-mailbox', crossUser));
       if (!(err instanceof UpstreamUnavailable)) throw err;
       return this.fail({ text: 'Upstream server unavailable, try again later', code: 'UNAVAILABLE' });
     } finally {
@@ -270,25 +312,27 @@ export class CatenateCommand {
   }
 
   /** Whose mailbox and which part: the user's own by a plain URL, or anyone's by URLAUTH. */
-  private async resolve(text: string): Promise<{ owner: string; ref: PartRef } | undefined> {
+  private async resolve(text: string): Promise<{ ok: true; owner: string; ref: PartRef } | { ok: false; why: string }> {
     const user = this.host.authenticatedUser!;
     const hostname = this.host.config.hostname;
     let parsed;
     try {
       parsed = parseImapUrl(text, { user, host: hostname });
     } catch (err) {
-      if (err instanceof ImapUrlError) return undefined;
+      if (err instanceof ImapUrlError) return { ok: false, why: describeRefusal('syntax', false) };
       throw err;
     }
     const url = parsed.url;
     if (url.urlauth !== undefined) {
+      // The same checks as URLFETCH (RFC 4467 §6.3), in the same order: the token first.
       const auth = await authorizeForUser(this.host.lemonade.urlauth, this.host.config, user, text);
-      return auth.ok ? { owner: auth.owner, ref: auth.ref } : undefined;
+      return auth.ok ? { ok: true, owner: auth.owner, ref: auth.ref } : { ok: false, why: describeRefusal(auth.reason, true) };
     }
     // Without URLAUTH only the user's own mail on this server (RFC 4469 §5: as FETCH would).
-    if (url.server === undefined || !isOurHost(url.server.host, hostname) || (url.server.user ?? user) !== user) return undefined;
-    if (url.mailbox === undefined || url.uid === undefined) return undefined;
-    return { owner: user, ref: partRefOf({ ...url, mailbox: url.mailbox, uid: url.uid }) };
+    if (url.server === undefined || !isOurHost(url.server.host, hostname)) return { ok: false, why: describeRefusal('not_ours', false) };
+    if ((url.server.user ?? user) !== user) return { ok: false, why: describeRefusal('plain_other_user', true) };
+    if (url.mailbox === undefined || url.uid === undefined) return { ok: false, why: describeRefusal('syntax', false) };
+    return { ok: true, owner: user, ref: partRefOf({ ...url, mailbox: url.mailbox, uid: url.uid }) };
   }
 
   // ---- the end ---------------------------------------------------------------------------
@@ -308,7 +352,7 @@ export class CatenateCommand {
       if (this.failure === undefined && this.expect !== 'end') this.fail({ text: 'CATENATE: missing ")"', bad: true });
       const failure = this.failure;
       if (failure !== undefined) {
-        catenateAppends.inc({ result: failure.bad ? 'bad' : failure.code === 'TOOBIG' ? 'toobig' : failure.code === 'UNAVAILABLE' ? 'unavailable' : 'badurl' });
+        catenateAppends.inc({ result: catenateResult(failure) });
         this.host.log.info({ reason: failure.text }, 'CATENATE refused');
         const status = failure.bad ? 'BAD' : 'NO';
         await this.host.answer(tag, status, failure.text, failure.code);
@@ -329,6 +373,16 @@ export class CatenateCommand {
       this.host.done();
     }
   }
+}
+
+/** The catenateAppends label for a refusal. */
+function catenateResult(failure: Failure): string {
+  if (failure.bad) return 'bad';
+  const code = failure.code?.split(' ')[0];
+  if (code === 'TOOBIG') return 'toobig';
+  if (code === 'UNAVAILABLE') return 'unavailable';
+  if (code === 'BADURL') return 'badurl';
+  return 'mailbox';
 }
 
 /** RFC 4469 §6: BADURL with the URL (url-resp-text: no "]" and no line breaks). */

@@ -9,15 +9,7 @@ import type { SessionState } from './registry.js';
 import type { UpstreamConnection } from '../upstream.js';
 import type { Lemonade } from '../../lemonade/services.js';
 import type { CondstoreSession } from '../../lemonade/qresync/session-state.js';
-
-export interface Credentials {
-  /** Authentication identity (RFC 4616 authcid). */
-  user: string;
-  password: string;
-  /** Authorization identity when it differs from user (RFC 4616 authzid). */
-  authzid?: string;
-  mechanism: 'login' | 'plain';
-}
+import type { Credentials } from '../credentials.js';
 
 export interface CommandContext {
   readonly config: Config;

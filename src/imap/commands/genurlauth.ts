@@ -21,7 +21,7 @@ import { quoteString } from '../protocol/writer.js';
 import { MECHANISM } from '../../lemonade/urlauth.js';
 import { isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { messageExists } from '../../lemonade/fetch-part.js';
-import { SideLoginRefused } from '../../upstream/side-pool.js';
+import { SideLoginRefused } from '../side-pool.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import type { CommandContext } from './context.js';
 import { urlauthIssued } from '../../metrics/metrics.js';

@@ -19,11 +19,8 @@ export const search: CommandHandler = async (ctx, line) => {
   const parsed = parseSearchModseq(args);
   if (!parsed.ok) return ctx.tagged(line.tag, parsed.error.status, parsed.error.text, parsed.error.code);
   if (parsed.value.program.length === 0) return ctx.tagged(line.tag, 'BAD', `${name} expects search keys`);
-  // Strings that need a literal go as non-synchronizing ones, which the upstream must accept (RFC 7888).
-  const program = formatValues(parsed.value.program, { nonSync: true });
-  if (program.includes('+}\r\n') && !(ctx.upstream?.has('LITERAL+') ?? false)) {
-    return ctx.tagged(line.tag, 'NO', 'That search needs LITERAL+ at the upstream server', 'CANNOT');
-  }
+  // Strings that need a literal: internalCommand announces each synchronizing and waits for "+".
+  const program = formatValues(parsed.value.program);
   const min = parsed.value.modseq;
   if (min === undefined) {
     const r = await ctx.internalCommand(Buffer.concat([Buffer.from(`${name} `), program]));

@@ -20,6 +20,9 @@ import { highestModseqCode, noModseqResponse, vanishedResponses } from '../../le
 import type { MailboxView } from '../../lemonade/qresync/view.js';
 import { qresyncSelectBytes } from '../../metrics/metrics.js';
 
+/** An untagged OK with the CLOSED response code (RFC 7162 §3.2.11, §7). */
+const CLOSED_LINE = /^\* OK \[CLOSED\]/i;
+
 /** Changed messages read from the store per call. */
 const PAGE = 500;
 
@@ -35,10 +38,16 @@ export const select: CommandHandler = async (ctx, line) => {
   if (params.value.enablesCondstore) cs.enabled.add('CONDSTORE');
   const closing = ctx.state === 'selected';
   cs.deselect();
-  if (closing && cs.qresync) ctx.untagged('OK [CLOSED] Previous mailbox closed');
+  // §3.2.11: exactly one [CLOSED], before anything about the new mailbox. Ours, since an
+  // upstream without QRESYNC need not send one; one the upstream sends anyway (Dovecot
+  // does whenever a mailbox was selected) is dropped. Without QRESYNC the upstream's
+  // response codes reach the client as they would directly.
+  const ownClosed = closing && cs.qresync;
+  if (ownClosed) ctx.untagged('OK [CLOSED] Previous mailbox closed');
 
   const seen: { uidValidity?: number; exists?: number; uidNext?: number } = {};
   const r = await ctx.internalCommand(`${name} ${quoted(mailbox)}`, (l) => {
+    if (ownClosed && CLOSED_LINE.test(l)) return true;
     observeSelectLine(l, seen);
     return false;
   });

@@ -37,22 +37,16 @@ export const status: CommandHandler = async (ctx, line) => {
   const mailbox = stringArgument(args[0]);
   const list = args[1];
   const asked = list?.type === 'list' && args.length === 2 && list.items.some(isHighestModseq);
-  // Strings that need a literal go as non-synchronizing ones, which the upstream must accept (RFC 7888).
-  const send = (items: readonly ImapValue[]): Buffer | undefined => {
-    const text = formatValues(items, { nonSync: true });
-    return text.includes('+}\r\n') && !(ctx.upstream?.has('LITERAL+') ?? false) ? undefined : Buffer.concat([Buffer.from('STATUS '), text]);
-  };
+  // Strings that need a literal: internalCommand announces each synchronizing and waits for "+".
+  const send = (items: readonly ImapValue[]): Buffer => Buffer.concat([Buffer.from('STATUS '), formatValues(items)]);
   if (!asked || mailbox === undefined) {
     // Nothing of CONDSTORE in it: the command as the client wrote it (a malformed one gets the upstream's BAD).
-    const command = send(args);
-    if (command === undefined) return ctx.tagged(line.tag, 'NO', 'That mailbox name needs LITERAL+ at the upstream server', 'CANNOT');
-    return answerAsUpstream(ctx, line.tag, await ctx.internalCommand(command));
+    return answerAsUpstream(ctx, line.tag, await ctx.internalCommand(send(args)));
   }
   const items = list.items.filter((v) => !isHighestModseq(v));
   const wantsUidValidity = items.some((v) => isAtom(v, 'UIDVALIDITY'));
   if (!wantsUidValidity) items.push({ type: 'atom', value: 'UIDVALIDITY' });
   const command = send([args[0]!, { type: 'list', items }]);
-  if (command === undefined) return ctx.tagged(line.tag, 'NO', 'That mailbox name needs LITERAL+ at the upstream server', 'CANNOT');
 
   let seen: { mailbox: string; attributes: string[]; uidValidity: number } | undefined;
   const r = await ctx.internalCommand(command, (l) => {

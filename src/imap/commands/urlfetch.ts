@@ -14,7 +14,7 @@ import { quoteString } from '../protocol/writer.js';
 import { authorizeForUser } from '../../lemonade/authorize-url.js';
 import { fetchPart } from '../../lemonade/fetch-part.js';
 import type { LiteralSink } from '../upstream.js';
-import { SideLoginRefused } from '../../upstream/side-pool.js';
+import { SideLoginRefused } from '../side-pool.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { urlauthFetchBytes, urlauthFetches } from '../../metrics/metrics.js';
 

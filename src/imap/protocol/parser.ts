@@ -7,13 +7,22 @@
  * strings, literals, NIL and parenthesized lists, plus RFC 3516 literal8 (`~{n}`) and
  * RFC 7888 non-synchronizing literals (`{n+}`). Deliberate leniencies:
  *
- *   - Bracketed parts belong to the atom they are in, with everything inside them (spaces,
- *     lists, quoted strings), so `BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.1024>` and a status
- *     response code such as `[PERMANENTFLAGS (\Seen \*)]` are each one atom, with their
- *     raw text as value. A literal inside brackets is not supported (ImapParseError).
- *   - Atoms may contain "]" (resp-specials, as in ASTRING-CHAR), "%" and "*" (list
- *     wildcards, sequence sets) and 8-bit bytes (decoded as UTF-8); "\" is allowed too so
- *     that flags such as \Seen are atoms.
+ *   - "[" is an ATOM-CHAR and "]" an ASTRING-CHAR (RFC 3501 §9: only "]" is a
+ *     resp-special, and neither is an atom-special), so outside the two places below an
+ *     atom may hold either without the other: `SELECT a[b` names the mailbox "a[b", and
+ *     `SELECT a[b c]` is the atom "a[b" followed by "c]", as Dovecot reads them.
+ *   - Bracketed sections belong to the atom they are in, with everything inside them
+ *     (spaces, lists, quoted strings), in two places only: after a section-bearing fetch
+ *     attribute of a FETCH command or response (RFC 3501 §6.4.5 and §7.4.2 `BODY[`,
+ *     `BODY.PEEK[`; RFC 3516 §4.1 `BINARY[`, `BINARY.PEEK[`, `BINARY.SIZE[`), so
+ *     `BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.1024>` is one atom, and the response code at
+ *     the start of an untagged status response's text (RFC 3501 §7.1 resp-text-code), so
+ *     `* OK [PERMANENTFLAGS (\Seen \*)] Limited` reads `[PERMANENTFLAGS (\Seen \*)]` as
+ *     one atom. Their value is the raw text. An unterminated section there, or a literal
+ *     inside one, is an ImapParseError.
+ *   - Atoms may contain "%" and "*" (list wildcards, sequence sets), as Dovecot's atoms do,
+ *     and 8-bit bytes (decoded as UTF-8); "\" is allowed too so that flags such as \Seen
+ *     are atoms.
  *   - Quoted strings may hold 8-bit bytes (RFC 6855 UTF8=ACCEPT); only \" and \\ escapes
  *     are accepted (RFC 3501 §9 quoted-specials), and no CR, LF or NUL.
  *   - "(" may follow ")" directly, as body-type-mpart requires ("((...)(...) "MIXED")").
@@ -158,7 +167,7 @@ export function parseSegments(segments: Buffer[], literals: Buffer[]): ParsedLin
         literalTaken = true;
         i = end;
       } else if (isAtomByte(b)) {
-        const next = readAtom(seg, i, end);
+        const next = readAtom(seg, i, end, bracketsFor(tag, root, top));
         const text = seg.toString('utf8', i, next);
         top.push(text.length === 3 && text.toUpperCase() === 'NIL' ? { type: 'nil' } : { type: 'atom', value: text });
         i = next;
@@ -201,12 +210,32 @@ function readQuoted(seg: Buffer, start: number, end: number): [Buffer, number] {
   throw new ImapParseError('unterminated quoted string');
 }
 
-/** An atom, letting "[...]" sections (with spaces, lists and quoted strings inside) and "<o.l>" partials belong to it. */
-function readAtom(seg: Buffer, start: number, end: number): number {
+/** RFC 3501 §9 fetch-att / msg-att-static and RFC 3516 §4.1: the names a section follows. */
+const SECTION_NAMES = new Set(['BODY', 'BODY.PEEK', 'BINARY', 'BINARY.PEEK', 'BINARY.SIZE']);
+const STATUS_WORDS = new Set(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH']);
+
+/** Where in the line an atom starts decides what a "[" in it opens (see the module comment). */
+type Brackets = 'section' | 'code' | 'none';
+
+function bracketsFor(tag: string | undefined, root: ImapValue[], top: ImapValue[]): Brackets {
+  const word = (v: ImapValue | undefined): string | undefined => (v?.type === 'atom' ? v.value.toUpperCase() : undefined);
+  // "* OK [code ...] text" (RFC 3501 §7.1): the code right after the status word.
+  if (tag === '*' && top === root && root.length === 1 && STATUS_WORDS.has(word(root[0]) ?? '')) return 'code';
+  // "tag FETCH", "tag UID FETCH" (RFC 3501 §6.4.5, §6.4.8) and "* n FETCH" (§7.4.2).
+  return word(root[0]) === 'FETCH' || word(root[1]) === 'FETCH' ? 'section' : 'none';
+}
+
+/**
+ * An atom. A "[" opens a section that belongs to the atom, with spaces, lists and quoted
+ * strings inside, only where `brackets` says so: after a section-bearing fetch attribute
+ * name ('section') or at the start of a response code ('code'); elsewhere "[" and "]" are
+ * atom bytes like any other. "<o.l>" partials are atom bytes anyway.
+ */
+function readAtom(seg: Buffer, start: number, end: number, brackets: Brackets): number {
   let i = start;
   while (i < end) {
     const b = seg[i]!;
-    if (b === LBRACKET) {
+    if (b === LBRACKET && opensSection(seg, start, i, brackets)) {
       i = skipBracket(seg, i + 1, end);
       continue;
     }
@@ -214,6 +243,12 @@ function readAtom(seg: Buffer, start: number, end: number): number {
     i++;
   }
   return i;
+}
+
+function opensSection(seg: Buffer, start: number, at: number, brackets: Brackets): boolean {
+  if (brackets === 'code') return at === start;
+  if (brackets === 'section') return SECTION_NAMES.has(seg.toString('latin1', start, at).toUpperCase());
+  return false;
 }
 
 /** From after a "[", the index after its matching "]"; quoted strings inside may hold "]". */

@@ -123,3 +123,33 @@ export function untaggedStatus(status: UntaggedStatus, text: string, code?: stri
 export function continuation(text = ''): Buffer {
   return Buffer.from(`+ ${sanitizeText(text)}\r\n`, 'utf8');
 }
+
+/** A command's bytes cut at its literals: text to send as is, and literal contents that wait for "+". */
+export type CommandPiece = { text: Buffer } | { literal: Buffer; binary: boolean };
+
+/**
+ * Cuts a command (as formatValues or quoteString made it, with `{n}`, `{n+}` or `~{n}`
+ * literals) into its text and its literals, so the sender can announce each literal
+ * synchronizing and send its bytes only after the server's "+" (RFC 3501 §7.5). A literal
+ * announcement can only end a line (its CRLF can be in no quoted string), and a literal's
+ * bytes are skipped by their count, so whatever they hold is never taken for one.
+ */
+export function splitAtLiterals(command: Buffer): CommandPiece[] {
+  const pieces: CommandPiece[] = [];
+  const announcement = /(~?)\{(\d{1,10})\+?\}\r\n/g;
+  const text = command.toString('latin1');
+  let from = 0;
+  for (;;) {
+    announcement.lastIndex = from;
+    const m = announcement.exec(text);
+    if (m === null) break;
+    const size = Number(m[2]);
+    const dataStart = m.index + m[0].length;
+    if (dataStart + size > command.length) break; // not a whole literal: left as text
+    pieces.push({ text: command.subarray(from, m.index) });
+    pieces.push({ literal: command.subarray(dataStart, dataStart + size), binary: m[1] === '~' });
+    from = dataStart + size;
+  }
+  pieces.push({ text: command.subarray(from) });
+  return pieces;
+}

@@ -70,11 +70,13 @@ export async function releaseMessage(
       return { recipients, temporary: firstTemporary(recipients) };
     }
     await streamFile(deps.files, message.id, conn);
-    // The end of the content goes out synchronously inside endContent(); the row says so
-    // right after, so a crash from here on is known to have handed the message over.
-    const end = conn.endContent();
+    // Without its end (the final "." of DATA, or BDAT LAST) the MTA drops what it got when
+    // the connection closes (RFC 5321 §4.1.1.4, RFC 3030 §2), so up to here a crash
+    // cannot deliver the message. The row says "the end may have gone" durably (SQLite
+    // synchronous=FULL) before the end is written: from a crash while it says so the
+    // message is done again, a possible second copy but never a lost one (scheduler.ts).
     await deps.index.spoolCommitting(message.id);
-    const answer = await end;
+    const answer = await conn.endContent();
     settle(recipients, (r) => accepted.has(r), answer);
     reusable = true;
     return { recipients, temporary: firstTemporary(recipients) };

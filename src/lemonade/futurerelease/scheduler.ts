@@ -11,12 +11,17 @@
  * notification (RFC 3464) that is itself spooled, so it survives a crash and is retried
  * the same way.
  *
- * Crash recovery (spoolRecover): a release that was relaying when the process died is
- * simply done again; one whose content end had been handed to the MTA ("committing") is
- * taken as delivered, since the MTA owns it from that moment (RFC 5321 §4.1.1.4). The one
- * window left is the MTA answering 4xx to that very content end while the gateway dies:
- * that message would be lost, rather than the usual outcome of every alternative, a copy
- * delivered twice.
+ * Crash recovery (spoolRecover): every release under way when the process died is done
+ * again, so no acknowledged message is ever lost. One still "sending" cannot have been
+ * delivered: the MTA never got the end of its content, and drops a transaction whose
+ * connection closes before it (RFC 5321 §4.1.1.4). One "committing" may have been: the
+ * row says so durably before the end is written (release.ts), and the end, once written,
+ * reaches the MTA even if the process dies the next instant (the kernel sends it). It is
+ * released again, as a release whose connection breaks after the content end is while
+ * the gateway runs (RFC 5321 §6.1: a second copy rather than a lost one), and counted
+ * (resent_after_crash). So a message is delivered twice only when the gateway dies
+ * after writing the end of its content and before the MTA's reply to it is recorded
+ * (spoolDelete, or spoolReschedule); the 4xx to that end is not lost either.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../log/logger.js';
@@ -26,7 +31,7 @@ import { futureReleaseDsns, futureReleaseEvents, heldBytes, heldMessages, heldOl
 import type { Clock } from './clock.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
 import { releaseMessage } from './release.js';
-import type { SpoolCommitter, SpoolFiles } from './spool.js';
+import type { SpoolFiles } from './spool.js';
 
 export interface SchedulerOptions {
   concurrency: number;
@@ -61,7 +66,6 @@ export class ReleaseScheduler {
   constructor(
     private readonly store: Store,
     private readonly files: SpoolFiles,
-    private readonly committer: SpoolCommitter,
     private readonly pool: RelayPool,
     private readonly clock: Clock,
     private readonly opts: SchedulerOptions,
@@ -71,9 +75,9 @@ export class ReleaseScheduler {
   /** Recovers from a crash, drops orphan files, and starts releasing. */
   async start(): Promise<void> {
     await this.files.init();
-    for (const handedOver of await this.store.spoolRecover()) {
-      this.log.warn({ id: handedOver.id }, 'held message was handed to the MTA when the gateway stopped: taken as delivered');
-      await this.finish(handedOver, handedOver.recipients.map((r) => (r.status === 'pending' ? { ...r, status: 'delivered' as const } : r)));
+    for (const mayBeDelivered of await this.store.spoolRecover()) {
+      futureReleaseEvents.inc({ event: 'resent_after_crash' });
+      this.log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA when the gateway stopped: released again (a second copy is possible)');
     }
     const orphans = await this.files.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
     if (orphans > 0) this.log.info({ files: orphans }, 'removed spool files no held message refers to (never acknowledged)');
@@ -185,13 +189,22 @@ export class ReleaseScheduler {
     if (failed.length > 0) futureReleaseEvents.inc({ event: 'failed' }, failed.length);
     const reported = failed.filter(wantsFailureDsn);
     // RFC 3461 §4.1 / RFC 5321 §4.5.5: never a DSN about a message with a null sender.
-    if (reported.length > 0 && message.sender !== '') await this.spoolDsn(message, reported);
+    const dsn = reported.length > 0 && message.sender !== '' ? await this.writeDsn(message, reported) : undefined;
     this.log.info({ id: message.id, delivered, failed: failed.length }, 'held message released');
-    if (await this.store.spoolDelete(message.id)) this.adjustUsage(-1, -message.size);
+    // The message leaves the index as its DSN enters it, in one transaction: a crash
+    // before releases the message again (its DSN file is an orphan, removed at start), one
+    // after never sends the DSN twice.
+    if (await this.store.spoolDelete(message.id, dsn)) this.adjustUsage(-1, -message.size);
+    if (dsn !== undefined) {
+      this.adjustUsage(1, dsn.size, dsn.releaseAt);
+      futureReleaseDsns.inc();
+      this.log.info({ id: message.id, dsn: dsn.id, recipients: reported.length }, 'delivery status notification queued for the sender');
+    }
     await this.files.remove(message.id);
   }
 
-  private async spoolDsn(message: HeldMessage, failed: HeldRecipient[]): Promise<void> {
+  /** The DSN's file, durable (fsynced, renamed, its directory fsynced); its row is for finish() to commit. */
+  private async writeDsn(message: HeldMessage, failed: HeldRecipient[]): Promise<HeldMessage> {
     const original = await readSpoolFile(this.files, message.id);
     const param = (name: string) => message.mailParams.find(([k]) => k === name)?.[1];
     const ret = param('RET');
@@ -213,8 +226,9 @@ export class ReleaseScheduler {
     const writer = this.files.create(id);
     writer.write(dsn);
     const size = await writer.commit();
+    await this.files.syncDir();
     const now = this.clock.now();
-    await this.committer.commit({
+    return {
       id,
       user: '',
       sender: '',
@@ -227,10 +241,7 @@ export class ReleaseScheduler {
       nextAttemptAt: now,
       attempts: 0,
       state: 'held',
-    });
-    this.adjustUsage(1, size, now);
-    futureReleaseDsns.inc();
-    this.log.info({ id: message.id, dsn: id, recipients: failed.length }, 'delivery status notification queued for the sender');
+    };
   }
 
   private async countUsage(now = false): Promise<void> {

@@ -33,7 +33,7 @@ export class FutureRelease {
     this.policy = { maxIntervalSeconds: fr.enabled ? fr.maxHoldSeconds : 0 };
     this.files = new SpoolFiles(config.dataDir);
     this.committer = new SpoolCommitter(this.files, store);
-    this.scheduler = new ReleaseScheduler(store, this.files, this.committer, pool, clock, { ...fr, hostname: config.hostname }, log);
+    this.scheduler = new ReleaseScheduler(store, this.files, pool, clock, { ...fr, hostname: config.hostname }, log);
   }
 
   start(): Promise<void> {

@@ -11,8 +11,8 @@
 import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { UpstreamConnection, loginUpstream } from '../imap/upstream.js';
-import { UpstreamUnavailable } from './connect.js';
+import { UpstreamConnection, loginUpstream } from './upstream.js';
+import { UpstreamUnavailable } from '../upstream/connect.js';
 import { sideConnections } from '../metrics/metrics.js';
 
 export interface SidePoolOptions {
