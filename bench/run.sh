@@ -7,14 +7,15 @@
 #   bash bench/run.sh burl     bench/burl-bench.ts only (forward with BURL over a slow link, issue 5; about 3 minutes)
 #   bash bench/run.sh futurerelease  bench/futurerelease-bench.ts only (FUTURERELEASE accept rate and release lag, issue 6; about 2 minutes)
 #   bash bench/run.sh qresync  bench/qresync-bench.ts only (quick reconnect, full resync vs QRESYNC, 1k/10k/50k messages, issue 7; needs root)
+#   bash bench/run.sh fuzz     bench/fuzz.ts only (the fuzz suite of test/fuzz.test.ts at BENCH_FUZZ_INPUTS inputs, BENCH_FUZZ_SEED; issue 15)
 # Settings come from the environment (BENCH_SECONDS, ...; see the top of each benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
 case "$which" in
-  imap | smtp | forward | burl | futurerelease | qresync | all) ;;
+  imap | smtp | forward | burl | futurerelease | qresync | fuzz | all) ;;
   *)
-    echo "usage: bash bench/run.sh [imap|smtp|forward|burl|futurerelease|qresync|all]" >&2
+    echo "usage: bash bench/run.sh [imap|smtp|forward|burl|futurerelease|qresync|fuzz|all]" >&2
     exit 2
     ;;
 esac
@@ -38,4 +39,7 @@ if [ "$which" = futurerelease ] || [ "$which" = all ]; then
 fi
 if [ "$which" = qresync ] || [ "$which" = all ]; then
   node dist-bench/bench/qresync-bench.js
+fi
+if [ "$which" = fuzz ] || [ "$which" = all ]; then
+  node dist-bench/bench/fuzz.js
 fi

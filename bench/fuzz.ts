@@ -1,0 +1,55 @@
+/**
+ * The fuzz suite of test/fuzz.test.ts at any size (issue 15 §5), on demand:
+ *
+ *   BENCH_FUZZ_INPUTS=1000000 BENCH_FUZZ_SEED=12345 bash bench/run.sh fuzz
+ *
+ * BENCH_FUZZ_INPUTS inputs in all (default 100,000), 60 % IMAP and 40 % SMTP, through one
+ * gateway in front of a fresh legacy stack; BENCH_FUZZ_SEED (default random, printed)
+ * makes the inputs repeatable; BENCH_FUZZ_WORKERS concurrent IMAP connections (default 4,
+ * half as many SMTP ones). Prints progress, the checks of helpers/fuzz.ts (afterChecks)
+ * and the throughput; exits 1 if any check failed.
+ */
+import { randomInt } from 'node:crypto';
+import { startLegacyStack } from '../test/helpers/stack.js';
+import { startGateway } from '../test/helpers/gateway.js';
+import { afterChecks, describeFailures, fuzzGatewayConfig, runFuzz } from '../test/helpers/fuzz.js';
+
+const INPUTS = Number(process.env.BENCH_FUZZ_INPUTS ?? 100_000);
+const SEED = process.env.BENCH_FUZZ_SEED ? Number(process.env.BENCH_FUZZ_SEED) : randomInt(1, 2 ** 31);
+const WORKERS = Number(process.env.BENCH_FUZZ_WORKERS ?? 4);
+
+async function main(): Promise<number> {
+  const stack = await startLegacyStack({ mode: 'legacy', postfix: true });
+  const gw = await startGateway(stack, { config: fuzzGatewayConfig() });
+  const log = (l: string) => console.log(`[${new Date().toISOString()}] ${l}`);
+  try {
+    const imapInputs = Math.round(INPUTS * 0.6);
+    const run = await runFuzz(stack, gw, {
+      seed: SEED,
+      imapInputs,
+      smtpInputs: INPUTS - imapInputs,
+      imapWorkers: WORKERS,
+      smtpWorkers: Math.max(1, Math.round(WORKERS / 2)),
+      log,
+    });
+    const after = await afterChecks(stack, gw, run, log);
+    const failures = [...run.failures, ...after.failures];
+    console.log(
+      `fuzz: ${INPUTS} inputs, seed ${SEED}, ${(run.ms / 1000).toFixed(1)} s (${Math.round(INPUTS / (run.ms / 1000))} inputs/s), ` +
+        `RSS ${run.rssStartKiB} -> max ${run.rssMaxKiB} KiB, ${run.failureCount + after.failures.length} failures`,
+    );
+    if (failures.length > 0) console.log(describeFailures(failures));
+    return failures.length > 0 ? 1 : 0;
+  } finally {
+    await gw.stop();
+    await stack.stop();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
