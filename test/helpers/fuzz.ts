@@ -54,6 +54,10 @@ export function fuzzGatewayConfig(): Record<string, unknown> {
     imap: {
       warmUpstream: { seconds: 0 },
       limits: { maxLiteralSize: FUZZ_MAX_LITERAL },
+      // Some malformed lines leave Dovecot waiting in silence for a literal; the gateway
+      // then ends the session. Within the fuzzer's 10 s answer limit, and short enough that
+      // the APPEND lock such a command holds does not make the next commands time out.
+      timeouts: { upstreamContinuationSeconds: 3 },
     },
     submission: {
       limits: { maxMessageSize: FUZZ_MAX_MESSAGE },
