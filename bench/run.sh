@@ -7,7 +7,7 @@
 #   bash bench/run.sh burl     bench/burl-bench.ts only (forward with BURL over a slow link, issue 5; about 3 minutes)
 #   bash bench/run.sh futurerelease  bench/futurerelease-bench.ts only (FUTURERELEASE accept rate and release lag, issue 6; about 2 minutes)
 #   bash bench/run.sh qresync  bench/qresync-bench.ts only (quick reconnect, full resync vs QRESYNC, 1k/10k/50k messages, issue 7; needs root)
-#   bash bench/run.sh fuzz     bench/fuzz.ts only (the fuzz suite of test/fuzz.test.ts at BENCH_FUZZ_INPUTS inputs, BENCH_FUZZ_SEED; issue 15)
+#   bash bench/run.sh fuzz     bench/fuzz.ts only (the fuzz suite of test/helpers/fuzz.ts at BENCH_FUZZ_INPUTS inputs, BENCH_FUZZ_SEED; issue 15)
 # Settings come from the environment (BENCH_SECONDS, ...; see the top of each benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."

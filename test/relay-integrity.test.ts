@@ -184,7 +184,7 @@ t.test('a literal after a command the upstream refuses never runs as a command',
   await gaugesReturnToZero(t);
 });
 
-t.test('a "{" that starts no literal is refused, never relayed (the upstream would frame it otherwise)', async (t) => {
+t.test('a "{" that starts no literal, or an unterminated quoted string, is refused, never relayed (the upstream would frame it otherwise)', async (t) => {
   const c = await loggedIn();
   await c.command('s', 'SELECT INBOX');
   for (const [tag, text] of [
@@ -193,6 +193,8 @@ t.test('a "{" that starts no literal is refused, never relayed (the upstream wou
     ['b3', 'SELECT a{b'],
     ['b4', 'SEARCH SUBJECT {abc}'],
     ['b5', 'STATUS INBOX (MESSAGES) {-1}'],
+    ['b6', 'SELECT "INBOX'],
+    ['b7', 'APPEND INBOX (\\Seen) "not a date {5+}'],
   ] as const) {
     c.write(`${tag} ${text}\r\n`);
     t.match(await c.line(), new RegExp(`^${tag} BAD `), `${text}: BAD`);
@@ -219,11 +221,30 @@ t.test('an upstream that neither continues nor answers a literal ends the sessio
   const elapsed = (Date.now() - started) / 1000;
   t.match(lines.join('\n'), /^\* BYE Upstream server did not answer/m, 'BYE');
   t.ok(elapsed >= CONTINUATION_SECONDS - 0.5 && elapsed < CONTINUATION_SECONDS + 3, `after the bound (${elapsed.toFixed(1)} s)`);
+  // The log line travels through the gateway's stdout: give it a moment.
+  for (let i = 0; i < 20 && !gw.logs.some((l) => l.includes('upstream neither continued')); i++) await new Promise((r) => setTimeout(r, 100));
   t.match(gw.logs.join('\n'), /upstream neither continued nor answered a literal/, 'logged');
   const next = await loggedIn();
   next.write(`${appendLine('N', 'lbsil', 'after', true)}after\r\n`);
   t.match((await next.until('N', 3000)).at(-1), /^N OK \[APPENDUID /, 'the mailbox takes the next APPEND at once');
   next.close();
+  await gaugesReturnToZero(t);
+});
+
+t.test('commands pipelined behind IDLE never reach the upstream as its idle input', async (t) => {
+  const c = await loggedIn();
+  await c.command('s', 'SELECT INBOX');
+  const message = 'From: a@example.org\r\nSubject: idle\r\n\r\nY9 CREATE smugidle\r\n';
+  // Against RFC 2177, a command and its message right behind IDLE, before its "+".
+  c.write(`i1 IDLE\r\na1 APPEND INBOX {${message.length}+}\r\n${message}\r\n`);
+  t.match(await c.line(), /^\+ /, 'IDLE continues');
+  t.match(await c.line(), /^a1 BAD Expected DONE/, 'the pipelined command is refused while idling');
+  c.write('DONE\r\n');
+  t.match((await c.until('i1')).at(-1), /^i1 OK/, 'DONE ends the IDLE');
+  t.match((await c.command('n1', 'NOOP')).at(-1), /^n1 OK/, 'and the session goes on');
+  c.close();
+  t.notOk(maildirFolders('alice').includes('smugidle'), 'the message never ran as commands');
+  t.notMatch(gw.logs.join('\n'), /upstream answered an unknown tag/);
   await gaugesReturnToZero(t);
 });
 

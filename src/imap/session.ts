@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
-import { ImapLexer, hasStrayBrace, type LexEvent } from './protocol/lexer.js';
+import { ImapLexer, framingFault, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
 import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
@@ -741,7 +741,12 @@ export class ImapSession implements CommandContext {
     if (!upstream) return;
     switch (ev.type) {
       case 'text':
-        if (hasStrayBrace(ev.data)) return this.refuseRelayed(mode, 'Syntax error: "{" only starts a literal');
+        switch (framingFault(ev.data)) {
+          case 'brace':
+            return this.refuseRelayed(mode, 'Syntax error: "{" only starts a literal');
+          case 'quote':
+            return this.refuseRelayed(mode, 'Syntax error: unterminated quoted string');
+        }
         this.flushPendingText(mode);
         mode.pendingText = ev.data;
         return;
@@ -773,6 +778,10 @@ export class ImapSession implements CommandContext {
       case 'end':
         this.flushPendingText(mode);
         this.mode = undefined;
+        // RFC 2177: after IDLE the client's next line is DONE, and only once the upstream
+        // said "+". Nothing else is relayed before: the upstream would read a command (and
+        // a literal's bytes after it) as its idle input, and a "+" could be taken for another's.
+        if (this.inflight.get(mode.upTag)?.idle === true) this.hold('idle-start');
         return;
       case 'error':
         if (!mode.sentAny) {
@@ -839,8 +848,17 @@ export class ImapSession implements CommandContext {
     mode.sentAny = true;
   }
 
-  /** RFC 2177: the client ends IDLE with a DONE line that carries no tag. */
+  /**
+   * RFC 2177: the client ends IDLE with a DONE line that carries no tag. Only that is
+   * relayed: any other line would reach the upstream as its idle input, and the bytes of
+   * a literal after it as commands. It gets BAD, and the IDLE goes on.
+   */
   private relayDone(line: Buffer): void {
+    if (line.toString('latin1').replace(/\r?\n$/, '').toUpperCase() !== 'DONE') {
+      malformedCommands.inc({ reason: 'state' });
+      this.tagged(guessTag(line), 'BAD', 'Expected DONE to end IDLE');
+      return this.discardRest();
+    }
     this.idleActive = undefined;
     this.writeUpstream(line);
   }
@@ -1024,14 +1042,19 @@ export class ImapSession implements CommandContext {
   }
 
   private onUpstreamContinuation(first: Buffer): void {
-    if (this.awaitedContinuation) return this.awaitedContinuation.resolve(true);
+    // An IDLE waiting for its "+" was sent before any command now in flight: the "+" is its.
     for (const [upTag, entry] of this.inflight) {
       if (entry.idle && this.idleActive === undefined) {
         this.idleActive = upTag;
-        break;
+        this.writeClient(first);
+        this.release('idle-start');
+        return;
       }
     }
-    this.writeClient(first);
+    if (this.awaitedContinuation) return this.awaitedContinuation.resolve(true);
+    // Not asked for by anything in flight: never passed on (the client would take it as
+    // leave to send data nobody expects).
+    this.log.warn('upstream sent a continuation request nothing asked for');
   }
 
   private endUpstreamResponse(): void {
@@ -1144,6 +1167,8 @@ export class ImapSession implements CommandContext {
     if (!entry) return;
     this.inflight.delete(upTag);
     if (this.idleActive === upTag) this.idleActive = undefined;
+    // An IDLE refused (or ended) before its "+": the client's input goes on.
+    if (entry.idle) this.release('idle-start');
     const label = commandLabel(entry.command);
     const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : 'bad';
     imapCommandsTotal.inc({ command: label, result });

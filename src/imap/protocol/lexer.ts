@@ -442,6 +442,21 @@ function quotedAt(line: Buffer, index: number): boolean {
 }
 
 /**
+ * What in a command segment a relay must not pass on, because servers frame it in
+ * different ways: a "{" that opens no literal announcement ending the segment (see
+ * strayBrace), or a quoted string still open at the segment's end (RFC 3501 §9: a
+ * quoted string holds no CR or LF; Dovecot, after rejecting such a line, takes parts of
+ * it for new commands). Undefined when the segment is well framed.
+ */
+export function framingFault(segment: Buffer): 'brace' | 'quote' | undefined {
+  let end = segment.length;
+  if (segment[end - 1] === LF) end--;
+  if (segment[end - 1] === CR) end--;
+  if (quotedAt(segment, end)) return 'quote';
+  return strayBrace(segment) ? 'brace' : undefined;
+}
+
+/**
  * Whether a command segment holds a "{" outside quoted strings that does not open the
  * literal announcement ending it (`{}`, `{+}`, `{abc}`, `a{b`). RFC 3501 §9 makes "{" an
  * atom-special: in a command it only starts a literal. Servers frame such bytes
@@ -449,7 +464,7 @@ function quotedAt(line: Buffer, index: number): boolean {
  * rest of the command), so a relay that passed them on would no longer agree with the
  * upstream on where commands end.
  */
-export function hasStrayBrace(segment: Buffer): boolean {
+function strayBrace(segment: Buffer): boolean {
   const announcement = parseAnnouncement(segment);
   let end = segment.length;
   if (announcement !== undefined) {
