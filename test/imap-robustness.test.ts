@@ -22,13 +22,7 @@ t.teardown(async () => {
   await stack?.stop();
 });
 
-async function loggedIn(user = 'alice'): Promise<RawImap> {
-  const c = await RawImap.connect(gw.imapsPort, { tls: true });
-  await c.line();
-  const r = await c.command('L', `LOGIN ${user} password`);
-  if (!r.at(-1)!.startsWith('L OK')) throw new Error(r.join('\n'));
-  return c;
-}
+const loggedIn = (user = 'alice'): Promise<RawImap> => RawImap.loggedIn(gw.imapsPort, user);
 
 /** A healthy session that keeps doing real work while the malformed inputs run. */
 function healthyLoop(signal: { stop: boolean }): Promise<number> {

@@ -59,13 +59,7 @@ async function gaugesReturnToZero(t: Test): Promise<void> {
   t.equal(metricValue(m, 'lemonade_upstream_connections_open', { protocol: 'imap' }), 0, 'no upstream IMAP connection left open');
 }
 
-async function loggedIn(user = 'alice'): Promise<RawImap> {
-  const c = await RawImap.connect(gw.imapsPort, { tls: true });
-  await c.line();
-  const r = await c.command('L', `LOGIN ${user} password`);
-  if (!r.at(-1)!.startsWith('L OK')) throw new Error(r.join('\n'));
-  return c;
-}
+const loggedIn = (user = 'alice'): Promise<RawImap> => RawImap.loggedIn(gw.imapsPort, user);
 
 /** Mailbox names of `user` as Dovecot itself has them (its Maildir++ folders, not through the gateway). */
 function maildirFolders(user: string): string[] {

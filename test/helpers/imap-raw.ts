@@ -11,6 +11,15 @@ export class RawImap extends RawClient {
     return new RawImap(await openSocket(port, opts));
   }
 
+  /** Connected over implicit TLS, greeting read, logged in with LOGIN under tag "L" (throws if refused). */
+  static async loggedIn(port: number, user = 'alice', password = 'password'): Promise<RawImap> {
+    const c = await RawImap.connect(port, { tls: true });
+    await c.line();
+    const r = await c.command('L', `LOGIN ${user} ${password}`);
+    if (!r.at(-1)!.startsWith('L OK')) throw new Error(r.join('\n'));
+    return c;
+  }
+
   /** Next complete line (CRLF stripped), or undefined once the connection is closed. */
   line(timeoutMs = 10_000): Promise<string | undefined> {
     return this.waitFor(
