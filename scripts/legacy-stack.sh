@@ -71,7 +71,8 @@ export LC_ALL=C
 
 # swaks' STARTTLS needs Net::SSLeay and IO::Socket::SSL, which are only Recommends of swaks
 # (skipped by --no-install-recommends): named here so a fresh machine gets them.
-readonly PACKAGES=(dovecot-imapd dovecot-lmtpd postfix swaks libnet-ssleay-perl libio-socket-ssl-perl socat python3 curl)
+# dovecot-submissiond: the peer bench/smtp-bench.ts compares the submission front with.
+readonly PACKAGES=(dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix swaks libnet-ssleay-perl libio-socket-ssl-perl socat python3 curl)
 readonly MAIL_USER=lemonademail
 readonly LEGACY_CAPS="IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID IDLE NAMESPACE"
 readonly DOMAINS="example.org example.net"

@@ -17,6 +17,7 @@ const script = path.resolve(import.meta.dirname, '..', 'scripts', 'legacy-stack.
 const PACKAGES = [
   'dovecot-imapd',
   'dovecot-lmtpd',
+  'dovecot-submissiond',
   'postfix',
   'swaks',
   'libnet-ssleay-perl',
@@ -60,7 +61,7 @@ t.test('all missing: every package is listed', async (t) => {
 
 t.test('some missing: exactly those, including a package removed with its config files left', async (t) => {
   const installed = ['dovecot-imapd', 'postfix', 'python3', 'curl', 'socat'];
-  t.same(await missing(fakeDpkgQuery(installed, ['swaks'])), ['dovecot-lmtpd', 'swaks', 'libnet-ssleay-perl', 'libio-socket-ssl-perl']);
+  t.same(await missing(fakeDpkgQuery(installed, ['swaks'])), ['dovecot-lmtpd', 'dovecot-submissiond', 'swaks', 'libnet-ssleay-perl', 'libio-socket-ssl-perl']);
 });
 
 t.test('none missing: nothing is listed', async (t) => {
