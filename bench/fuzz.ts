@@ -13,17 +13,25 @@
  * and the throughput; exits 1 if any check failed.
  */
 import { randomInt } from 'node:crypto';
+import { copyFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { startLegacyStack } from '../test/helpers/stack.js';
 import { startGateway } from '../test/helpers/gateway.js';
 import { afterChecks, describeFailures, fuzzGatewayConfig, runFuzz } from '../test/helpers/fuzz.js';
 
 const INPUTS = Number(process.env.BENCH_FUZZ_INPUTS ?? 100_000);
 const SEED = process.env.BENCH_FUZZ_SEED ? Number(process.env.BENCH_FUZZ_SEED) : randomInt(1, 2 ** 31);
+/** Where a BENCH_FUZZ_LOG run's gateway log is kept (the gateway's own directory goes with it). */
+const KEPT_LOG = path.join(os.tmpdir(), `lemonade-fuzz-${SEED}.log`);
 const WORKERS = Number(process.env.BENCH_FUZZ_WORKERS ?? 4);
 
 async function main(): Promise<number> {
   const stack = await startLegacyStack({ mode: 'legacy', postfix: true });
-  const gw = await startGateway(stack, { config: fuzzGatewayConfig() });
+  const config = fuzzGatewayConfig();
+  // BENCH_FUZZ_LOG=debug logs every command (to find the session behind a failure; costs CPU and disk).
+  if (process.env.BENCH_FUZZ_LOG) config.log = { level: process.env.BENCH_FUZZ_LOG };
+  const gw = await startGateway(stack, { config });
   const log = (l: string) => console.log(`[${new Date().toISOString()}] ${l}`);
   try {
     const imapInputs = Math.round(INPUTS * 0.6);
@@ -44,7 +52,9 @@ async function main(): Promise<number> {
     if (failures.length > 0) console.log(describeFailures(failures));
     return failures.length > 0 ? 1 : 0;
   } finally {
+    if (process.env.BENCH_FUZZ_LOG) copyFileSync(gw.logFile, KEPT_LOG);
     await gw.stop();
+    if (process.env.BENCH_FUZZ_LOG) console.log(`gateway log kept in ${KEPT_LOG}`);
     await stack.stop();
   }
 }

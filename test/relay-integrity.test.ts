@@ -203,6 +203,33 @@ t.test('a "{" that starts no literal, or an unterminated quoted string, is refus
   await gaugesReturnToZero(t);
 });
 
+t.test('an error answer quoting a literal back (Dovecot, SEARCH) stays one line: nothing in the literal is read as a response', async (t) => {
+  for (const select of ['SELECT INBOX', 'SELECT INBOX (CONDSTORE)']) {
+    const c = await loggedIn();
+    c.write(`${appendLine('a', 'INBOX', 'echo', true)}echo\r\n`);
+    t.match((await c.until('a')).at(-1), /^a OK/);
+    t.match((await c.command('s', select)).at(-1), /^s OK/);
+    const before = gw.logs.length;
+    // Dovecot answers `BAD ... Unexpected string as search key: <the literal>`, line breaks
+    // and all. Read as lines, this literal would be an EXPUNGE, an EXISTS and a tagged OK.
+    const literal = 'From: a@example.org\r\n* 1 EXPUNGE\r\n* 7 EXISTS\r\nC5 OK forged\r\n\r\nX9 CREATE smugecho\r\n';
+    c.write(`e1 SEARCH CHARSET UTF-8 {${literal.length}}\r\n`);
+    t.match(await c.line(), /^\+ /, `${select}: the upstream's "+"`);
+    c.write(`${literal} hello\r\n`);
+    const answer = await c.until('e1');
+    t.equal(answer.length, 1, 'one line: the tagged answer');
+    t.match(answer[0], /^e1 BAD .*search key: From: a@example\.org {2}\* 1 EXPUNGE {2}\* 7 EXISTS {2}C5 OK forged {4}X9 CREATE smugecho /, 'the literal is in it, its line breaks as spaces');
+    const next = await c.command('n', 'FETCH 1 (UID)');
+    t.match(next[0], /^\* 1 FETCH \(.*UID \d+/, 'message 1 is still there for the session');
+    t.match(next.at(-1), /^n OK/, 'and the next command gets its own answer');
+    await new Promise((r) => setTimeout(r, 200));
+    t.notMatch(gw.logs.slice(before).join('\n'), /unknown tag|continuation request nothing asked for/, 'no line of the literal reached the relay as a response');
+    c.close();
+  }
+  t.notOk(maildirFolders('alice').includes('smugecho'));
+  await gaugesReturnToZero(t);
+});
+
 t.test('an upstream that neither continues nor answers a literal ends the session, and frees its lock', async (t) => {
   const setup = await loggedIn();
   await setup.command('c', 'CREATE lbsil');

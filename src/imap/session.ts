@@ -30,6 +30,7 @@ import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
 import { splitAtLiterals } from './protocol/writer.js';
+import { LiteralEchoTracker, flattenLine, literalEcho, unguessableTagPrefix } from './protocol/echo.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
 import type { WarmUpstreams } from './warm-upstreams.js';
 import { highestModseqCode } from '../lemonade/qresync/responses.js';
@@ -82,7 +83,7 @@ export interface SessionDeps {
 
 type Mode =
   /** Streaming the command to the upstream. */
-  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean }
+  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean; echo?: LiteralEchoTracker }
   /** Collecting the whole command for a local handler. */
   | { kind: 'collect'; tag: string; name: string }
   /** Dropping the rest of a command that was already answered. */
@@ -147,6 +148,7 @@ export class ImapSession implements CommandContext {
   private readonly holds = new Set<string>();
   private readonly inflight = new Map<string, InFlight>();
   private nextUpTag = 1;
+  private readonly upTagPrefix = unguessableTagPrefix();
   /** Upstream tag of an IDLE whose "+" has been relayed: the next client line is DONE. */
   private idleActive: string | undefined;
   /**
@@ -512,7 +514,7 @@ export class ImapSession implements CommandContext {
 
   /** Streams the command to the upstream under a tag of ours. */
   private beginRelay(head: { tag: string; name: string; rest: number }, ev: Extract<LexEvent, { type: 'text' }>, tracker?: AppendUidTracker): void {
-    const upTag = `C${this.nextUpTag++}`;
+    const upTag = `${this.upTagPrefix}C${this.nextUpTag++}`;
     this.inflight.set(upTag, {
       clientTag: head.tag,
       command: head.name,
@@ -597,7 +599,7 @@ export class ImapSession implements CommandContext {
       data.destroy();
       return;
     }
-    const upTag = `C${this.nextUpTag++}`;
+    const upTag = `${this.upTagPrefix}C${this.nextUpTag++}`;
     this.inflight.set(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), idle: false, logout: false, ...tracker });
     // Synchronizing even with LITERAL+ upstream: the message must never be read as commands
     // if the upstream refuses the APPEND line (see upstreamGoAhead).
@@ -625,7 +627,7 @@ export class ImapSession implements CommandContext {
     const upstream = this.upstream;
     // After teardown nothing would ever complete (or abandon) the command.
     if (this.closed || !upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
-    const upTag = `I${this.nextUpTag++}`;
+    const upTag = `${this.upTagPrefix}I${this.nextUpTag++}`;
     const result = new Promise<{ status: string; line: string }>((resolve) => {
       this.inflight.set(upTag, {
         clientTag: '',
@@ -663,6 +665,8 @@ export class ImapSession implements CommandContext {
       this.writeUpstream(Buffer.concat(line));
       line = [];
       if (!(await this.upstreamGoAhead(upTag))) return;
+      const echo = literalEcho(piece.literal);
+      if (echo !== undefined) this.upstream?.expectEcho(upTag, echo);
       this.writeUpstream(piece.literal);
     }
     line.push(Buffer.from('\r\n'));
@@ -760,6 +764,7 @@ export class ImapSession implements CommandContext {
         mode.sentAny = true;
         const go = this.upstreamGoAhead(mode.upTag).then((accepted) => {
           if (accepted) {
+            mode.echo = new LiteralEchoTracker(ev.size);
             if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
             return;
           }
@@ -771,10 +776,15 @@ export class ImapSession implements CommandContext {
         return this.waitFor('upstream-continuation', go);
       }
       case 'literal-data':
+        mode.echo?.push(ev.data);
         this.writeUpstream(ev.data);
         return;
-      case 'literal-end':
+      case 'literal-end': {
+        const echo = mode.echo?.result();
+        mode.echo = undefined;
+        if (echo !== undefined) this.upstream?.expectEcho(mode.upTag, echo);
         return;
+      }
       case 'end':
         this.flushPendingText(mode);
         this.mode = undefined;
@@ -970,8 +980,10 @@ export class ImapSession implements CommandContext {
     }
   }
 
-  private startUpstreamResponse(first: Buffer): void {
+  private startUpstreamResponse(response: Buffer): void {
     this.relayMidResponse = true;
+    // One line, even where the upstream quoted a client's literal back (protocol/echo.ts).
+    const first = flattenLine(response);
     const head = parseResponseHead(first);
     if (head.tag === '+') {
       this.relayMidResponse = false; // a continuation is one line; handled at its end
