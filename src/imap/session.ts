@@ -17,7 +17,7 @@ import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
 import { ImapLexer, framingFault, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
-import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
+import { advertisedCapabilities, hasCapability, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
 import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
 import type { CommandContext, CommandHandler } from './commands/context.js';
@@ -30,6 +30,7 @@ import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
 import { splitAtLiterals } from './protocol/writer.js';
+import { AppendGrammar } from './protocol/append-grammar.js';
 import { LiteralEchoTracker, flattenLine, literalEcho, unguessableTagPrefix } from './protocol/echo.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
 import type { WarmUpstreams } from './warm-upstreams.js';
@@ -83,7 +84,7 @@ export interface SessionDeps {
 
 type Mode =
   /** Streaming the command to the upstream. */
-  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean; echo?: LiteralEchoTracker }
+  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean; echo?: LiteralEchoTracker; append?: AppendGrammar }
   /** Collecting the whole command for a local handler. */
   | { kind: 'collect'; tag: string; name: string }
   /** Dropping the rest of a command that was already answered. */
@@ -524,7 +525,9 @@ export class ImapSession implements CommandContext {
       ...tracker,
     });
     if (head.name === 'LOGOUT') this.state = 'logout';
-    this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false };
+    const caps = this.upstream?.capabilities ?? [];
+    const append = head.name === 'APPEND' ? new AppendGrammar({ multiAppend: hasCapability(caps, 'MULTIAPPEND'), binary: hasCapability(caps, 'BINARY'), catenate: hasCapability(caps, 'CATENATE') }) : undefined;
+    this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false, append };
     this.relayClientEvent(this.mode, { type: 'text', data: Buffer.concat([Buffer.from(upTag), ev.data.subarray(head.rest)]) });
   }
 
@@ -745,11 +748,24 @@ export class ImapSession implements CommandContext {
     if (!upstream) return;
     switch (ev.type) {
       case 'text':
+        // The upstream answered already (Dovecot does, mid-line, to a bad mailbox name): it
+        // now skips to the end of the line, so the rest goes on as it is, for it to skip
+        // (a second answer would be one too many, and a line kept back would make it skip
+        // the next command). A literal in it still waits for a "+", which will not come.
+        if (!this.inflight.has(mode.upTag)) {
+          this.flushPendingText(mode);
+          mode.pendingText = ev.data;
+          return;
+        }
         switch (framingFault(ev.data)) {
           case 'brace':
             return this.refuseRelayed(mode, 'Syntax error: "{" only starts a literal');
           case 'quote':
             return this.refuseRelayed(mode, 'Syntax error: unterminated quoted string');
+        }
+        {
+          const fault = mode.append?.check(ev.data);
+          if (fault !== undefined) return this.refuseRelayed(mode, `Syntax error: ${fault}`);
         }
         this.flushPendingText(mode);
         mode.pendingText = ev.data;
