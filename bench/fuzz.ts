@@ -1,8 +1,6 @@
 /**
  * The fuzz suite (issue 15 §5; generator, mutator and checks in test/helpers/fuzz.ts) at
- * any size, on demand. Its CI form (test/fuzz.test.ts, 20,000 inputs) is out of the suite
- * until the defects it still finds are fixed (see bench/RESULTS.md, "Fuzzing"): it is in
- * the history at the commit that removed it, and comes back with the fixes.
+ * any size, on demand. Its CI form is test/fuzz.test.ts (20,000 inputs).
  *
  *   BENCH_FUZZ_INPUTS=1000000 BENCH_FUZZ_SEED=12345 bash bench/run.sh fuzz
  *
@@ -10,7 +8,9 @@
  * gateway in front of a fresh legacy stack; BENCH_FUZZ_SEED (default random, printed)
  * makes the inputs repeatable; BENCH_FUZZ_WORKERS concurrent IMAP connections (default 4,
  * half as many SMTP ones). Prints progress, the checks of helpers/fuzz.ts (afterChecks)
- * and the throughput; exits 1 if any check failed.
+ * and the throughput; exits 1 if any check failed. BENCH_FUZZ_LOG=debug runs the gateway
+ * at that log level and keeps its log (path printed); FUZZ_TRACE_FILE=path records every
+ * IMAP input sent (helpers/fuzz.ts), to find what a failing session was sent.
  */
 import { randomInt } from 'node:crypto';
 import { copyFileSync } from 'node:fs';
