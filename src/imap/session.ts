@@ -526,7 +526,7 @@ export class ImapSession implements CommandContext {
     });
     if (head.name === 'LOGOUT') this.state = 'logout';
     const caps = this.upstream?.capabilities ?? [];
-    const append = head.name === 'APPEND' ? new AppendGrammar({ multiAppend: hasCapability(caps, 'MULTIAPPEND'), binary: hasCapability(caps, 'BINARY'), catenate: hasCapability(caps, 'CATENATE') }) : undefined;
+    const append = head.name === 'APPEND' ? new AppendGrammar({ binary: hasCapability(caps, 'BINARY'), catenate: hasCapability(caps, 'CATENATE') }) : undefined;
     this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false, append };
     this.relayClientEvent(this.mode, { type: 'text', data: Buffer.concat([Buffer.from(upTag), ev.data.subarray(head.rest)]) });
   }

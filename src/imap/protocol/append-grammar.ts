@@ -1,15 +1,18 @@
 /**
- * The grammar of a relayed APPEND, checked segment by segment before any of it goes
- * upstream (RFC 3501 §6.3.11 and §9; RFC 3502 MULTIAPPEND; RFC 3516 §4.4 literal8).
+ * The grammar of a relayed APPEND up to its message literal, checked segment by segment
+ * before any of it goes upstream (RFC 3501 §6.3.11 and §9; RFC 3516 §4.4 literal8):
  *
- *   append = "APPEND" SP mailbox 1*append-message        ; one message without MULTIAPPEND
- *   append-message = [SP flag-list] [SP date-time] SP literal
+ *   append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal
  *
  * Why the gateway checks what the upstream will check anyway: Dovecot 2.3 reads an APPEND
  * as it arrives, and some malformed ones leave its framing different from the client's.
  * After `APPEND IN x () "date" {n}` it answers NO [TRYCREATE] and then swallows the next
  * command line as the rest of the APPEND; after `APPEND INBOX 42 {n}` it waits in silence.
  * Either way the next command never gets an answer. Refused here, they never reach it.
+ * What follows the message literal (the end of the line, or more messages for an upstream
+ * with MULTIAPPEND, RFC 3502) is the upstream's to judge: by then the message has gone
+ * upstream, and the gateway could only end the session, where the upstream answers BAD
+ * and goes on.
  * An APPEND with CATENATE (RFC 4469) is relayed only to an upstream that has it, and its
  * parts are left to the upstream; to any other, the gateway assembles it (catenate.ts),
  * and one it could not read as such is refused here.
@@ -36,16 +39,14 @@ const LITERAL = String.raw`(~?)\{\d+\+?\}\r?\n`;
 const FIRST = new RegExp(String.raw`^\S+ APPEND (?:(${ASTRING_ATOM}|${QUOTED})|\{\d+\+?\}\r?\n$)`, 'i');
 const MESSAGE = new RegExp(String.raw`^(?: ${FLAG_LIST})?(?: ${DATE_TIME})? ${LITERAL}$`, 'i');
 const CATENATE = new RegExp(String.raw`^(?: ${FLAG_LIST})?(?: ${DATE_TIME})? CATENATE \(`, 'i');
-const END = /^\r?\n$/;
 
 /** What the upstream advertises that changes the grammar. */
 export interface AppendUpstream {
-  multiAppend: boolean;
   binary: boolean;
   catenate: boolean;
 }
 
-type Expect = 'first' | 'after-mailbox' | 'after-message' | 'unchecked';
+type Expect = 'first' | 'after-mailbox' | 'unchecked';
 
 export class AppendGrammar {
   private expect: Expect = 'first';
@@ -68,10 +69,6 @@ export class AppendGrammar {
       }
       case 'after-mailbox':
         return this.message(text);
-      case 'after-message':
-        if (END.test(text)) return undefined;
-        if (!this.upstream.multiAppend) return 'APPEND takes one message';
-        return this.message(text);
     }
   }
 
@@ -83,7 +80,7 @@ export class AppendGrammar {
     const m = MESSAGE.exec(rest);
     if (m === null) return 'APPEND expects [flags] [date-time] and a literal';
     if (m[1] === '~' && !this.upstream.binary) return 'literal8 needs BINARY';
-    this.expect = 'after-message';
+    this.expect = 'unchecked';
     return undefined;
   }
 }
