@@ -244,6 +244,13 @@ t.test('commands pipelined behind IDLE never reach the upstream as its idle inpu
   c.write('DONE\r\n');
   t.match((await c.until('i1')).at(-1), /^i1 OK/, 'DONE ends the IDLE');
   t.match((await c.command('n1', 'NOOP')).at(-1), /^n1 OK/, 'and the session goes on');
+  // A whole line other than DONE ends the IDLE, answered by the upstream as it would be directly.
+  c.write('i2 IDLE\r\n');
+  t.match(await c.line(), /^\+ /);
+  c.write('*\r\nn2 NOOP\r\n');
+  const ended = await c.until('n2');
+  t.match(ended[0], /^i2 BAD /, 'a line other than DONE: the IDLE ends with the upstream\'s BAD');
+  t.match(ended.at(-1), /^n2 OK/, 'and the next line is a command again');
   c.close();
   t.notOk(maildirFolders('alice').includes('smugidle'), 'the message never ran as commands');
   t.notMatch(gw.logs.join('\n'), /upstream answered an unknown tag/);

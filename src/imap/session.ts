@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
-import { ImapLexer, framingFault, type LexEvent } from './protocol/lexer.js';
+import { ImapLexer, framingFault, parseAnnouncement, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
 import { advertisedCapabilities, hasCapability, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
@@ -875,12 +875,14 @@ export class ImapSession implements CommandContext {
   }
 
   /**
-   * RFC 2177: the client ends IDLE with a DONE line that carries no tag. Only that is
-   * relayed: any other line would reach the upstream as its idle input, and the bytes of
-   * a literal after it as commands. It gets BAD, and the IDLE goes on.
+   * RFC 2177: the client ends IDLE with a DONE line that carries no tag. A whole line
+   * other than DONE ends it too, as the upstream itself answers it (Dovecot: the IDLE's
+   * tagged `BAD Expected DONE`): relayed like DONE, and the client's next lines are
+   * commands again. A line that announces a literal is not relayed: its bytes would reach
+   * the upstream as commands after the IDLE. It gets BAD, and the IDLE goes on.
    */
   private relayDone(line: Buffer): void {
-    if (line.toString('latin1').replace(/\r?\n$/, '').toUpperCase() !== 'DONE') {
+    if (line.toString('latin1').replace(/\r?\n$/, '').toUpperCase() !== 'DONE' && parseAnnouncement(line) !== undefined) {
       malformedCommands.inc({ reason: 'state' });
       this.tagged(guessTag(line), 'BAD', 'Expected DONE to end IDLE');
       return this.discardRest();
