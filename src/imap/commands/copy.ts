@@ -26,7 +26,12 @@ export const copy: CommandHandler = async (ctx, line) => {
   }
   if (!isQuotable(mailbox)) return ctx.tagged(line.tag, 'BAD', 'Mailbox name not supported here');
   let source: number[] | undefined;
-  const search = await ctx.internalCommand(`UID SEARCH ${byUid ? 'UID ' : ''}${set.value}`, (l) => (source = searchResult(l)) !== undefined);
+  const search = await ctx.internalCommand(`UID SEARCH ${byUid ? 'UID ' : ''}${set.value}`, (l) => {
+    // Any other untagged line (an EXISTS, say) is the client's and must not reset the result.
+    const uids = searchResult(l);
+    if (uids !== undefined) source = uids;
+    return uids !== undefined;
+  });
   if (search.status !== 'OK') return ctx.tagged(line.tag, search.status === 'NO' ? 'NO' : 'BAD', `${name} needs a selected mailbox and a valid set`);
   const uids = (source ?? []).sort((a, b) => a - b);
   if (uids.length === 0) {

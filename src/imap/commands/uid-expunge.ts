@@ -18,7 +18,12 @@ export const uidExpunge: CommandHandler = async (ctx, line) => {
     return ctx.tagged(line.tag, 'BAD', 'UID EXPUNGE expects a UID set');
   }
   let keep: number[] | undefined;
-  const search = await ctx.internalCommand(`UID SEARCH DELETED NOT UID ${set.value}`, (l) => (keep = searchResult(l)) !== undefined);
+  const search = await ctx.internalCommand(`UID SEARCH DELETED NOT UID ${set.value}`, (l) => {
+    // Any other untagged line (an EXISTS, say) is the client's and must not reset the result.
+    const uids = searchResult(l);
+    if (uids !== undefined) keep = uids;
+    return uids !== undefined;
+  });
   if (search.status !== 'OK') return ctx.tagged(line.tag, search.status === 'NO' ? 'NO' : 'BAD', 'UID EXPUNGE needs a selected mailbox');
   const others = keep ?? [];
   if (others.length > 0) {
