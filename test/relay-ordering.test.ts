@@ -118,8 +118,17 @@ async function session(t: Test, user: string): Promise<{ c: Client; up: Scripted
   return { c, up };
 }
 
-/** SELECT INBOX through the gateway's SELECT (CONDSTORE emulation): 3 messages, UIDs 1-3. */
-async function selectInbox(c: Client, up: ScriptedSession, qresync: boolean): Promise<string[]> {
+/**
+ * A client logged in and with INBOX selected through the gateway's SELECT (CONDSTORE
+ * emulation): 3 messages, UIDs 1-3. With qresync, QRESYNC is enabled first and the SELECT
+ * is followed by the session's rescan of the mailbox. Returns the SELECT's lines.
+ */
+async function selectedSession(t: Test, user: string, qresync: boolean): Promise<{ c: Client; up: ScriptedSession; selected: string[] }> {
+  const { c, up } = await session(t, user);
+  if (qresync) {
+    c.send('E ENABLE QRESYNC\r\n');
+    t.same(await c.until('E'), ['* ENABLED QRESYNC', 'E OK ENABLE completed'], 'ENABLE is the gateway’s own (the upstream has no ENABLE)');
+  }
   c.send('S SELECT INBOX\r\n');
   const sel = await up.expect(/^SELECT "INBOX"$/);
   await up.send('* 3 EXISTS', '* 0 RECENT', '* OK [UIDVALIDITY 42] UIDs valid', '* OK [UIDNEXT 4] Predicted next UID', `${sel.tag} OK [READ-WRITE] Select completed`);
@@ -128,7 +137,15 @@ async function selectInbox(c: Client, up: ScriptedSession, qresync: boolean): Pr
     const scan = await up.expect(/^UID FETCH 1:\* \(FLAGS\)$/);
     await up.send('* 1 FETCH (UID 1 FLAGS (\\Deleted))', '* 2 FETCH (UID 2 FLAGS ())', '* 3 FETCH (UID 3 FLAGS (\\Deleted))', `${scan.tag} OK Fetch completed`);
   }
-  return c.until('S');
+  const selected = await c.until('S');
+  t.match(selected.at(-1), /^S OK \[READ-WRITE\]/);
+  return { c, up, selected };
+}
+
+/** The client leaves; resolves once the gateway has closed its upstream connection. */
+async function hangUp(c: Client, up: ScriptedSession): Promise<void> {
+  c.close();
+  await up.closedPromise;
 }
 
 const highestModseq = (lines: string[]): number | undefined => {
@@ -140,11 +157,7 @@ const highestModseq = (lines: string[]): number | undefined => {
 };
 
 t.test('a tagged line held for its rewrite: what the upstream sent behind it follows it, in order', async (t) => {
-  const { c, up } = await session(t, 'alice');
-  c.send('E ENABLE QRESYNC\r\n');
-  t.same(await c.until('E'), ['* ENABLED QRESYNC', 'E OK ENABLE completed'], 'ENABLE is the gateway’s own (the upstream has no ENABLE)');
-  const selected = await selectInbox(c, up, true);
-  t.match(selected.at(-1), /^S OK \[READ-WRITE\]/);
+  const { c, up, selected } = await selectedSession(t, 'alice', true);
   const before = highestModseq(selected);
   t.type(before, 'number', 'SELECT reports a HIGHESTMODSEQ');
 
@@ -170,14 +183,11 @@ t.test('a tagged line held for its rewrite: what the upstream sent behind it fol
   t.equal(lines[4], '* OK [ALERT] behind the held line');
   t.equal(lines[5], 'N OK NOOP completed');
   t.same(up.unread, [], 'nothing else went upstream');
-  c.close();
-  await up.closedPromise;
+  await hangUp(c, up);
 });
 
 t.test('a handler owning the upstream: internal commands hidden, untagged data relayed in order, a pipelined command waits', async (t) => {
-  const { c, up } = await session(t, 'bob');
-  const selected = await selectInbox(c, up, false);
-  t.match(selected.at(-1), /^S OK \[READ-WRITE\]/);
+  const { c, up } = await selectedSession(t, 'bob', false);
 
   // UID EXPUNGE (emulated: no UIDPLUS upstream) and a relayed CHECK pipelined behind it.
   c.send('U UID EXPUNGE 3\r\nK CHECK\r\n');
@@ -198,14 +208,11 @@ t.test('a handler owning the upstream: internal commands hidden, untagged data r
   const lines = await c.until('K');
   t.same(lines, ['* 4 EXISTS', '* 3 EXPUNGE', 'U OK UID EXPUNGE completed', 'K OK Check completed'], 'only the client’s data, in the upstream’s order, then the two tagged lines in command order');
   t.notOk(lines.some((l) => /SEARCH|^I\d/.test(l)), 'no internal tag or SEARCH result reached the client');
-  c.close();
-  await up.closedPromise;
+  await hangUp(c, up);
 });
 
 t.test('back-pressure: a client that does not read stalls the upstream; memory stays bounded', async (t) => {
-  const { c, up } = await session(t, 'carol');
-  const selected = await selectInbox(c, up, false);
-  t.match(selected.at(-1), /^S OK \[READ-WRITE\]/);
+  const { c, up } = await selectedSession(t, 'carol', false);
 
   const total = 128 * 1024 * 1024;
   const rssBefore = gw.rssKiB();
@@ -239,6 +246,5 @@ t.test('back-pressure: a client that does not read stalls the upstream; memory s
   await done;
   const header = `* 1 FETCH (BODY[] {${total}}\r\n`.length;
   t.equal(received, header + total + ')\r\nF OK Fetch completed\r\n'.length, 'every byte of the literal, and nothing else, reached the client');
-  c.close();
-  await up.closedPromise;
+  await hangUp(c, up);
 });
