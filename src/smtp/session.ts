@@ -26,7 +26,7 @@ import {
   parseRcptTo,
   parseSize,
 } from './protocol/parser.js';
-import { challenge, ehloReply, formatReply, reply, type Reply } from './protocol/reply.js';
+import { asParsedReply, challenge, ehloReply, formatReply, reply, type Reply } from './protocol/reply.js';
 import { Replies } from './protocol/replies.js';
 import { precondition, type SessionView } from './preconditions.js';
 import { checkParams, effectiveMaxSize, ehloKeywords, mailParams, rcptParams, type ExtensionContext } from './extensions.js';
@@ -679,7 +679,7 @@ export class SubmissionSession {
       answer = await tx.out.startContent(form);
     } catch {
       this.abortTransaction();
-      return { code: Replies.mtaUnavailable.code, enhanced: Replies.mtaUnavailable.enhanced, lines: [Replies.mtaUnavailable.text] };
+      return asParsedReply(Replies.mtaUnavailable);
     }
     if (answer.code >= 400) {
       this.abortTransaction();

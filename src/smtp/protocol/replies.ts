@@ -90,6 +90,10 @@ export const Replies = {
   }),
   /** RFC 3030 §2: without a valid size the chunk's end cannot be found. */
   badBdatClosing: badArguments('Syntax: BDAT size [LAST]; closing connection'),
+  /** RFC 3463 X.3.0: a local system problem; the client keeps the message and retries. */
+  localError: (detail: string): CodedReply => ({ code: 451, enhanced: '4.3.0', text: `Local error in processing, try again later (${detail.slice(0, 80)})` }),
+  /** RFC 4865: the held message is in the spool, fsynced and indexed. */
+  held: (id: string, releaseAt: Date): CodedReply => ({ code: 250, enhanced: '2.0.0', text: `Ok: held as ${id} until ${releaseAt.toISOString()}` }),
   /** RFC 3463 X.4.1: no answer from host; temporary, so the client keeps the message. */
   mtaUnavailable: { code: 451, enhanced: '4.4.1', text: 'Upstream mail server unavailable, try again later' },
 

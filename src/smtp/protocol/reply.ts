@@ -72,6 +72,11 @@ export function reply(code: number, enhanced: string | undefined, text: string |
   return formatLines(code, enhanced === undefined ? '' : `${enhanced} `, texts);
 }
 
+/** A named reply in the form the MTA's replies take (ParsedReply), for what stands in for the MTA. */
+export function asParsedReply(r: Reply): ParsedReply {
+  return { code: r.code, ...(r.enhanced !== undefined ? { enhanced: r.enhanced } : {}), lines: [r.text] };
+}
+
 /** The wire form of a named reply (replies.ts). */
 export function formatReply(r: Reply): string {
   return reply(r.code, r.enhanced, r.text);
