@@ -140,8 +140,6 @@ export class ScriptedUpstream {
   private sessions: ScriptedSession[] = [];
   private sessionWaiters: Array<(s: ScriptedSession) => void> = [];
   private readonly sockets = new Set<net.Socket>();
-  /** Every connection the gateway opened (probes included). */
-  connections = 0;
 
   private constructor(
     private readonly server: net.Server,
@@ -177,7 +175,6 @@ export class ScriptedUpstream {
   }
 
   private accept(socket: net.Socket): void {
-    this.connections++;
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
