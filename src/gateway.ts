@@ -1,7 +1,8 @@
 /**
- * Wiring of one gateway process: TLS material, the upstream capability probe, the IMAP
- * listeners and the metrics endpoint. main.ts adds the command line and signals; tests
- * start it in-process through the same function.
+ * Wiring of one gateway process: TLS material, the upstream capability probe, the
+ * Lemonade services (store, side connections, FUTURERELEASE spool), the IMAP and
+ * submission listeners and the metrics endpoint. main.ts adds the command line and
+ * signals; tests run the built main.js as a child process (test/helpers/gateway.ts).
  */
 import type { Config } from './config/schema.js';
 import type { Logger } from './log/logger.js';

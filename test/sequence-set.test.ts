@@ -6,13 +6,13 @@ import {
   SequenceSet,
   SequenceSetError,
   formatSequenceSet,
+  formatSequenceSet as uidSet,
   parseSequenceSet,
   qresyncVanished,
   seqMatchFloor,
   type SeqMatchData,
   type SequenceSetParseOptions,
 } from '../src/imap/protocol/sequence-set.js';
-import { uidSet } from '../src/lemonade/appenduid.js';
 import { prng } from './helpers/prng.js';
 
 const parse = (text: string, options?: SequenceSetParseOptions): string => SequenceSet.parse(text, options).toString();

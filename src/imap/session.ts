@@ -701,7 +701,10 @@ export class ImapSession implements CommandContext {
           let uid: number | undefined;
           if (before !== undefined && !lease.expired) {
             const known = before;
-            uid = await lemonade.sidePool.withConnection(user, (c) => appendedUid(c, mailbox, known, size)).catch(() => undefined);
+            uid = await lemonade.sidePool.withConnection(user, (c) => appendedUid(c, mailbox, known, size)).catch((err: unknown) => {
+              this.log.warn({ err: (err as Error).message }, 'APPENDUID: new UID unavailable');
+              return undefined;
+            });
           }
           // Past the hold bound another APPEND may have run meanwhile: no code rather than a wrong one.
           return withAppendUid(line, before?.uidValidity ?? 0, lease.expired ? undefined : uid);

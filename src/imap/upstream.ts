@@ -348,7 +348,10 @@ export class UpstreamConnection {
     this.socket.destroy();
   }
 
-  /** Polite close: LOGOUT if possible, then the socket. */
+  /**
+   * Polite close of the socket: FIN now, destroyed 2 s later if the upstream has not
+   * closed its side. No LOGOUT is sent: the upstream ends the IMAP session on the close.
+   */
   end(): void {
     if (this.closed) return;
     this.socket.end();

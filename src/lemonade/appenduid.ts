@@ -79,9 +79,6 @@ export function withAppendUid(line: Buffer, uidValidity: number, uid: number | u
   return Buffer.from(`${m[1]} OK ${code}${m[2]}`, 'latin1');
 }
 
-/** UIDs as a compact RFC 3501 §9 sequence-set ("3:5,9"); uids ascending. Lives in sequence-set.ts now. */
-export { formatSequenceSet as uidSet } from '../imap/protocol/sequence-set.js';
-
 /** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
 export function searchResult(line: string): number[] | undefined {
   const m = /^\* SEARCH((?: \d+)*)\s*$/i.exec(line);

@@ -15,6 +15,8 @@ import { SideLoginRefused } from '../imap/side-pool.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
 import { fetchRemote, parseAbsoluteUrl, submitAccessMatches, trustedHostFor, type RemoteRefusal } from './burl-remote.js';
 import { burlResolutionDuration, urlauthFetchBytes, urlauthFetches } from '../metrics/metrics.js';
+import type { CodedReply } from './protocol/reply.js';
+import { Replies } from './protocol/replies.js';
 
 /** RFC 4468 §3.5: burl-param = "BURL" SP absolute-URI [SP end-marker]; end-marker = "LAST". */
 export function parseBurlArgs(args: string): { url: string; last: boolean } | undefined {
@@ -25,7 +27,7 @@ export function parseBurlArgs(args: string): { url: string; last: boolean } | un
 
 export type BurlOutcome =
   | { ok: true; size: number }
-  | { ok: false; code: number; enhanced: string; text: string; reason: string };
+  | { ok: false; reply: CodedReply; reason: string };
 
 /** Where the content goes, and whether `size` more octets may be added (SIZE limit). */
 export interface BurlTarget {
@@ -33,26 +35,26 @@ export interface BurlTarget {
   sink(): LiteralSink;
 }
 
-const refused = (code: number, enhanced: string, text: string, reason: string, by = 'burl'): BurlOutcome => {
+const refused = (reply: CodedReply, reason: string, by = 'burl'): BurlOutcome => {
   urlauthFetches.inc({ by, result: 'refused', reason });
-  return { ok: false, code, enhanced, text, reason };
+  return { ok: false, reply, reason };
 };
 
 /** RFC 4468 §6 / RFC 3463: how each reason a URL is not served reads to the client. */
 function refusal(reason: AuthorizeFailure): BurlOutcome {
   switch (reason) {
     case 'syntax':
-      return refused(554, '5.5.4', 'Invalid IMAP URL', reason);
+      return refused(Replies.burlInvalidUrl, reason);
     case 'not_ours':
       // RFC 4468 §6: "554 5.7.8 URL resolution requires trust relationship".
-      return refused(554, '5.7.8', 'IMAP URL resolution requires trust relationship', reason);
+      return refused(Replies.burlTrustRequired, reason);
     case 'access':
     case 'anonymous_disabled':
       // RFC 4468 §3.3, RFC 4467 §3: the token is good, the access identifier is not for us.
-      return refused(554, '5.7.0', 'IMAP URL resolution failed: the URL access identifier does not permit this submission', reason);
+      return refused(Replies.burlAccessDenied, reason);
     default:
       // RFC 4468 §6: 554 5.7.0 when the URL is not authorized for this submission.
-      return refused(554, '5.7.0', 'IMAP URL resolution failed: not authorized', reason);
+      return refused(Replies.burlNotAuthorized, reason);
   }
 }
 
@@ -87,31 +89,28 @@ async function resolve(lemonade: Lemonade, config: Config, smtpUser: string, url
         return tooBig ? discard : target.sink();
       }),
     );
-    if (tooBig) return refused(552, '5.3.4', 'Message size exceeds fixed maximum message size', 'size');
-    if (!result.ok) return refused(554, '5.6.6', `IMAP URL resolution failed: ${result.reason.replace('-', ' ')}`, result.reason.replace('-', '_'));
+    if (tooBig) return refused(Replies.messageTooBig, 'size');
+    if (!result.ok) return refused(Replies.burlFailed(result.reason.replace('-', ' ')), result.reason.replace('-', '_'));
     urlauthFetches.inc({ by: 'burl', result: 'allowed', reason: 'none' });
     urlauthFetchBytes.inc({ by: 'burl' }, result.size);
     return { ok: true, size: result.size };
   } catch (err) {
-    if (err instanceof SideLoginRefused) return refused(554, '5.6.6', 'IMAP URL resolution failed', 'no_mailbox');
-    if (err instanceof UpstreamUnavailable) return refused(451, '4.4.1', 'IMAP server unavailable, try again later', 'unavailable');
+    if (err instanceof SideLoginRefused) return refused(Replies.burlFailed(), 'no_mailbox');
+    if (err instanceof UpstreamUnavailable) return refused(Replies.imapUnavailable, 'unavailable');
     throw err;
   }
 }
 
 /** What each reason a trusted server's URL was not resolved reads to the client (RFC 4468 §6). */
-const REMOTE_REPLIES: Record<RemoteRefusal, [number, string, string]> = {
-  untrusted_host: [554, '5.7.8', 'IMAP URL resolution requires trust relationship'],
-  access: [554, '5.7.0', 'IMAP URL resolution failed: not authorized'],
-  login: [454, '4.7.0', 'IMAP server refused the submit credentials, try again later'],
-  unavailable: [451, '4.4.1', 'IMAP server unavailable, try again later'],
-  no_data: [554, '5.6.6', 'IMAP URL resolution failed'],
+const REMOTE_REPLIES: Record<RemoteRefusal, CodedReply> = {
+  untrusted_host: Replies.burlTrustRequired,
+  access: Replies.burlNotAuthorized,
+  login: Replies.burlSubmitLoginRefused,
+  unavailable: Replies.imapUnavailable,
+  no_data: Replies.burlFailed(),
 };
 
-const remoteRefused = (reason: RemoteRefusal): BurlOutcome => {
-  const [code, enhanced, text] = REMOTE_REPLIES[reason];
-  return refused(code, enhanced, text, reason, 'burl_remote');
-};
+const remoteRefused = (reason: RemoteRefusal): BurlOutcome => refused(REMOTE_REPLIES[reason], reason, 'burl_remote');
 
 /** A URL naming another server: resolved there only if the operator listed it (RFC 4468 §3.3). */
 async function resolveRemote(config: Config, smtpUser: string, url: string, target: BurlTarget): Promise<BurlOutcome> {
@@ -126,7 +125,7 @@ async function resolveRemote(config: Config, smtpUser: string, url: string, targ
     tooBig = !target.fits(size);
     return tooBig ? discard : target.sink();
   });
-  if (tooBig) return refused(552, '5.3.4', 'Message size exceeds fixed maximum message size', 'size', 'burl_remote');
+  if (tooBig) return refused(Replies.messageTooBig, 'size', 'burl_remote');
   if (!result.ok) return remoteRefused(result.reason);
   urlauthFetches.inc({ by: 'burl_remote', result: 'allowed', reason: 'none' });
   urlauthFetchBytes.inc({ by: 'burl_remote' }, result.size);

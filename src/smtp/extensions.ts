@@ -4,6 +4,8 @@
  * extensions (BURL, FUTURERELEASE) add their entries here.
  */
 import { parseSize, validateBody, validateEnvid, validateNotify, validateOrcpt, validateRet } from './protocol/parser.js';
+import type { CodedReply } from './protocol/reply.js';
+import { Replies } from './protocol/replies.js';
 
 export interface ExtensionContext {
   tlsActive: boolean;
@@ -103,15 +105,15 @@ export function checkParams(
   params: ReadonlyMap<string, string | true>,
   table: ReadonlyMap<string, ParamSpec>,
   ctx: ExtensionContext,
-): { relay: Array<[string, string | true]> } | { code: number; enhanced: string; text: string } {
+): { relay: Array<[string, string | true]> } | CodedReply {
   const relay: Array<[string, string | true]> = [];
   for (const [keyword, value] of params) {
     const spec = table.get(keyword);
     if (spec === undefined || (spec.offered !== undefined && !spec.offered(ctx))) {
-      return { code: 555, enhanced: '5.5.4', text: `Unsupported parameter ${keyword.slice(0, 30)}` };
+      return Replies.unsupportedParameter(keyword);
     }
     const problem = spec.check(value, ctx);
-    if (problem !== undefined) return { code: 501, enhanced: '5.5.4', text: problem };
+    if (problem !== undefined) return Replies.badArguments(problem);
     if (spec.upstreamKeyword !== undefined && upstreamHas(ctx, spec.upstreamKeyword)) relay.push([keyword, value]);
   }
   return { relay };

@@ -12,6 +12,8 @@ import { RelayPool } from './relay-pool.js';
 import { SubmissionSession } from './session.js';
 import type { Lemonade } from '../lemonade/services.js';
 import { FutureRelease } from '../lemonade/futurerelease/service.js';
+import { formatReply } from './protocol/reply.js';
+import { Replies } from './protocol/replies.js';
 
 export interface SubmissionServer {
   addresses: BoundListener[];
@@ -57,7 +59,7 @@ export async function startSubmissionServer(config: Config, tlsHolder: TlsContex
     sessionCount: () => sessions.size,
     maxSessions: sub.limits.maxSessions,
     // RFC 5321 §3.1: 421 as the greeting refuses service.
-    refusal: `421 4.3.2 ${config.hostname} Too many connections, try again later\r\n`,
+    refusal: formatReply(Replies.tooManyConnections(config.hostname)),
     onConnection(socket, listener) {
       if (upstreamExtensions === undefined) void learn();
       const session = new SubmissionSession(socket, {

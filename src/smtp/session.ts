@@ -26,7 +26,9 @@ import {
   parseRcptTo,
   parseSize,
 } from './protocol/parser.js';
-import { ehloReply, reply } from './protocol/reply.js';
+import { asParsedReply, challenge, ehloReply, formatReply, reply, type Reply } from './protocol/reply.js';
+import { Replies } from './protocol/replies.js';
+import { precondition, type SessionView } from './preconditions.js';
 import { checkParams, effectiveMaxSize, ehloKeywords, mailParams, rcptParams, type ExtensionContext } from './extensions.js';
 import { senderAllowed } from './sender-policy.js';
 import { parseBurlArgs, resolveBurl } from './burl.js';
@@ -88,7 +90,7 @@ interface Transaction {
   /** The SIZE limit in force for this message (RFC 1870), fixed at MAIL. */
   maxSize: number;
   /** Set when the message can no longer be accepted; the reply given at its end. */
-  failure?: { code: number; enhanced: string; text: string; reason: string };
+  failure?: { reply: Reply; reason: string };
   started: number;
   /** The MTA refused MAIL (known once its reply came): the transaction never began. */
   mailRefused?: boolean;
@@ -99,7 +101,7 @@ interface ChunkInProgress {
   size: number;
   last: boolean;
   /** Reply to give after the chunk when the command itself was refused. */
-  refusal?: { code: number; enhanced: string; text: string };
+  refusal?: Reply;
 }
 
 type SaslStep =
@@ -160,10 +162,10 @@ export class SubmissionSession {
     this.preAuthTimer = setTimeout(() => {
       this.log.info('no authentication in time');
       // RFC 5321 §4.5.3.2: the server may close after its timeout with 421 (RFC 3463 X.4.2).
-      this.close(reply(421, '4.4.2', `${this.config.hostname} Authentication time limit exceeded, closing connection`));
+      this.close(formatReply(Replies.authTimeout(this.config.hostname)));
     }, deps.config.submission.timeouts.preAuthSeconds * 1000);
     this.preAuthTimer.unref();
-    this.send(reply(220, undefined, `${this.config.hostname} ESMTP lemonade-gateway`));
+    this.send(formatReply(Replies.greeting(this.config.hostname)));
     this.log.debug('session open');
   }
 
@@ -218,7 +220,7 @@ export class SubmissionSession {
     } catch (err) {
       this.log.error({ err: (err as Error).stack }, 'submission session failed');
       this.abortTransaction();
-      this.close(reply(421, '4.3.0', `${this.config.hostname} Internal error, closing connection`));
+      this.close(formatReply(Replies.internalError(this.config.hostname)));
     } finally {
       this.busy = false;
       // The state may have moved between commands and content: its timeout applies now.
@@ -269,7 +271,7 @@ export class SubmissionSession {
         return this.command(ev.line);
       case 'command-too-long':
         this.sasl = undefined;
-        return this.error(500, '5.5.2', 'Line too long');
+        return this.error(Replies.lineTooLong);
       case 'data':
       case 'chunk':
         return this.content(ev.data);
@@ -285,19 +287,21 @@ export class SubmissionSession {
   private command(line: string): Promise<void> | undefined {
     if (this.user === undefined && ++this.commandsBeforeAuth > this.config.submission.limits.maxCommandsBeforeAuth) {
       this.log.info('too many commands before authentication');
-      this.close(reply(421, '4.7.0', `${this.config.hostname} Too many commands before authentication, closing connection`));
+      this.close(formatReply(Replies.tooManyCommandsBeforeAuth(this.config.hostname)));
       return undefined;
     }
     const cmd = parseCommandLine(line);
-    if (cmd === undefined) return this.error(500, '5.5.2', 'Syntax error, command unrecognized');
+    if (cmd === undefined) return this.error(Replies.noVerb);
     // The verb only: arguments may hold credentials (AUTH PLAIN's initial response).
     this.log.debug({ command: cmd.verb.slice(0, 20) }, 'command');
+    const refusal = precondition(cmd.verb, cmd.args, this.view());
+    if (refusal !== undefined) return this.error(refusal);
     switch (cmd.verb) {
       case 'EHLO':
       case 'HELO':
         return this.ehlo(cmd.verb, cmd.args);
       case 'STARTTLS':
-        return this.starttls(cmd.args);
+        return this.starttls();
       case 'AUTH':
         return this.auth(cmd.args);
       case 'MAIL':
@@ -305,7 +309,7 @@ export class SubmissionSession {
       case 'RCPT':
         return this.rcpt(cmd.args);
       case 'DATA':
-        return this.data(cmd.args);
+        return this.data();
       case 'BDAT':
         return this.bdat(cmd.args);
       case 'BURL':
@@ -313,44 +317,52 @@ export class SubmissionSession {
       case 'XCANCEL':
         return this.cancelHeld(cmd.args);
       case 'RSET':
-        if (cmd.args !== '') return this.error(501, '5.5.4', 'RSET takes no arguments');
         this.abortTransaction();
-        return this.ok(250, '2.0.0', 'Ok');
+        return this.ok(Replies.ok);
       case 'NOOP':
-        return this.ok(250, '2.0.0', 'Ok');
+        return this.ok(Replies.ok);
       case 'QUIT':
-        // RFC 5321 §4.1.1.10: quit = "QUIT" CRLF.
-        if (cmd.args !== '') return this.error(501, '5.5.4', 'QUIT takes no arguments');
         this.abortTransaction();
-        this.close(reply(221, '2.0.0', `${this.config.hostname} Bye`));
+        this.close(formatReply(Replies.bye(this.config.hostname)));
         return undefined;
       case 'VRFY':
-        if (cmd.args.trim() === '') return this.error(501, '5.5.4', 'Syntax: VRFY address');
-        // RFC 5321 §3.5.3: 252 when the server will not verify but would try delivery.
-        return this.ok(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery');
+        if (cmd.args.trim() === '') return this.error(Replies.badArguments('Syntax: VRFY address'));
+        return this.ok(Replies.cannotVrfy);
       case 'HELP':
-        return this.ok(214, '2.0.0', 'See RFC 5321 and RFC 6409');
+        return this.ok(Replies.help);
       default:
-        return this.error(500, '5.5.1', `Command unrecognized: ${cmd.verb.slice(0, 20)}`);
+        // Not reached: precondition() refuses every verb not handled above.
+        return this.error(Replies.unrecognized(cmd.verb));
     }
+  }
+
+  /** What preconditions.ts looks at. */
+  private view(): SessionView {
+    const tx = this.tx;
+    return {
+      greeted: this.helo !== undefined,
+      authenticated: this.user !== undefined,
+      transaction: tx === undefined ? undefined : { refused: tx.mailRefused === true, contentStarted: tx.content !== undefined },
+      authAllowed: this.authAllowed,
+      starttlsAvailable: this.deps.listener.tls === 'starttls' && !this.tlsActive,
+      burlOffered: this.deps.lemonade.sidePool.available,
+    };
   }
 
   private ehlo(verb: string, args: string): undefined {
     const domain = args.trim();
     // RFC 5321 §4.1.1.1: a domain or address literal is required.
-    if (domain === '' || /\s/.test(domain)) return this.error(501, '5.5.4', `Syntax: ${verb} hostname`);
+    if (domain === '' || /\s/.test(domain)) return this.error(Replies.badArguments(`Syntax: ${verb} hostname`));
     this.abortTransaction();
     this.helo = domain;
     this.errors = 0;
-    if (verb === 'HELO') return this.ok(250, undefined, this.config.hostname);
+    if (verb === 'HELO') return this.ok(Replies.helo(this.config.hostname));
     this.send(ehloReply(this.config.hostname, `Hello ${domain.slice(0, 64)}`, ehloKeywords(this.extensionContext())));
     return undefined;
   }
 
-  private async starttls(args: string): Promise<void> {
-    if (args !== '') return this.error(501, '5.5.4', 'STARTTLS takes no arguments');
-    if (this.deps.listener.tls !== 'starttls' || this.tlsActive) return this.error(503, '5.5.1', 'STARTTLS not available');
-    this.send(reply(220, '2.0.0', 'Ready to start TLS'));
+  private async starttls(): Promise<void> {
+    this.send(formatReply(Replies.readyForTls));
     // RFC 3207 §4.2 and CVE-2011-0411: forget everything, including pipelined plaintext.
     this.queue = [];
     this.reader.reset();
@@ -365,40 +377,35 @@ export class SubmissionSession {
   }
 
   private auth(args: string): Promise<void> | undefined {
-    if (this.helo === undefined) return this.error(503, '5.5.1', 'Send EHLO first');
-    if (this.user !== undefined) return this.error(503, '5.5.1', 'Already authenticated');
-    if (this.tx !== undefined) return this.error(503, '5.5.1', 'AUTH not allowed during a mail transaction');
-    // RFC 4954 §4 / RFC 3207: no plaintext passwords before TLS.
-    if (!this.authAllowed) return this.error(530, '5.7.0', 'Must issue a STARTTLS command first');
     const parsed = parseAuthArgs(args);
-    if (parsed === undefined) return this.error(501, '5.5.4', 'Syntax: AUTH mechanism [initial-response]');
+    if (parsed === undefined) return this.error(Replies.badArguments('Syntax: AUTH mechanism [initial-response]'));
     const mechanism = parsed.mechanism.toUpperCase();
     if (mechanism === 'PLAIN') {
       if (parsed.initial !== undefined) return this.plain(parsed.initial);
       this.sasl = { kind: 'plain' };
-      this.send('334 \r\n');
+      this.send(challenge(''));
       return undefined;
     }
     if (mechanism === 'LOGIN') {
       if (parsed.initial !== undefined) return this.saslResponse(parsed.initial, { kind: 'login-user' });
       this.sasl = { kind: 'login-user' };
-      this.send(`334 ${BASE64_USERNAME}\r\n`);
+      this.send(challenge(BASE64_USERNAME));
       return undefined;
     }
-    return this.error(504, '5.5.4', 'Unrecognized authentication mechanism');
+    return this.error(Replies.authMechanismUnknown);
   }
 
   private saslResponse(line: string, step: SaslStep | undefined = this.sasl): Promise<void> | undefined {
     this.sasl = undefined;
     if (step === undefined) return undefined;
     // RFC 4954 §4: "*" cancels the exchange.
-    if (line === '*') return this.error(501, '5.0.0', 'Authentication cancelled');
+    if (line === '*') return this.error(Replies.authCancelled);
     if (step.kind === 'plain') return this.plain(line);
     const decoded = decodeBase64Strict(line);
-    if (decoded === undefined) return this.error(501, '5.5.2', 'Cannot decode response');
+    if (decoded === undefined) return this.error(Replies.authUndecodable);
     if (step.kind === 'login-user') {
       this.sasl = { kind: 'login-password', user: decoded.toString('utf8') };
-      this.send(`334 ${BASE64_PASSWORD}\r\n`);
+      this.send(challenge(BASE64_PASSWORD));
       return undefined;
     }
     return this.verify('login', step.user, decoded.toString('utf8'));
@@ -407,9 +414,9 @@ export class SubmissionSession {
   private plain(response: string): Promise<void> | undefined {
     // RFC 4954 §4: "=" is an empty initial response.
     const decoded = response === '=' ? Buffer.alloc(0) : decodeBase64Strict(response);
-    if (decoded === undefined) return this.error(501, '5.5.2', 'Cannot decode response');
+    if (decoded === undefined) return this.error(Replies.authUndecodable);
     const fields = decoded.toString('utf8').split('\0');
-    if (fields.length !== 3 || fields[1] === '' || fields[2] === '') return this.error(501, '5.5.2', 'Malformed PLAIN response');
+    if (fields.length !== 3 || fields[1] === '' || fields[2] === '') return this.error(Replies.authMalformedPlain);
     const [authzid, user, password] = fields as [string, string, string];
     return this.verify('plain', user, password, authzid !== '' && authzid !== user ? authzid : undefined);
   }
@@ -422,45 +429,40 @@ export class SubmissionSession {
       this.user = authzid ?? user;
       this.log.info({ user: this.user, mechanism }, 'authenticated');
       this.log = this.log.child({ user: this.user });
-      return this.ok(235, '2.7.0', 'Authentication successful');
+      return this.ok(Replies.authSucceeded);
     }
-    if (outcome === 'unavailable') return this.error(454, '4.7.0', 'Temporary authentication failure');
+    if (outcome === 'unavailable') return this.error(Replies.authTemporaryFailure);
     this.log.info({ user, mechanism }, 'authentication failed');
-    return this.error(535, '5.7.8', 'Authentication credentials invalid');
+    return this.error(Replies.authInvalid);
   }
 
   private async mail(args: string): Promise<void> {
-    if (this.helo === undefined) return this.error(503, '5.5.1', 'Send EHLO first');
-    // RFC 6409 §4.3: submission requires authentication.
-    if (this.user === undefined) return this.error(530, '5.7.0', 'Authentication required');
-    if (this.tx !== undefined && !this.tx.mailRefused) return this.error(503, '5.5.1', 'Nested MAIL command');
+    const user = this.user!;
+    // A MAIL the MTA refused is replaced by this one (preconditions.ts lets it through).
     if (this.tx !== undefined) this.abortTransaction();
     const ctx = this.extensionContext();
     let parsed;
     try {
       parsed = parseMailFrom(args, { utf8: /(^|\s)SMTPUTF8(\s|$)/i.test(args) && ctx.upstream?.has('SMTPUTF8') === true });
     } catch (err) {
-      return this.error(501, '5.5.4', syntaxText(err, 'Syntax: MAIL FROM:<address>'));
+      return this.error(Replies.badArguments(syntaxText(err, 'Syntax: MAIL FROM:<address>')));
     }
     const checked = checkParams(parsed.params, mailParams, ctx);
-    if ('code' in checked) return this.error(checked.code, checked.enhanced, checked.text);
+    if ('code' in checked) return this.error(checked);
     const sizeParam = parsed.params.get('SIZE');
     const declaredSize = typeof sizeParam === 'string' ? parseSize(sizeParam) : undefined;
     if (declaredSize !== undefined && declaredSize > effectiveMaxSize(ctx)) {
       submissionMessages.inc({ result: 'rejected', reason: 'size' });
-      return this.error(552, '5.3.4', 'Message size exceeds fixed maximum message size');
+      return this.error(Replies.messageTooBig);
     }
-    if (!senderAllowed(this.config.submission.senderPolicy, this.user, parsed.address)) {
+    if (!senderAllowed(this.config.submission.senderPolicy, user, parsed.address)) {
       submissionMessages.inc({ result: 'rejected', reason: 'sender' });
-      return this.error(553, '5.7.1', `Sender address rejected: not owned by user ${this.user}`);
+      return this.error(Replies.senderNotOwned(user));
     }
     const hold = this.deps.futureRelease.parse(parsed.params);
-    if (hold !== undefined && !hold.ok) return this.error(hold.code, hold.enhanced, hold.text);
+    if (hold !== undefined && !hold.ok) return this.error(hold);
     // RFC 4865 §6: a system quota on held messages is 552 X.7.17.
-    if (hold !== undefined && !(await this.deps.futureRelease.hasRoom(declaredSize ?? 0))) {
-      const full = holdQuotaRefusal('system');
-      return this.error(full.code, full.enhanced, full.text);
-    }
+    if (hold !== undefined && !(await this.deps.futureRelease.hasRoom(declaredSize ?? 0))) return this.error(holdQuotaRefusal('system'));
     if (hold?.ok) return this.mailHeld(parsed.address, checked.relay, declaredSize, effectiveMaxSize(ctx), hold);
     let conn: UpstreamSmtp;
     try {
@@ -536,31 +538,29 @@ export class SubmissionSession {
       started: Date.now(),
     };
     this.tx = tx;
-    return this.ok(250, '2.1.0', `Sender ok, the message will be held until ${new Date(hold.releaseAtMs).toISOString()}`);
+    return this.ok(Replies.senderHeld(new Date(hold.releaseAtMs)));
   }
 
   private rcpt(args: string): undefined {
-    const tx = this.tx;
-    if (tx === undefined || tx.mailRefused) return this.error(503, '5.5.1', 'Need MAIL command first');
-    if (tx.content !== undefined) return this.error(503, '5.5.1', 'Message content already started');
-    // RFC 5321 §4.5.3.1.8: 452 for too many recipients, the client may send the rest later.
-    if (tx.rcptCount >= this.config.submission.limits.maxRecipients) return this.error(452, '4.5.3', 'Too many recipients');
+    // preconditions.ts: MAIL was given and accepted, and content has not started.
+    const tx = this.tx!;
+    if (tx.rcptCount >= this.config.submission.limits.maxRecipients) return this.error(Replies.tooManyRecipients);
     const ctx = this.extensionContext();
     let parsed;
     try {
       parsed = parseRcptTo(args, { utf8: ctx.upstream?.has('SMTPUTF8') === true });
     } catch (err) {
-      return this.error(501, '5.5.4', syntaxText(err, 'Syntax: RCPT TO:<address>'));
+      return this.error(Replies.badArguments(syntaxText(err, 'Syntax: RCPT TO:<address>')));
     }
     const checked = checkParams(parsed.params, rcptParams, ctx);
-    if ('code' in checked) return this.error(checked.code, checked.enhanced, checked.text);
+    if ('code' in checked) return this.error(checked);
     tx.rcptCount++;
     const address = parsed.address;
     if (tx.conn === undefined) {
       // Held: the MTA judges the recipient at release.
       tx.accepted.push(address);
       tx.acceptedParams.push(checked.relay);
-      return this.ok(250, '2.1.5', 'Recipient ok');
+      return this.ok(Replies.recipientOk);
     }
     this.owe(
       tx.conn.rcpt(address, checked.relay),
@@ -578,19 +578,12 @@ export class SubmissionSession {
     );
   }
 
-  private async data(args: string): Promise<void> {
-    if (args !== '') return this.error(501, '5.5.4', 'DATA takes no arguments');
-    // The verdicts on MAIL and every RCPT decide whether there is a message to take.
-    await this.owed;
-    const tx = this.tx?.mailRefused ? undefined : this.tx;
-    if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
-    if (tx.content === 'bdat') return this.error(503, '5.5.1', 'DATA not allowed after BDAT');
-    if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
-    const start = await this.startContent(tx, 'lines');
-    if (start !== undefined) return this.relayReply(start);
-    tx.content = 'data';
+  private async data(): Promise<void> {
+    const opened = await this.openContent('DATA');
+    if ('refusal' in opened) return this.error(opened.refusal);
+    if ('upstream' in opened) return this.relayReply(opened.upstream);
     this.reader.expectData();
-    this.send(reply(354, undefined, 'End data with <CR><LF>.<CR><LF>'));
+    this.send(formatReply(Replies.startData));
   }
 
   /** BDAT size [LAST] (RFC 3030 §2); the reader has already switched to reading the chunk. */
@@ -599,45 +592,28 @@ export class SubmissionSession {
     if (parsed === undefined) {
       // The chunk's end cannot be found: the connection cannot continue (RFC 3030 §2).
       this.abortTransaction();
-      this.close(reply(501, '5.5.4', 'Syntax: BDAT size [LAST]; closing connection'));
+      this.close(formatReply(Replies.badBdatClosing));
       return;
     }
     const { size, last } = parsed;
-    await this.owed;
-    const tx = this.tx?.mailRefused ? undefined : this.tx;
-    let refusal: ChunkInProgress['refusal'];
-    if (tx === undefined) refusal = { code: 503, enhanced: '5.5.1', text: 'Need MAIL command first' };
-    else if (tx.content === 'data') refusal = { code: 503, enhanced: '5.5.1', text: 'BDAT not allowed during DATA' };
-    else if (tx.accepted.length === 0) refusal = { code: 554, enhanced: '5.5.1', text: 'No valid recipients' };
-    if (refusal === undefined && tx !== undefined && tx.content === undefined) {
-      const start = await this.startContent(tx, 'octets');
-      if (start !== undefined) {
-        refusal = { code: start.code, enhanced: start.enhanced ?? '4.3.0', text: start.lines.join(' ') };
-      } else {
-        tx.content = 'bdat';
-      }
-    }
+    const opened = await this.openContent('BDAT');
+    // RFC 3030 §2: the chunk is read either way; a refusal is the reply after it.
+    let refusal: Reply | undefined;
+    if ('refusal' in opened) refusal = opened.refusal;
+    else if ('upstream' in opened) refusal = { code: opened.upstream.code, enhanced: opened.upstream.enhanced ?? '4.3.0', text: opened.upstream.lines.join(' ') };
     this.chunk = { size, last, refusal };
     if (size === 0) return this.chunkEnd();
   }
 
   /** BURL imap-url [LAST] (RFC 4468 §3.2): the URL's content is the next piece of the message. */
   private async burl(args: string): Promise<void> {
-    if (!this.deps.lemonade.sidePool.available) return this.error(500, '5.5.1', 'Command unrecognized: BURL');
-    if (this.user === undefined) return this.error(530, '5.7.0', 'Authentication required');
     const parsed = parseBurlArgs(args);
-    if (parsed === undefined) return this.error(501, '5.5.4', 'Syntax: BURL imap-url [LAST]');
-    await this.owed;
-    const tx = this.tx?.mailRefused ? undefined : this.tx;
-    if (tx === undefined) return this.error(503, '5.5.1', 'Need MAIL command first');
-    if (tx.content === 'data') return this.error(503, '5.5.1', 'BURL not allowed during DATA');
-    if (tx.accepted.length === 0) return this.error(554, '5.5.1', 'No valid recipients');
-    if (tx.content === undefined) {
-      const start = await this.startContent(tx, 'octets');
-      if (start !== undefined) return this.relayReply(start);
-      tx.content = 'bdat';
-    }
-    const outcome = await resolveBurl(this.deps.lemonade, this.config, this.user, parsed.url, {
+    if (parsed === undefined) return this.error(Replies.badArguments('Syntax: BURL imap-url [LAST]'));
+    const opened = await this.openContent('BURL');
+    if ('refusal' in opened) return this.error(opened.refusal);
+    if ('upstream' in opened) return this.relayReply(opened.upstream);
+    const tx = opened.tx;
+    const outcome = await resolveBurl(this.deps.lemonade, this.config, this.user!, parsed.url, {
       fits: (size) => tx.size + size <= tx.maxSize,
       sink: () => ({
         write: (chunk) => {
@@ -653,10 +629,10 @@ export class SubmissionSession {
       this.log.info({ reason: outcome.reason }, 'BURL refused');
       if (this.tx === tx) this.abortTransaction();
       submissionMessages.inc({ result: 'rejected', reason: 'burl' });
-      return this.error(outcome.code, outcome.enhanced, outcome.text);
+      return this.error(outcome.reply);
     }
     if (parsed.last) return this.finishMessage(false);
-    return this.ok(250, '2.5.0', `${outcome.size} octets added`);
+    return this.ok(Replies.burlAdded(outcome.size));
   }
 
   /**
@@ -665,14 +641,35 @@ export class SubmissionSession {
    * The id is the one in the 250 reply that accepted the message.
    */
   private async cancelHeld(args: string): Promise<void> {
-    if (this.user === undefined) return this.error(530, '5.7.0', 'Authentication required');
-    if (this.tx !== undefined) return this.error(503, '5.5.1', 'XCANCEL not allowed during a mail transaction');
     const id = args.trim();
-    if (!/^\S+$/.test(id)) return this.error(501, '5.5.4', 'Syntax: XCANCEL id');
-    const outcome = await this.deps.futureRelease.cancel(id, this.user);
-    // One answer for "no such message" and "not yours": others' ids are not confirmed.
-    if (outcome === 'unknown') return this.error(550, '5.0.0', `No held message ${id.slice(0, 40)} of yours to cancel (unknown, not yours, or already being released)`);
-    return this.ok(250, '2.0.0', `Held message ${id} cancelled`);
+    if (!/^\S+$/.test(id)) return this.error(Replies.badArguments('Syntax: XCANCEL id'));
+    const outcome = await this.deps.futureRelease.cancel(id, this.user!);
+    if (outcome === 'unknown') return this.error(Replies.noHeldMessage(id));
+    return this.ok(Replies.heldCancelled(id));
+  }
+
+  /**
+   * The one place DATA, BDAT and BURL open a message's content. After the MTA's verdicts
+   * on MAIL and every RCPT (they decide whether there is a message to take): a
+   * transaction the MTA accepted (RFC 5321 §4.1.4), content of one kind only (RFC 3030
+   * §2: DATA or BDAT/BURL chunks, BURL counting as a chunk, RFC 4468 §3.2), at least one
+   * recipient (RFC 5321 §3.3). The first piece of content opens the content phase
+   * upstream (or in the spool) and writes our trace header; the MTA's refusal of that is
+   * returned as it came.
+   */
+  private async openContent(verb: 'DATA' | 'BDAT' | 'BURL'): Promise<{ tx: Transaction } | { refusal: Reply } | { upstream: SmtpReply }> {
+    await this.owed;
+    const tx = this.tx?.mailRefused ? undefined : this.tx;
+    if (tx === undefined) return { refusal: Replies.needMail };
+    const kind = verb === 'DATA' ? 'data' : 'bdat';
+    if (tx.content !== undefined && tx.content !== kind) return { refusal: Replies.contentConflict(verb, verb === 'DATA' ? 'BDAT' : 'DATA') };
+    if (tx.accepted.length === 0) return { refusal: Replies.noValidRecipients };
+    if (tx.content === undefined) {
+      const failed = await this.startContent(tx, kind === 'data' ? 'lines' : 'octets');
+      if (failed !== undefined) return { upstream: failed };
+      tx.content = kind;
+    }
+    return { tx };
   }
 
   /** Opens the content phase upstream and writes our trace header; returns a failure reply if it could not. */
@@ -682,7 +679,7 @@ export class SubmissionSession {
       answer = await tx.out.startContent(form);
     } catch {
       this.abortTransaction();
-      return { code: 451, enhanced: '4.4.1', lines: [UNAVAILABLE_TEXT] };
+      return asParsedReply(Replies.mtaUnavailable);
     }
     if (answer.code >= 400) {
       this.abortTransaction();
@@ -711,7 +708,7 @@ export class SubmissionSession {
     tx.size += data.length;
     if (tx.size > tx.maxSize) {
       // RFC 1870 §6: the message is refused at its end; stop sending it upstream now.
-      tx.failure = { code: 552, enhanced: '5.3.4', text: 'Message size exceeds fixed maximum message size', reason: 'size' };
+      tx.failure = { reply: Replies.messageTooBig, reason: 'size' };
       tx.out.destroy();
       return undefined;
     }
@@ -725,12 +722,9 @@ export class SubmissionSession {
     if (chunk === undefined) return;
     if (chunk.refusal !== undefined) {
       if (this.tx?.content === 'bdat') this.abortTransaction();
-      return this.error(chunk.refusal.code, chunk.refusal.enhanced, chunk.refusal.text);
+      return this.error(chunk.refusal);
     }
-    if (!chunk.last) {
-      if (this.tx?.failure !== undefined) return this.ok(250, '2.0.0', `${chunk.size} octets received, message will be refused`);
-      return this.ok(250, '2.0.0', `${chunk.size} octets received`);
-    }
+    if (!chunk.last) return this.ok(Replies.chunkReceived(chunk.size, this.tx?.failure !== undefined));
     return this.finishMessage(false);
   }
 
@@ -740,12 +734,12 @@ export class SubmissionSession {
     if (tx === undefined) return;
     this.tx = undefined;
     if (tx.failure === undefined && lineTooLong) {
-      tx.failure = { code: 500, enhanced: '5.5.2', text: 'Message line too long (RFC 5321 limit 1000)', reason: 'line_too_long' };
+      tx.failure = { reply: Replies.messageLineTooLong, reason: 'line_too_long' };
     }
     if (tx.failure !== undefined) {
       tx.out.destroy();
       submissionMessages.inc({ result: 'rejected', reason: tx.failure.reason });
-      return this.error(tx.failure.code, tx.failure.enhanced, tx.failure.text);
+      return this.error(tx.failure.reply);
     }
     let answer: SmtpReply;
     try {
@@ -776,18 +770,17 @@ export class SubmissionSession {
   private upstreamFailed(err: unknown): undefined {
     if (!(err instanceof UpstreamUnavailable)) throw err;
     this.log.warn({ err: err.message }, 'upstream MTA unavailable');
-    // RFC 3463 X.4.1: no answer from host; a temporary failure, so the client keeps the message.
-    return this.error(451, '4.4.1', UNAVAILABLE_TEXT);
+    return this.error(Replies.mtaUnavailable);
   }
 
-  private ok(code: number, enhanced: string | undefined, text: string): undefined {
+  private ok(r: Reply): undefined {
     this.errors = 0;
-    this.send(reply(code, enhanced, text));
+    this.send(formatReply(r));
     return undefined;
   }
 
-  private error(code: number, enhanced: string, text: string): undefined {
-    this.send(reply(code, enhanced, text));
+  private error(r: Reply): undefined {
+    this.send(formatReply(r));
     this.countError();
     return undefined;
   }
@@ -795,7 +788,7 @@ export class SubmissionSession {
   private countError(): void {
     if (++this.errors >= this.config.submission.limits.maxErrors) {
       this.abortTransaction();
-      this.close(reply(421, '4.7.0', `${this.config.hostname} Too many errors, closing connection`));
+      this.close(formatReply(Replies.tooManyErrors(this.config.hostname)));
     }
   }
 
@@ -822,7 +815,7 @@ export class SubmissionSession {
       .catch((err: unknown) => {
         this.log.error({ err: (err as Error).stack }, 'submission reply failed');
         this.abortTransaction();
-        this.close(reply(421, '4.3.0', `${this.config.hostname} Internal error, closing connection`));
+        this.close(formatReply(Replies.internalError(this.config.hostname)));
       })
       .finally(() => {
         // A verdict that made no reply (the session closed meanwhile) frees its place.
@@ -888,7 +881,7 @@ export class SubmissionSession {
       this.log.info('timeout');
       this.abortTransaction();
       // RFC 5321 §4.5.3.2: the server may close after its timeout with 421.
-      this.close(reply(421, '4.4.2', `${this.config.hostname} Timeout exceeded, closing connection`));
+      this.close(formatReply(Replies.timeout(this.config.hostname)));
     }, seconds * 1000);
     this.timer.unref();
   }
@@ -930,9 +923,7 @@ function syntaxText(err: unknown, fallback: string): string {
   return fallback;
 }
 
-const UNAVAILABLE_TEXT = 'Upstream mail server unavailable, try again later';
-
 /** RFC 5321 §3.8: 421 to a client when the server shuts down; RFC 3463 X.3.2 system not accepting messages. */
 export function shutdownReply(hostname: string): string {
-  return reply(421, '4.3.2', `${hostname} Service shutting down`);
+  return formatReply(Replies.shuttingDown(hostname));
 }

@@ -31,7 +31,7 @@ export interface CommandContext {
   login(tag: string, creds: Credentials): Promise<void>;
   /** Negotiates TLS after the tagged OK (RFC 3501 §6.2.1). */
   startTls(tag: string): Promise<void>;
-  /** Sends BYE-less close after a LOGOUT handled locally. */
+  /** Answers a LOGOUT handled locally: untagged BYE, tagged OK (RFC 3501 §6.1.3), then closes the client connection. */
   logout(tag: string): void;
   readonly upstream: UpstreamConnection | undefined;
   /** The user the session is logged in as (the authorization identity), once authenticated. */

@@ -8,9 +8,9 @@
 import type { CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
 import { isQuotable, quoted } from '../protocol/writer.js';
-import { copiedUids, mailboxUids, searchResult, uidSet, type MailboxUids } from '../../lemonade/appenduid.js';
+import { copiedUids, mailboxUids, searchResult, type MailboxUids } from '../../lemonade/appenduid.js';
 import { normalizeMailbox } from '../../store/store.js';
-import { isSequenceSet } from '../protocol/sequence-set.js';
+import { formatSequenceSet as uidSet, isSequenceSet } from '../protocol/sequence-set.js';
 import { answerAsUpstream } from './upstream-answer.js';
 import { uidForm } from './uid-form.js';
 
@@ -26,7 +26,12 @@ export const copy: CommandHandler = async (ctx, line) => {
   }
   if (!isQuotable(mailbox)) return ctx.tagged(line.tag, 'BAD', 'Mailbox name not supported here');
   let source: number[] | undefined;
-  const search = await ctx.internalCommand(`UID SEARCH ${byUid ? 'UID ' : ''}${set.value}`, (l) => (source = searchResult(l)) !== undefined);
+  const search = await ctx.internalCommand(`UID SEARCH ${byUid ? 'UID ' : ''}${set.value}`, (l) => {
+    // Any other untagged line (an EXISTS, say) is the client's and must not reset the result.
+    const uids = searchResult(l);
+    if (uids !== undefined) source = uids;
+    return uids !== undefined;
+  });
   if (search.status !== 'OK') return ctx.tagged(line.tag, search.status === 'NO' ? 'NO' : 'BAD', `${name} needs a selected mailbox and a valid set`);
   const uids = (source ?? []).sort((a, b) => a - b);
   if (uids.length === 0) {
@@ -40,12 +45,19 @@ export const copy: CommandHandler = async (ctx, line) => {
   // The session ended while waiting: nothing was copied, and no one is there to answer.
   if (lease === undefined) return;
   try {
-    const before: MailboxUids | undefined = await lemonade.sidePool.withConnection(user, (c) => mailboxUids(c, mailbox)).catch(() => undefined);
+    // A side lookup that fails costs the COPYUID code, not the COPY; logged as APPEND's (session.ts).
+    const before: MailboxUids | undefined = await lemonade.sidePool.withConnection(user, (c) => mailboxUids(c, mailbox)).catch((err: unknown) => {
+      ctx.log.warn({ err: (err as Error).message }, 'COPYUID: mailbox status unavailable');
+      return undefined;
+    });
     const r = await ctx.internalCommand(`UID COPY ${uidSet(uids)} ${quoted(mailbox)}`);
     let code: string | undefined;
     if (r.status === 'OK' && before !== undefined) {
       const known = before;
-      const target = await lemonade.sidePool.withConnection(user, (c) => copiedUids(c, mailbox, known, uids.length)).catch(() => undefined);
+      const target = await lemonade.sidePool.withConnection(user, (c) => copiedUids(c, mailbox, known, uids.length)).catch((err: unknown) => {
+        ctx.log.warn({ err: (err as Error).message }, 'COPYUID: new UIDs unavailable');
+        return undefined;
+      });
       // Past the hold bound another command may have added to the mailbox: no code rather than a wrong one.
       if (target !== undefined && !lease.expired) code = `COPYUID ${before.uidValidity} ${uidSet(uids)} ${uidSet(target)}`;
     }

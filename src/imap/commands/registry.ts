@@ -80,7 +80,7 @@ const commands = new Map<string, CommandSpec>([
   ['GETMETADATA', needs(prefixed('METADATA'))], // RFC 5464
   ['SETMETADATA', needs(prefixed('METADATA'))],
   ['NOTIFY', needs('NOTIFY')], // RFC 5465
-  ['GENURLAUTH', needs('URLAUTH')], // RFC 4467 (emulated by a later gateway module)
+  ['GENURLAUTH', needs('URLAUTH')], // RFC 4467; relayed only where the gateway does not emulate URLAUTH (lemonade/services.ts)
   ['URLFETCH', needs('URLAUTH')],
   ['RESETKEY', needs('URLAUTH')],
   ['REPLACE', needs('REPLACE')], // RFC 8508

@@ -6,7 +6,8 @@
  * expunged too (RFC 4315 §2.1 makes the same remark about clients emulating it).
  */
 import type { CommandHandler } from './context.js';
-import { searchResult, uidSet } from '../../lemonade/appenduid.js';
+import { searchResult } from '../../lemonade/appenduid.js';
+import { formatSequenceSet as uidSet } from '../protocol/sequence-set.js';
 import { isSequenceSet } from '../protocol/sequence-set.js';
 import { highestModseqCode } from '../../lemonade/qresync/responses.js';
 
@@ -17,7 +18,12 @@ export const uidExpunge: CommandHandler = async (ctx, line) => {
     return ctx.tagged(line.tag, 'BAD', 'UID EXPUNGE expects a UID set');
   }
   let keep: number[] | undefined;
-  const search = await ctx.internalCommand(`UID SEARCH DELETED NOT UID ${set.value}`, (l) => (keep = searchResult(l)) !== undefined);
+  const search = await ctx.internalCommand(`UID SEARCH DELETED NOT UID ${set.value}`, (l) => {
+    // Any other untagged line (an EXISTS, say) is the client's and must not reset the result.
+    const uids = searchResult(l);
+    if (uids !== undefined) keep = uids;
+    return uids !== undefined;
+  });
   if (search.status !== 'OK') return ctx.tagged(line.tag, search.status === 'NO' ? 'NO' : 'BAD', 'UID EXPUNGE needs a selected mailbox');
   const others = keep ?? [];
   if (others.length > 0) {

@@ -268,7 +268,7 @@ export function parseSequenceSet(text: string, options?: SequenceSetParseOptions
 
 /**
  * Ascending numbers as a compact RFC 3501 §9 sequence-set ("3:5,9"); duplicates are
- * skipped; "" for none. (Was appenduid.ts's uidSet, which now re-exports this.)
+ * skipped; "" for none.
  */
 /** Whether text is an RFC 3501 §9 sequence-set ("*" allowed), within the default bounds. */
 export function isSequenceSet(text: string): boolean {

@@ -23,7 +23,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { decodeXtext } from '../../smtp/protocol/parser.js';
+import { decodeXtext, splitOrcpt } from '../../smtp/protocol/parser.js';
 import { rfc5322Date } from '../../smtp/trace.js';
 
 export interface DsnRecipient {
@@ -156,11 +156,9 @@ function addressField(type: string, address: string): string {
 
 /** RFC 3461 §4.2 "addr-type;xtext" as received, to an Original-Recipient value. */
 function originalRecipientField(orcpt: string): string | undefined {
-  const semi = orcpt.indexOf(';');
-  if (semi <= 0) return undefined;
-  const type = orcpt.slice(0, semi);
-  if (!/^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$/.test(type)) return undefined;
-  const raw = orcpt.slice(semi + 1);
+  const split = splitOrcpt(orcpt);
+  if (split === undefined) return undefined;
+  const { type, value: raw } = split;
   if (type.toLowerCase() === 'utf-8') {
     // RFC 6533 §3: already utf-8-addr-xtext, or raw UTF-8 (unitext) under SMTPUTF8.
     return `utf-8; ${utf8AddrXtext(raw.replace(/\\x\{([0-9A-Fa-f]{1,6})\}/g, (m, hex: string) => {
@@ -188,12 +186,16 @@ function mtaName(s: string): string {
  * can never start a field of its own.
  */
 function diagnosticValue(s: string): string {
-  const lines = s
+  return diagnosticLines(s, asciiLine).join('\r\n ');
+}
+
+/** The reply's lines (CRLF, CR or LF apart), each made safe by `clean`, empty ones dropped, at most 20. */
+function diagnosticLines(s: string, clean: (line: string) => string): string[] {
+  return s
     .split(/\r\n|\r|\n/)
-    .map((l) => asciiLine(l))
+    .map((l) => clean(l))
     .filter((l) => l !== '')
     .slice(0, MAX_DIAGNOSTIC_LINES);
-  return lines.join('\r\n ');
 }
 
 /** RFC 3464 §2.3.4, normalized; RFC 3461 §6.3 (g) fallback when unusable. */
@@ -317,20 +319,11 @@ function chooseReturned(input: DsnInput, options: DsnOptions): Returned {
 }
 
 /**
- * Builds the DSN. Throws RangeError for an empty sender (RFC 3461 §5.2: no DSN for a
- * message from <>), no recipients, or a reportingMta / messageIdDomain that is not a
- * host name.
+ * Part 2, message/delivery-status (RFC 3464 §2.1-§2.3, fields in the order of the ABNF):
+ * the per-message fields, then one block per recipient, each block preceded by a blank
+ * line. 7-bit whatever the inputs hold.
  */
-export function buildDsn(input: DsnInput, options: DsnOptions = {}): Buffer {
-  if (input.sender === '') throw new RangeError('No DSN for the null reverse-path (RFC 3461 §5.2)');
-  if (input.recipients.length === 0) throw new RangeError('A DSN needs at least one recipient (RFC 3464 §2.1)');
-  if (!HOST.test(input.reportingMta)) throw new RangeError('reportingMta must be a host name');
-  if (!HOST.test(input.messageIdDomain)) throw new RangeError('messageIdDomain must be a host name');
-
-  const anyFailed = input.recipients.some((r) => r.action === 'failed');
-  const returned = chooseReturned(input, options);
-
-  // -- part 2: message/delivery-status (RFC 3464 §2.1-§2.3, field order as in the ABNF)
+function deliveryStatusPart(input: DsnInput): Buffer {
   const perMessage: string[] = [];
   if (input.envid !== undefined) {
     // RFC 3461 §6.3 (a): ENVID is xtext on the wire, not in the field; decode it.
@@ -348,30 +341,32 @@ export function buildDsn(input: DsnInput, options: DsnOptions = {}): Buffer {
     // RFC 4865 §5.1.2 item 2: an extension per-message field (RFC 3464 §2.4).
     perMessage.push(`Future-Release-Request: ${asciiLine(input.futureReleaseRequest)}`);
   }
+  const blocks = [perMessage.join(CRLF) + CRLF, ...input.recipients.map((r) => recipientFields(r).join(CRLF) + CRLF)];
+  return Buffer.from(blocks.join(CRLF), 'latin1');
+}
 
-  const blocks = [perMessage.join(CRLF) + CRLF];
-  for (const r of input.recipients) {
-    const f: string[] = [];
-    if (r.orcpt !== undefined) {
-      const orig = originalRecipientField(r.orcpt); // RFC 3464 §2.3.1, RFC 3461 §6.3 (d)
-      if (orig !== undefined) f.push(`Original-Recipient: ${orig}`);
-    }
-    f.push(`Final-Recipient: ${addressField('rfc822', r.address)}`); // RFC 3464 §2.3.2
-    f.push(`Action: ${r.action}`); // RFC 3464 §2.3.3
-    f.push(`Status: ${statusCode(r.status, r.action)}`); // RFC 3464 §2.3.4
-    if (r.remoteMta !== undefined && mtaName(r.remoteMta) !== '') f.push(`Remote-MTA: dns; ${mtaName(r.remoteMta)}`); // §2.3.5
-    if (r.diagnostic !== undefined) {
-      const diag = diagnosticValue(r.diagnostic);
-      if (diag !== '') f.push(`Diagnostic-Code: smtp; ${diag}`); // RFC 3464 §2.3.6, RFC 3461 §9.2
-    }
-    if (r.lastAttemptDate !== undefined) f.push(`Last-Attempt-Date: ${rfc5322Date(r.lastAttemptDate)}`); // §2.3.7
-    if (r.willRetryUntil !== undefined && r.action === 'delayed') f.push(`Will-Retry-Until: ${rfc5322Date(r.willRetryUntil)}`); // §2.3.9
-    blocks.push(f.join(CRLF) + CRLF);
+/** One recipient's block of part 2 (RFC 3464 §2.3). */
+function recipientFields(r: DsnRecipient): string[] {
+  const f: string[] = [];
+  if (r.orcpt !== undefined) {
+    const orig = originalRecipientField(r.orcpt); // RFC 3464 §2.3.1, RFC 3461 §6.3 (d)
+    if (orig !== undefined) f.push(`Original-Recipient: ${orig}`);
   }
-  // RFC 3464 §2.1: per-message fields, then each recipient group preceded by a blank line.
-  const deliveryStatus = Buffer.from(blocks.join(CRLF), 'latin1');
+  f.push(`Final-Recipient: ${addressField('rfc822', r.address)}`); // RFC 3464 §2.3.2
+  f.push(`Action: ${r.action}`); // RFC 3464 §2.3.3
+  f.push(`Status: ${statusCode(r.status, r.action)}`); // RFC 3464 §2.3.4
+  if (r.remoteMta !== undefined && mtaName(r.remoteMta) !== '') f.push(`Remote-MTA: dns; ${mtaName(r.remoteMta)}`); // §2.3.5
+  if (r.diagnostic !== undefined) {
+    const diag = diagnosticValue(r.diagnostic);
+    if (diag !== '') f.push(`Diagnostic-Code: smtp; ${diag}`); // RFC 3464 §2.3.6, RFC 3461 §9.2
+  }
+  if (r.lastAttemptDate !== undefined) f.push(`Last-Attempt-Date: ${rfc5322Date(r.lastAttemptDate)}`); // §2.3.7
+  if (r.willRetryUntil !== undefined && r.action === 'delayed') f.push(`Will-Retry-Until: ${rfc5322Date(r.willRetryUntil)}`); // §2.3.9
+  return f;
+}
 
-  // -- part 1: text/plain for a person (RFC 6522 §3 item 1)
+/** Part 1, text/plain for a person (RFC 6522 §3 item 1): what happened to whom, and what is attached. */
+function notificationText(input: DsnInput, returned: Returned, anyFailed: boolean): Buffer {
   const text: string[] = [];
   text.push(`This is the mail system at ${input.reportingMta}.`, '');
   if (anyFailed) {
@@ -386,7 +381,7 @@ export function buildDsn(input: DsnInput, options: DsnOptions = {}): Buffer {
   for (const r of input.recipients) {
     text.push(`<${textLine(r.address)}>: ${r.action === 'failed' ? 'delivery failed' : 'delivery delayed'} (${statusCode(r.status, r.action)})`);
     if (r.diagnostic !== undefined) {
-      const lines = r.diagnostic.split(/\r\n|\r|\n/).map((l) => textLine(l)).filter((l) => l !== '').slice(0, MAX_DIAGNOSTIC_LINES);
+      const lines = diagnosticLines(r.diagnostic, textLine);
       const who = r.remoteMta !== undefined && mtaName(r.remoteMta) !== '' ? `${mtaName(r.remoteMta)} said` : 'The reply was';
       if (lines.length > 0) text.push(`    ${who}: ${textLine(lines.join(' / '))}`);
     }
@@ -394,16 +389,42 @@ export function buildDsn(input: DsnInput, options: DsnOptions = {}): Buffer {
   text.push('');
   if (returned.kind === 'full') text.push('The message is attached.');
   else text.push(returned.reason ?? "The message's header is attached.");
-  const textBody = Buffer.from(text.join(CRLF) + CRLF, 'utf8');
+  return Buffer.from(text.join(CRLF) + CRLF, 'utf8');
+}
+
+/** The header of one body part, after its boundary line (RFC 2046 §5.1.1). */
+function partHeader(boundary: string, type: string, encoding: string, description: string): Buffer {
+  return Buffer.from(
+    `${CRLF}--${boundary}${CRLF}` +
+      `Content-Type: ${type}${CRLF}` +
+      `Content-Transfer-Encoding: ${encoding}${CRLF}` +
+      `Content-Description: ${description}${CRLF}${CRLF}`,
+    'latin1',
+  );
+}
+
+/**
+ * Builds the DSN. Throws RangeError for an empty sender (RFC 3461 §5.2: no DSN for a
+ * message from <>), no recipients, or a reportingMta / messageIdDomain that is not a
+ * host name.
+ */
+export function buildDsn(input: DsnInput, options: DsnOptions = {}): Buffer {
+  if (input.sender === '') throw new RangeError('No DSN for the null reverse-path (RFC 3461 §5.2)');
+  if (input.recipients.length === 0) throw new RangeError('A DSN needs at least one recipient (RFC 3464 §2.1)');
+  if (!HOST.test(input.reportingMta)) throw new RangeError('reportingMta must be a host name');
+  if (!HOST.test(input.messageIdDomain)) throw new RangeError('messageIdDomain must be a host name');
+
+  const anyFailed = input.recipients.some((r) => r.action === 'failed');
+  // Part 3, the returned content (RFC 3464 §2 (d), RFC 6522 §3 item 3 and §4).
+  const returned = chooseReturned(input, options);
+  const deliveryStatus = deliveryStatusPart(input);
+  const textBody = notificationText(input, returned, anyFailed);
   const textIsAscii = !has8bit(textBody);
-
-  // -- part 3: the returned content (RFC 3464 §2 (d), RFC 6522 §3 item 3 and §4)
-  const part3Body = returned.encoding === 'quoted-printable' ? Buffer.from(quotedPrintable(returned.body), 'latin1') : returned.body;
   const part1Body = textIsAscii ? textBody : Buffer.from(quotedPrintable(textBody), 'latin1');
-
+  const part3Body = returned.encoding === 'quoted-printable' ? Buffer.from(quotedPrintable(returned.body), 'latin1') : returned.body;
   const boundary = newBoundary([part1Body, deliveryStatus, part3Body]);
 
-  // -- the header (RFC 5322 §3.6; RFC 3834 §5 Auto-Submitted; RFC 6522 §3)
+  // The header (RFC 5322 §3.6; RFC 3834 §5 Auto-Submitted; RFC 6522 §3).
   const from = options.fromAddress ?? `MAILER-DAEMON@${input.reportingMta}`;
   const messageId = `<${input.now.getTime().toString(36)}.${randomBytes(8).toString('hex')}@${input.messageIdDomain}>`;
   const topEncoding = returned.encoding === '8bit' ? '8bit' : '7bit';
@@ -419,35 +440,15 @@ export function buildDsn(input: DsnInput, options: DsnOptions = {}): Buffer {
     `Content-Transfer-Encoding: ${topEncoding}`,
   ];
 
-  const part3Type = returned.kind === 'full' ? 'message/rfc822' : 'text/rfc822-headers';
-  const part3Desc = returned.kind === 'full' ? 'Undelivered message' : 'Undelivered message header';
-  const chunks: Buffer[] = [
+  const full = returned.kind === 'full';
+  return Buffer.concat([
     Buffer.from(header.join(CRLF) + CRLF + CRLF + 'This is a MIME-encapsulated message.' + CRLF, 'utf8'),
-    Buffer.from(
-      `${CRLF}--${boundary}${CRLF}` +
-        `Content-Type: text/plain; charset=${textIsAscii ? 'us-ascii' : 'utf-8'}${CRLF}` +
-        `Content-Transfer-Encoding: ${textIsAscii ? '7bit' : 'quoted-printable'}${CRLF}` +
-        `Content-Description: Notification${CRLF}${CRLF}`,
-      'latin1',
-    ),
+    partHeader(boundary, `text/plain; charset=${textIsAscii ? 'us-ascii' : 'utf-8'}`, textIsAscii ? '7bit' : 'quoted-printable', 'Notification'),
     part1Body,
-    Buffer.from(
-      `${CRLF}--${boundary}${CRLF}` +
-        `Content-Type: message/delivery-status${CRLF}` +
-        `Content-Transfer-Encoding: 7bit${CRLF}` +
-        `Content-Description: Delivery report${CRLF}${CRLF}`,
-      'latin1',
-    ),
+    partHeader(boundary, 'message/delivery-status', '7bit', 'Delivery report'),
     deliveryStatus,
-    Buffer.from(
-      `${CRLF}--${boundary}${CRLF}` +
-        `Content-Type: ${part3Type}${CRLF}` +
-        `Content-Transfer-Encoding: ${returned.encoding}${CRLF}` +
-        `Content-Description: ${part3Desc}${CRLF}${CRLF}`,
-      'latin1',
-    ),
+    partHeader(boundary, full ? 'message/rfc822' : 'text/rfc822-headers', returned.encoding, full ? 'Undelivered message' : 'Undelivered message header'),
     part3Body,
     Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'latin1'),
-  ];
-  return Buffer.concat(chunks);
+  ]);
 }

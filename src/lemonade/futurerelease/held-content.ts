@@ -6,6 +6,8 @@
  * RFC 4865 / DESIGN.md: 250 only after the file is fsynced and its index row committed.
  */
 import type { SmtpReply } from '../../smtp/upstream.js';
+import { asParsedReply } from '../../smtp/protocol/reply.js';
+import { Replies } from '../../smtp/protocol/replies.js';
 import type { HeldMessage } from '../../store/store.js';
 import type { SpoolFiles, SpoolWriter } from './spool.js';
 
@@ -58,10 +60,9 @@ export class HeldContent {
     } catch (err) {
       this.writer?.abort();
       await this.sink.files.remove(this.id).catch(() => undefined);
-      // RFC 3463 X.3.0: a local system problem; the client keeps the message and retries.
-      return { code: 451, enhanced: '4.3.0', lines: [`Local error in processing, try again later (${(err as Error).message.slice(0, 80)})`] };
+      return asParsedReply(Replies.localError((err as Error).message));
     }
-    return { code: 250, enhanced: '2.0.0', lines: [`Ok: held as ${this.id} until ${new Date(envelope.releaseAt).toISOString()}`] };
+    return asParsedReply(Replies.held(this.id, new Date(envelope.releaseAt)));
   }
 
   destroy(): void {

@@ -32,6 +32,8 @@
  *               (system): holdQuotaRefusal().
  */
 
+import { Replies } from '../../smtp/protocol/replies.js';
+
 /** RFC 4865 §3 item 2: the largest future-release-integer (9 digits). */
 export const MAX_FUTURE_RELEASE_INTEGER = 999_999_999;
 
@@ -190,7 +192,7 @@ export function parseRfc3339DateTime(s: string): number | undefined {
 
 /** 501 5.5.4: RFC 4865 §4.2 items 10 and 11. */
 function syntax(text: string): HoldRefusal {
-  return { ok: false, code: 501, enhanced: '5.5.4', text };
+  return { ok: false, ...Replies.badArguments(text) };
 }
 
 /**
@@ -220,7 +222,7 @@ export function parseHold(
   const { holdfor, holduntil } = params;
   if (holdfor === undefined && holduntil === undefined) return undefined;
   if (policy.maxIntervalSeconds === 0) {
-    return { ok: false, code: 555, enhanced: '5.5.4', text: `Unsupported parameter ${holdfor !== undefined ? 'HOLDFOR' : 'HOLDUNTIL'}` };
+    return { ok: false, ...Replies.unsupportedParameter(holdfor !== undefined ? 'HOLDFOR' : 'HOLDUNTIL') };
   }
   if (holdfor !== undefined && holduntil !== undefined) {
     return syntax('Only one of HOLDFOR and HOLDUNTIL may be given');
@@ -256,9 +258,7 @@ export function parseHold(
  * oddly; they are still the codes RFC 4865 §6 item 5 gives for this.
  */
 export function holdQuotaRefusal(scope: 'user' | 'system'): HoldRefusal {
-  return scope === 'user'
-    ? { ok: false, code: 552, enhanced: '5.7.16', text: 'Future release per-user message quota exceeded' }
-    : { ok: false, code: 552, enhanced: '5.7.17', text: 'Future release system message quota exceeded' };
+  return { ok: false, ...(scope === 'user' ? Replies.holdQuotaUser : Replies.holdQuotaSystem) };
 }
 
 /**

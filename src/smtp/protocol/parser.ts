@@ -312,13 +312,25 @@ export function validateNotify(v: string): boolean {
   return true;
 }
 
-/** RFC 3461 §4.2: addr-type ";" xtext, addr-type an atom (RFC 5322 §3.2.3). */
-export function validateOrcpt(v: string): boolean {
+/**
+ * RFC 3461 §4.2 orcpt-parameter: addr-type ";" xtext, addr-type an atom (RFC 5322 §3.2.3).
+ * The value is returned as sent (still xtext, or RFC 6533 utf-8-addr); undefined when
+ * there is no addr-type. Both the RCPT check and the DSN's Original-Recipient use it.
+ */
+export function splitOrcpt(v: string): { type: string; value: string } | undefined {
   const semi = v.indexOf(';');
-  if (semi <= 0) return false;
+  if (semi <= 0) return undefined;
   const type = v.slice(0, semi);
-  if (!/^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$/.test(type)) return false;
-  let value = v.slice(semi + 1);
+  if (!/^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$/.test(type)) return undefined;
+  return { type, value: v.slice(semi + 1) };
+}
+
+/** RFC 3461 §4.2: a valid ORCPT value, its decoded address 1..500 octets. */
+export function validateOrcpt(v: string): boolean {
+  const orcpt = splitOrcpt(v);
+  if (orcpt === undefined) return false;
+  const type = orcpt.type;
+  let value = orcpt.value;
   if (type.toLowerCase() === 'utf-8') {
     // RFC 6533 §3: utf-8-addr-unitext may carry raw UTF-8 under SMTPUTF8; check the rest as xtext.
     if (value.includes('\ufffd')) return false;

@@ -46,14 +46,48 @@ function sanitize(text: string): string {
 }
 
 /**
+ * A reply the gateway gives in its own name: RFC 5321 §4.2 reply code, RFC 3463 enhanced
+ * status code (left out only where RFC 2034 §3 has none: the greeting, HELO, 354), text.
+ * The named ones are in replies.ts.
+ */
+export interface Reply {
+  readonly code: number;
+  readonly enhanced?: string;
+  readonly text: string;
+}
+
+/** A reply with its enhanced status code, as every refusal has (RFC 2034 §4). */
+export interface CodedReply extends Reply {
+  readonly enhanced: string;
+}
+
+/**
  * A reply, multi-line when text is an array of several lines (RFC 5321 §4.2.1: "code-"
  * on every line but the last). The enhanced code goes on every line (RFC 2034 §4).
  */
-export function reply(code: number, enhanced: string | undefined, text: string | string[]): string {
-  const lines = (Array.isArray(text) ? text : [text]).map(sanitize);
+export function reply(code: number, enhanced: string | undefined, text: string | readonly string[]): string {
+  const lines = (typeof text === 'string' ? [text] : text).map(sanitize);
   if (lines.length === 0) lines.push('');
   const texts = lines.map((l) => (l.trim() === '' ? fallbackText(code) : l));
   return formatLines(code, enhanced === undefined ? '' : `${enhanced} `, texts);
+}
+
+/** A named reply in the form the MTA's replies take (ParsedReply), for what stands in for the MTA. */
+export function asParsedReply(r: Reply): ParsedReply {
+  return { code: r.code, ...(r.enhanced !== undefined ? { enhanced: r.enhanced } : {}), lines: [r.text] };
+}
+
+/** The wire form of a named reply (replies.ts). */
+export function formatReply(r: Reply): string {
+  return reply(r.code, r.enhanced, r.text);
+}
+
+/**
+ * A SASL challenge (RFC 4954 §4): "334" SP base64, where an empty challenge stays empty
+ * (a client reads "334 " as "send your response"), so no fallback text and no enhanced code.
+ */
+export function challenge(base64: string): string {
+  return formatLines(334, '', [sanitize(base64)]);
 }
 
 /**
