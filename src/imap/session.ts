@@ -29,6 +29,7 @@ import { CatenateCommand, catenateStart, type CatenateHost } from './commands/ca
 import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
+import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../store/availability.js';
 import { splitAtLiterals } from './protocol/writer.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
 import type { WarmUpstreams } from './warm-upstreams.js';
@@ -929,6 +930,9 @@ export class ImapSession implements CommandContext {
         return handler(this, { ...line, tag: mode.tag });
       })
       .catch((err: unknown) => {
+        // The store could not be reached: said once by store/availability.ts, and to the
+        // client as a temporary condition (RFC 5530 §3 UNAVAILABLE), not a server bug.
+        if (isStoreUnavailable(err)) return this.tagged(mode.tag, 'NO', STORE_UNAVAILABLE_TEXT, 'UNAVAILABLE');
         this.log.error({ err: (err as Error).message, command: mode.name }, 'command handler failed');
         this.tagged(mode.tag, 'NO', 'Internal error', 'SERVERBUG');
       })
