@@ -76,6 +76,7 @@ const SQLSTATES: Record<string, UnavailableReason> = {
  * a connection that ended, a connect or query that took longer than allowed.
  */
 const PG_MESSAGES: Array<[RegExp, UnavailableReason]> = [
+  [/^Connection terminated due to connection timeout/, 'timeout'],
   [/^Connection terminated/, 'connection'],
   [/^Client has encountered a connection error and is not queryable/, 'connection'],
   [/^timeout exceeded when trying to connect/, 'timeout'],

@@ -69,9 +69,9 @@ export const status: CommandHandler = async (ctx, line) => {
     return true;
   });
   if (r.status !== 'OK' || seen === undefined) return answerAsUpstream(ctx, line.tag, r);
-  // Once it succeeded: a refused command enables nothing.
-  ctx.condstore.enabled.add('CONDSTORE');
   const highest = await highestModseq(ctx, mailbox, seen.uidValidity);
+  // Once it succeeded: a refused command (the upstream's NO, the store unavailable) enables nothing.
+  ctx.condstore.enabled.add('CONDSTORE');
   ctx.untagged(`STATUS ${seen.mailbox} (${[...seen.attributes, `HIGHESTMODSEQ ${highest}`].join(' ')})`);
   answerAsUpstream(ctx, line.tag, r);
 };
