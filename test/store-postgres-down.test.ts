@@ -35,7 +35,7 @@ import type { Logger } from '../src/log/logger.js';
 import { metricValue, startGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
-import { startLegacyStack } from './helpers/stack.js';
+import { masterClient, startLegacyStack } from './helpers/stack.js';
 import { startPostgres } from './helpers/postgres.js';
 
 t.comment(`loaded ${process.uptime().toFixed(1)} s into this file`);
@@ -291,7 +291,11 @@ t.test('scenario 5: PostgreSQL stopped and started under a running gateway', asy
   t.match(tagged(issued), /^g OK/);
   const forBob = /^\* GENURLAUTH "([^"]+)"$/.exec(issued[0]!)![1]!;
   const forSubmit = /^\* GENURLAUTH "([^"]+)"$/.exec((await alice.command('g', `GENURLAUTH "${base};URLAUTH=submit+alice" INTERNAL`))[0]!)![1]!;
+  const forAlice = /^\* GENURLAUTH "([^"]+)"$/.exec((await alice.command('g', `GENURLAUTH "${base};URLAUTH=user+alice" INTERNAL`))[0]!)![1]!;
   alice.close();
+  // A CONDSTORE session open across the outage.
+  const condstore = await login('alice');
+  t.match(tagged(await condstore.command('s', 'SELECT INBOX (CONDSTORE)')), /^s OK/);
   const bobAtStart = await stack.messageCount('bob');
   const heldIds: string[] = [];
   {
@@ -328,7 +332,30 @@ t.test('scenario 5: PostgreSQL stopped and started under a running gateway', asy
     t.match(after, /^x (NO|BAD) /, `after it no mailbox is selected, upstream too: ${after}`);
     t.match(tagged(await alice.command('st', 'STATUS INBOX (MESSAGES HIGHESTMODSEQ)')), /^st NO \[UNAVAILABLE\] /, 'STATUS HIGHESTMODSEQ');
     t.match(tagged(await alice.command('st2', 'STATUS INBOX (MESSAGES)')), /^st2 OK/, 'STATUS without it');
+
+    // CATENATE with a URLAUTH URL: its key is in the store.
+    alice.write('c APPEND INBOX CATENATE (URL "' + forAlice + '")\r\n');
+    t.match(tagged(await alice.until('c', 20_000)), /^c NO \[UNAVAILABLE\] /, 'CATENATE with a URLAUTH URL');
+    // A plain APPEND goes on, without the APPENDUID only the store's lock makes certain.
+    const msg = 'Subject: appended during\r\n\r\nx\r\n';
+    alice.write(`a APPEND INBOX {${msg.length}}\r\n`);
+    t.match(await alice.line(), /^\+/);
+    alice.write(`${msg}\r\n`);
+    const appended = tagged(await alice.until('a', 20_000));
+    t.match(appended, /^a OK/, 'plain APPEND works');
+    t.notMatch(appended, /APPENDUID/, 'with no UID code rather than a guessed one');
     alice.close();
+
+    // The session that enabled CONDSTORE before: what needs mod-sequences is refused for now.
+    // Nothing changed: the session's own view answers, no store write needed.
+    t.match(tagged(await condstore.command('f0', 'FETCH 1:* (FLAGS) (CHANGEDSINCE 1)')), /^f0 OK/, 'FETCH CHANGEDSINCE with nothing new');
+    // A change made elsewhere needs a new mod-sequence, which only the store can give.
+    const direct = await masterClient(stack, 'alice');
+    await direct.mailboxOpen('INBOX');
+    await direct.messageFlagsAdd(String(src.uid), ['$Elsewhere'], { uid: true });
+    await direct.logout();
+    t.match(tagged(await condstore.command('f', 'FETCH 1:* (FLAGS) (CHANGEDSINCE 1)')), /^f NO \[UNAVAILABLE\] /, 'FETCH CHANGEDSINCE after a change elsewhere');
+    t.match(tagged(await condstore.command('n', 'NOOP')), /^n OK/, 'the session goes on');
 
     // A session that never asks for mod-sequences: LOGIN, SELECT, FETCH as ever.
     const plain = await login('alice');
@@ -382,6 +409,10 @@ t.test('scenario 5: PostgreSQL stopped and started under a running gateway', asy
     t.equal(metricValue(await gw.metrics(), 'lemonade_store_up'), 1, '/metrics: up again, without a restart');
     t.equal(gw.logs.filter((l) => l.includes('"msg":"store available again"')).length, 1, 'one log line for the return');
 
+    const changed = await condstore.command('f', 'FETCH 1:* (FLAGS) (CHANGEDSINCE 1)', 20_000);
+    t.match(tagged(changed), /^f OK/, 'FETCH CHANGEDSINCE in the session open across the outage');
+    t.ok(changed.some((l) => /^\* [0-9]+ FETCH \(.*MODSEQ \([0-9]+\)/.test(l) && l.includes('$Elsewhere')), 'with the change made during the outage, and its mod-sequence');
+    condstore.close();
     const alice = await login('alice');
     t.match(tagged(await alice.command('g', `GENURLAUTH "${base};URLAUTH=user+bob" INTERNAL`)), /^g OK/, 'GENURLAUTH');
     const sel = await alice.command('s', 'SELECT INBOX (CONDSTORE)');

@@ -1089,7 +1089,8 @@ export class ImapSession implements CommandContext {
     held
       .rewrite(line)
       .catch((err: unknown) => {
-        this.log.warn({ err: (err as Error).message }, 'tagged response rewrite failed');
+        // A store outage is logged once, by store/availability.ts, not per response.
+        if (!isStoreUnavailable(err)) this.log.warn({ err: (err as Error).message }, 'tagged response rewrite failed');
         return line;
       })
       .then((out) => {
@@ -1110,7 +1111,7 @@ export class ImapSession implements CommandContext {
     this.upstream?.pause();
     rewrite
       .catch((err: unknown) => {
-        this.log.warn({ err: (err as Error).message }, 'untagged response rewrite failed');
+        if (!isStoreUnavailable(err)) this.log.warn({ err: (err as Error).message }, 'untagged response rewrite failed');
         return first;
       })
       .then((out) => {

@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { hasCapability } from '../imap/capabilities.js';
 import { openStore } from '../store/index.js';
-import { guardStore, StoreAvailability, STORE_PROBE_KEY } from '../store/availability.js';
+import { guardStore, isStoreUnavailable, StoreAvailability, STORE_PROBE_KEY } from '../store/availability.js';
 import type { Store } from '../store/store.js';
 import { SidePool } from '../imap/side-pool.js';
 import { UrlAuthority } from './urlauth.js';
@@ -93,7 +93,9 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
       (key, holdMs, signal) => store.mailboxLock(key, holdMs, signal),
       (key, err) => {
         const [user, mailbox] = key.split('\0');
-        log.error({ user, mailbox, err: err.message }, 'mailbox lock: the store failed (that command gets no UID code)');
+        // An outage is logged once (store/availability.ts); the command just goes without a UID code.
+        const level = isStoreUnavailable(err) ? 'debug' : 'error';
+        log[level]({ user, mailbox, err: err.message }, 'mailbox lock: the store failed (that command gets no UID code)');
       },
     ),
     warmUpstreams,

@@ -8,6 +8,7 @@
 import type { SmtpReply } from '../../smtp/upstream.js';
 import type { HeldMessage } from '../../store/store.js';
 import type { SpoolFiles, SpoolWriter } from './spool.js';
+import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../../store/availability.js';
 
 /** What the session knows at the end of the content, apart from the content itself. */
 export type HeldEnvelope = Pick<HeldMessage, 'user' | 'sender' | 'mailParams' | 'recipients' | 'releaseAt' | 'holdRequest'>;
@@ -59,7 +60,9 @@ export class HeldContent {
       this.writer?.abort();
       await this.sink.files.remove(this.id).catch(() => undefined);
       // RFC 3463 X.3.0: a local system problem; the client keeps the message and retries.
-      return { code: 451, enhanced: '4.3.0', lines: [`Local error in processing, try again later (${(err as Error).message.slice(0, 80)})`] };
+      // A store outage is told as such (store/availability.ts), never with its address.
+      const text = isStoreUnavailable(err) ? STORE_UNAVAILABLE_TEXT : `Local error in processing, try again later (${(err as Error).message.slice(0, 80)})`;
+      return { code: 451, enhanced: '4.3.0', lines: [text] };
     }
     return { code: 250, enhanced: '2.0.0', lines: [`Ok: held as ${this.id} until ${new Date(envelope.releaseAt).toISOString()}`] };
   }
