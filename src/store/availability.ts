@@ -212,15 +212,19 @@ export class StoreAvailability {
   private async runProbe(): Promise<void> {
     if (this.closed || this.down === undefined) return;
     this.probing = true;
+    let answered: boolean;
     try {
       await this.probe();
-      this.succeeded();
+      answered = true;
     } catch (err) {
       // Another kind of failure still means the server answered.
-      if (!isStoreUnavailable(err)) this.succeeded();
+      answered = !isStoreUnavailable(err);
     } finally {
       this.probing = false;
     }
+    // Closed meanwhile: the probe's failure is the closed pool's, not news about the server.
+    if (this.closed) return;
+    if (answered) this.succeeded();
     if (this.down !== undefined) {
       this.probeDelay = Math.min(this.probeDelay * 2, this.probeMaxMs);
       this.scheduleProbe();
