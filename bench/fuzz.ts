@@ -1,8 +1,6 @@
 /**
  * The fuzz suite (issue 15 §5; generator, mutator and checks in test/helpers/fuzz.ts) at
- * any size, on demand. Its CI form (test/fuzz.test.ts, 20,000 inputs) is out of the suite
- * until the defects it still finds are fixed (see bench/RESULTS.md, "Fuzzing"): it is in
- * the history at the commit that removed it, and comes back with the fixes.
+ * any size, on demand. Its CI form is test/fuzz.test.ts (20,000 inputs).
  *
  *   BENCH_FUZZ_INPUTS=1000000 BENCH_FUZZ_SEED=12345 bash bench/run.sh fuzz
  *
@@ -10,20 +8,30 @@
  * gateway in front of a fresh legacy stack; BENCH_FUZZ_SEED (default random, printed)
  * makes the inputs repeatable; BENCH_FUZZ_WORKERS concurrent IMAP connections (default 4,
  * half as many SMTP ones). Prints progress, the checks of helpers/fuzz.ts (afterChecks)
- * and the throughput; exits 1 if any check failed.
+ * and the throughput; exits 1 if any check failed. BENCH_FUZZ_LOG=debug runs the gateway
+ * at that log level and keeps its log (path printed); FUZZ_TRACE_FILE=path records every
+ * IMAP input sent (helpers/fuzz.ts), to find what a failing session was sent.
  */
 import { randomInt } from 'node:crypto';
+import { copyFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { startLegacyStack } from '../test/helpers/stack.js';
 import { startGateway } from '../test/helpers/gateway.js';
 import { afterChecks, describeFailures, fuzzGatewayConfig, runFuzz } from '../test/helpers/fuzz.js';
 
 const INPUTS = Number(process.env.BENCH_FUZZ_INPUTS ?? 100_000);
 const SEED = process.env.BENCH_FUZZ_SEED ? Number(process.env.BENCH_FUZZ_SEED) : randomInt(1, 2 ** 31);
+/** Where a BENCH_FUZZ_LOG run's gateway log is kept (the gateway's own directory goes with it). */
+const KEPT_LOG = path.join(os.tmpdir(), `lemonade-fuzz-${SEED}.log`);
 const WORKERS = Number(process.env.BENCH_FUZZ_WORKERS ?? 4);
 
 async function main(): Promise<number> {
   const stack = await startLegacyStack({ mode: 'legacy', postfix: true });
-  const gw = await startGateway(stack, { config: fuzzGatewayConfig() });
+  const config = fuzzGatewayConfig();
+  // BENCH_FUZZ_LOG=debug logs every command (to find the session behind a failure; costs CPU and disk).
+  if (process.env.BENCH_FUZZ_LOG) config.log = { level: process.env.BENCH_FUZZ_LOG };
+  const gw = await startGateway(stack, { config });
   const log = (l: string) => console.log(`[${new Date().toISOString()}] ${l}`);
   try {
     const imapInputs = Math.round(INPUTS * 0.6);
@@ -44,7 +52,9 @@ async function main(): Promise<number> {
     if (failures.length > 0) console.log(describeFailures(failures));
     return failures.length > 0 ? 1 : 0;
   } finally {
+    if (process.env.BENCH_FUZZ_LOG) copyFileSync(gw.logFile, KEPT_LOG);
     await gw.stop();
+    if (process.env.BENCH_FUZZ_LOG) console.log(`gateway log kept in ${KEPT_LOG}`);
     await stack.stop();
   }
 }

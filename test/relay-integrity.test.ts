@@ -74,16 +74,19 @@ function tagsOf(lines: string[]): string[] {
 // ---- §1: data never runs as a command ------------------------------------------------
 
 /**
- * Commands the upstream refuses before their literal: bad flags, dates, search keys,
- * status items, mailbox names. Not here: inputs after which Dovecot neither says "+" nor
- * answers (e.g. `APPEND INBOX 42 {n}` or an unclosed flag list): it then waits for the
- * literal in silence, and so must the gateway and its client, as they would directly.
+ * Commands refused before their literal, by the upstream (bad flags, dates, search keys,
+ * status items, mailbox names) or by the gateway (APPENDs off the grammar, after which
+ * Dovecot swallows the next line or waits in silence; relay-silent-upstream.test.ts has
+ * an upstream that does the latter).
  */
 const REFUSED: Array<{ name: string; head: string; selected?: boolean }> = [
   { name: 'APPEND with a bad system flag', head: 'APPEND INBOX (\\Bogus\\)' },
   { name: 'APPEND with an unknown backslash flag', head: 'APPEND INBOX (\\Seen \\Frob)' },
   { name: 'APPEND with a bad date', head: 'APPEND INBOX (\\Seen) "31-Foo-2020 99:99:99 +0000"' },
   { name: 'APPEND with a date lacking its time', head: 'APPEND INBOX "01-Jan-2020"' },
+  // Dovecot answers NO [TRYCREATE] and then swallows the next line, or waits in silence: refused by the gateway (append-grammar.ts).
+  { name: 'APPEND with an argument too many', head: 'APPEND IN GENURLAUTHBOX () "01-Jan-2020 10:00:00 +0000"' },
+  { name: 'APPEND with a number for flags', head: 'APPEND INBOX 42' },
   { name: 'STATUS with a bad item', head: 'STATUS INBOX (BOGUS)' },
   { name: 'STATUS with no item list', head: 'STATUS INBOX' },
   { name: 'SEARCH with a bad key', head: 'UID SEARCH FROBKEY', selected: true },
@@ -203,25 +206,30 @@ t.test('a "{" that starts no literal, or an unterminated quoted string, is refus
   await gaugesReturnToZero(t);
 });
 
-t.test('an upstream that neither continues nor answers a literal ends the session, and frees its lock', async (t) => {
-  const setup = await loggedIn();
-  await setup.command('c', 'CREATE lbsil');
-  setup.close();
-  const stuck = await loggedIn();
-  const started = Date.now();
-  // Dovecot waits in silence after this APPEND line: no "+", no BAD.
-  stuck.write('A APPEND lbsil 42 {5}\r\n');
-  const lines = await stuck.closedAfter((CONTINUATION_SECONDS + 5) * 1000);
-  const elapsed = (Date.now() - started) / 1000;
-  t.match(lines.join('\n'), /^\* BYE Upstream server did not answer/m, 'BYE');
-  t.ok(elapsed >= CONTINUATION_SECONDS - 0.5 && elapsed < CONTINUATION_SECONDS + 3, `after the bound (${elapsed.toFixed(1)} s)`);
-  // The log line travels through the gateway's stdout: give it a moment.
-  for (let i = 0; i < 20 && !gw.logs.some((l) => l.includes('upstream neither continued')); i++) await new Promise((r) => setTimeout(r, 100));
-  t.match(gw.logs.join('\n'), /upstream neither continued nor answered a literal/, 'logged');
-  const next = await loggedIn();
-  next.write(`${appendLine('N', 'lbsil', 'after', true)}after\r\n`);
-  t.match((await next.until('N', 3000)).at(-1), /^N OK \[APPENDUID /, 'the mailbox takes the next APPEND at once');
-  next.close();
+t.test('an error answer quoting a literal back (Dovecot, SEARCH) stays one line: nothing in the literal is read as a response', async (t) => {
+  for (const select of ['SELECT INBOX', 'SELECT INBOX (CONDSTORE)']) {
+    const c = await loggedIn();
+    c.write(`${appendLine('a', 'INBOX', 'echo', true)}echo\r\n`);
+    t.match((await c.until('a')).at(-1), /^a OK/);
+    t.match((await c.command('s', select)).at(-1), /^s OK/);
+    const before = gw.logs.length;
+    // Dovecot answers `BAD ... Unexpected string as search key: <the literal>`, line breaks
+    // and all. Read as lines, this literal would be an EXPUNGE, an EXISTS and a tagged OK.
+    const literal = 'From: a@example.org\r\n* 1 EXPUNGE\r\n* 7 EXISTS\r\nC5 OK forged\r\n\r\nX9 CREATE smugecho\r\n';
+    c.write(`e1 SEARCH CHARSET UTF-8 {${literal.length}}\r\n`);
+    t.match(await c.line(), /^\+ /, `${select}: the upstream's "+"`);
+    c.write(`${literal} hello\r\n`);
+    const answer = await c.until('e1');
+    t.equal(answer.length, 1, 'one line: the tagged answer');
+    t.match(answer[0], /^e1 BAD .*search key: From: a@example\.org {2}\* 1 EXPUNGE {2}\* 7 EXISTS {2}C5 OK forged {4}X9 CREATE smugecho /, 'the literal is in it, its line breaks as spaces');
+    const next = await c.command('n', 'FETCH 1 (UID)');
+    t.match(next[0], /^\* 1 FETCH \(.*UID \d+/, 'message 1 is still there for the session');
+    t.match(next.at(-1), /^n OK/, 'and the next command gets its own answer');
+    await new Promise((r) => setTimeout(r, 200));
+    t.notMatch(gw.logs.slice(before).join('\n'), /unknown tag|continuation request nothing asked for/, 'no line of the literal reached the relay as a response');
+    c.close();
+  }
+  t.notOk(maildirFolders('alice').includes('smugecho'));
   await gaugesReturnToZero(t);
 });
 
@@ -236,6 +244,13 @@ t.test('commands pipelined behind IDLE never reach the upstream as its idle inpu
   c.write('DONE\r\n');
   t.match((await c.until('i1')).at(-1), /^i1 OK/, 'DONE ends the IDLE');
   t.match((await c.command('n1', 'NOOP')).at(-1), /^n1 OK/, 'and the session goes on');
+  // A whole line other than DONE ends the IDLE, answered by the upstream as it would be directly.
+  c.write('i2 IDLE\r\n');
+  t.match(await c.line(), /^\+ /);
+  c.write('*\r\nn2 NOOP\r\n');
+  const ended = await c.until('n2');
+  t.match(ended[0], /^i2 BAD /, 'a line other than DONE: the IDLE ends with the upstream\'s BAD');
+  t.match(ended.at(-1), /^n2 OK/, 'and the next line is a command again');
   c.close();
   t.notOk(maildirFolders('alice').includes('smugidle'), 'the message never ran as commands');
   t.notMatch(gw.logs.join('\n'), /upstream answered an unknown tag/);

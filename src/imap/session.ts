@@ -15,9 +15,9 @@ import { randomBytes } from 'node:crypto';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
-import { ImapLexer, framingFault, type LexEvent } from './protocol/lexer.js';
+import { ImapLexer, framingFault, parseAnnouncement, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
-import { advertisedCapabilities, parseCapabilityList } from './capabilities.js';
+import { advertisedCapabilities, hasCapability, parseCapabilityList } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
 import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
 import type { CommandContext, CommandHandler } from './commands/context.js';
@@ -31,6 +31,8 @@ import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids 
 import { normalizeMailbox } from '../store/store.js';
 import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../store/availability.js';
 import { splitAtLiterals } from './protocol/writer.js';
+import { AppendGrammar } from './protocol/append-grammar.js';
+import { LiteralEchoTracker, flattenLine, literalEcho, unguessableTagPrefix } from './protocol/echo.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
 import type { WarmUpstreams } from './warm-upstreams.js';
 import { highestModseqCode } from '../lemonade/qresync/responses.js';
@@ -83,7 +85,7 @@ export interface SessionDeps {
 
 type Mode =
   /** Streaming the command to the upstream. */
-  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean }
+  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean; echo?: LiteralEchoTracker; append?: AppendGrammar }
   /** Collecting the whole command for a local handler. */
   | { kind: 'collect'; tag: string; name: string }
   /** Dropping the rest of a command that was already answered. */
@@ -148,6 +150,7 @@ export class ImapSession implements CommandContext {
   private readonly holds = new Set<string>();
   private readonly inflight = new Map<string, InFlight>();
   private nextUpTag = 1;
+  private readonly upTagPrefix = unguessableTagPrefix();
   /** Upstream tag of an IDLE whose "+" has been relayed: the next client line is DONE. */
   private idleActive: string | undefined;
   /**
@@ -513,7 +516,7 @@ export class ImapSession implements CommandContext {
 
   /** Streams the command to the upstream under a tag of ours. */
   private beginRelay(head: { tag: string; name: string; rest: number }, ev: Extract<LexEvent, { type: 'text' }>, tracker?: AppendUidTracker): void {
-    const upTag = `C${this.nextUpTag++}`;
+    const upTag = `${this.upTagPrefix}C${this.nextUpTag++}`;
     this.inflight.set(upTag, {
       clientTag: head.tag,
       command: head.name,
@@ -523,7 +526,9 @@ export class ImapSession implements CommandContext {
       ...tracker,
     });
     if (head.name === 'LOGOUT') this.state = 'logout';
-    this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false };
+    const caps = this.upstream?.capabilities ?? [];
+    const append = head.name === 'APPEND' ? new AppendGrammar({ binary: hasCapability(caps, 'BINARY'), catenate: hasCapability(caps, 'CATENATE') }) : undefined;
+    this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false, append };
     this.relayClientEvent(this.mode, { type: 'text', data: Buffer.concat([Buffer.from(upTag), ev.data.subarray(head.rest)]) });
   }
 
@@ -598,7 +603,7 @@ export class ImapSession implements CommandContext {
       data.destroy();
       return;
     }
-    const upTag = `C${this.nextUpTag++}`;
+    const upTag = `${this.upTagPrefix}C${this.nextUpTag++}`;
     this.inflight.set(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), idle: false, logout: false, ...tracker });
     // Synchronizing even with LITERAL+ upstream: the message must never be read as commands
     // if the upstream refuses the APPEND line (see upstreamGoAhead).
@@ -626,7 +631,7 @@ export class ImapSession implements CommandContext {
     const upstream = this.upstream;
     // After teardown nothing would ever complete (or abandon) the command.
     if (this.closed || !upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
-    const upTag = `I${this.nextUpTag++}`;
+    const upTag = `${this.upTagPrefix}I${this.nextUpTag++}`;
     const result = new Promise<{ status: string; line: string }>((resolve) => {
       this.inflight.set(upTag, {
         clientTag: '',
@@ -664,6 +669,8 @@ export class ImapSession implements CommandContext {
       this.writeUpstream(Buffer.concat(line));
       line = [];
       if (!(await this.upstreamGoAhead(upTag))) return;
+      const echo = literalEcho(piece.literal);
+      if (echo !== undefined) this.upstream?.expectEcho(upTag, echo);
       this.writeUpstream(piece.literal);
     }
     line.push(Buffer.from('\r\n'));
@@ -742,11 +749,24 @@ export class ImapSession implements CommandContext {
     if (!upstream) return;
     switch (ev.type) {
       case 'text':
+        // The upstream answered already (Dovecot does, mid-line, to a bad mailbox name): it
+        // now skips to the end of the line, so the rest goes on as it is, for it to skip
+        // (a second answer would be one too many, and a line kept back would make it skip
+        // the next command). A literal in it still waits for a "+", which will not come.
+        if (!this.inflight.has(mode.upTag)) {
+          this.flushPendingText(mode);
+          mode.pendingText = ev.data;
+          return;
+        }
         switch (framingFault(ev.data)) {
           case 'brace':
             return this.refuseRelayed(mode, 'Syntax error: "{" only starts a literal');
           case 'quote':
             return this.refuseRelayed(mode, 'Syntax error: unterminated quoted string');
+        }
+        {
+          const fault = mode.append?.check(ev.data);
+          if (fault !== undefined) return this.refuseRelayed(mode, `Syntax error: ${fault}`);
         }
         this.flushPendingText(mode);
         mode.pendingText = ev.data;
@@ -761,6 +781,7 @@ export class ImapSession implements CommandContext {
         mode.sentAny = true;
         const go = this.upstreamGoAhead(mode.upTag).then((accepted) => {
           if (accepted) {
+            mode.echo = new LiteralEchoTracker(ev.size);
             if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
             return;
           }
@@ -772,10 +793,15 @@ export class ImapSession implements CommandContext {
         return this.waitFor('upstream-continuation', go);
       }
       case 'literal-data':
+        mode.echo?.push(ev.data);
         this.writeUpstream(ev.data);
         return;
-      case 'literal-end':
+      case 'literal-end': {
+        const echo = mode.echo?.result();
+        mode.echo = undefined;
+        if (echo !== undefined) this.upstream?.expectEcho(mode.upTag, echo);
         return;
+      }
       case 'end':
         this.flushPendingText(mode);
         this.mode = undefined;
@@ -850,12 +876,14 @@ export class ImapSession implements CommandContext {
   }
 
   /**
-   * RFC 2177: the client ends IDLE with a DONE line that carries no tag. Only that is
-   * relayed: any other line would reach the upstream as its idle input, and the bytes of
-   * a literal after it as commands. It gets BAD, and the IDLE goes on.
+   * RFC 2177: the client ends IDLE with a DONE line that carries no tag. A whole line
+   * other than DONE ends it too, as the upstream itself answers it (Dovecot: the IDLE's
+   * tagged `BAD Expected DONE`): relayed like DONE, and the client's next lines are
+   * commands again. A line that announces a literal is not relayed: its bytes would reach
+   * the upstream as commands after the IDLE. It gets BAD, and the IDLE goes on.
    */
   private relayDone(line: Buffer): void {
-    if (line.toString('latin1').replace(/\r?\n$/, '').toUpperCase() !== 'DONE') {
+    if (line.toString('latin1').replace(/\r?\n$/, '').toUpperCase() !== 'DONE' && parseAnnouncement(line) !== undefined) {
       malformedCommands.inc({ reason: 'state' });
       this.tagged(guessTag(line), 'BAD', 'Expected DONE to end IDLE');
       return this.discardRest();
@@ -974,8 +1002,10 @@ export class ImapSession implements CommandContext {
     }
   }
 
-  private startUpstreamResponse(first: Buffer): void {
+  private startUpstreamResponse(response: Buffer): void {
     this.relayMidResponse = true;
+    // One line, even where the upstream quoted a client's literal back (protocol/echo.ts).
+    const first = flattenLine(response);
     const head = parseResponseHead(first);
     if (head.tag === '+') {
       this.relayMidResponse = false; // a continuation is one line; handled at its end

@@ -9,6 +9,7 @@
  */
 import type net from 'node:net';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
+import { EchoWatch, literalEcho, unguessableTagPrefix, type LiteralEcho } from './protocol/echo.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, type ResponseHead } from './protocol/parser.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
 import { detachForTls } from '../net/client-socket.js';
@@ -107,12 +108,15 @@ export class UpstreamConnection {
   /** Latest capability list the upstream showed (greeting, CAPABILITY, or a response code). */
   capabilities: string[] = [];
   greetingCapabilities: string[] | undefined;
-  private readonly lexer = new ImapLexer(UPSTREAM_LIMITS);
+  /** Literals sent with a line break, which the answer to their command may echo (protocol/echo.ts). */
+  private readonly echoes = new EchoWatch();
+  private readonly lexer = new ImapLexer(UPSTREAM_LIMITS, this.echoes.check);
   /** Whole responses to the gateway's own commands, bounded. */
   private readonly collector = new CommandCollector({ maxLiteralBytes: MAX_INTERNAL_RESPONSE, maxTextBytes: MAX_INTERNAL_RESPONSE });
   private pending: PendingInternal | undefined;
   private relay: RelayHandler | undefined;
   private nextTag = 1;
+  private readonly tagPrefix = unguessableTagPrefix();
   private closed = false;
   private greetingWaiter: ((greeting: ResponseHead) => void) | undefined;
   private closeError: Error | undefined;
@@ -229,7 +233,7 @@ export class UpstreamConnection {
   command(parts: CommandPart[], opts: CommandOptions = {}): Promise<TaggedResult> {
     if (this.closed) return Promise.reject(new UpstreamUnavailable('closed', 'upstream connection closed'));
     if (this.pending) return Promise.reject(new Error('internal command already in progress'));
-    const tag = `G${this.nextTag++}`;
+    const tag = `${this.tagPrefix}G${this.nextTag++}`;
     return new Promise<TaggedResult>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const touch = () => {
@@ -279,10 +283,17 @@ export class UpstreamConnection {
       this.write(Buffer.from(`${line}{${part.literal.length}}\r\n`));
       // Answered (or failed) instead of "+": the rest of the command is not sent.
       if (!(await go)) return;
+      const echo = literalEcho(part.literal);
+      if (echo !== undefined) this.expectEcho(tag, echo);
       this.write(part.literal);
       line = '';
     }
     this.write(Buffer.from(`${line}\r\n`));
+  }
+
+  /** The answer to command `tag` may quote this literal back, line breaks and all. */
+  expectEcho(tag: string, echo: LiteralEcho): void {
+    this.echoes.expect(tag, echo);
   }
 
   write(data: Buffer): boolean {

@@ -198,7 +198,14 @@ class DropScanner {
   }
 }
 
-type State = 'line' | 'literal' | 'dead';
+type State = 'line' | 'literal' | 'echo' | 'dead';
+
+/**
+ * Response direction only: given a finished segment, -1 when it is finished indeed, or
+ * how many bytes (0 or more) belong to it raw, line breaks and all, before it runs on to
+ * its line end. See echo.ts (an upstream echoing a literal).
+ */
+export type EchoCheck = (segment: Buffer) => number;
 
 export class ImapLexer {
   private readonly maxLine: number;
@@ -213,13 +220,18 @@ export class ImapLexer {
   private lineLength = 0;
   /** Literal bytes still expected. */
   private literalLeft = 0;
+  /** Echoed bytes still to be taken into the current segment (state 'echo'). */
+  private echoLeft = 0;
   /** The rest of the current command is being dropped after an error: no events until it ends. */
   private dropping = false;
   /** The current segment is over-long and being discarded up to its LF. */
   private discarding = false;
   private readonly drop = new DropScanner();
 
-  constructor(limits: LexerLimits) {
+  constructor(
+    limits: LexerLimits,
+    private readonly echoCheck?: EchoCheck,
+  ) {
     this.maxLine = limits.maxLineLength;
     this.maxLiteral = limits.maxLiteralSize;
   }
@@ -230,6 +242,7 @@ export class ImapLexer {
     this.line = undefined;
     this.lineLength = 0;
     this.literalLeft = 0;
+    this.echoLeft = 0;
     this.dropping = false;
     this.discarding = false;
     this.drop.clear();
@@ -263,6 +276,8 @@ export class ImapLexer {
           if (!this.dropping) events.push({ type: 'literal-end' });
           this.state = 'line';
         }
+      } else if (this.state === 'echo') {
+        pos = this.readEcho(chunk, pos, events);
       } else if (this.state === 'dead') {
         break;
       } else if (this.discarding) {
@@ -293,11 +308,35 @@ export class ImapLexer {
     } else {
       this.append(chunk, pos, lf + 1);
       segment = this.line!.subarray(0, this.lineLength);
-      this.line = undefined;
-      this.lineLength = 0;
     }
+    const echoed = this.echoCheck?.(segment) ?? -1;
+    if (echoed >= 0) {
+      // The line break was inside an echoed literal: the segment goes on.
+      if (this.lineLength === 0) this.append(chunk, pos, lf + 1);
+      if (echoed > 0) {
+        this.state = 'echo';
+        this.echoLeft = echoed;
+      }
+      return lf + 1;
+    }
+    this.line = undefined;
+    this.lineLength = 0;
     this.endSegment(segment, parseAnnouncement(segment), events);
     return lf + 1;
+  }
+
+  /** Echoed bytes, taken into the segment whatever they hold; then the segment runs to its line end. */
+  private readEcho(chunk: Buffer, pos: number, events: LexEvent[]): number {
+    const take = Math.min(this.echoLeft, chunk.length - pos);
+    if (this.lineLength + take > this.maxLine) {
+      this.state = 'line';
+      this.echoLeft = 0;
+      return this.startDiscard(chunk, pos, pos + take, events);
+    }
+    this.append(chunk, pos, pos + take);
+    this.echoLeft -= take;
+    if (this.echoLeft === 0) this.state = 'line';
+    return pos + take;
   }
 
   private append(chunk: Buffer, start: number, end: number): void {
