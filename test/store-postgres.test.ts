@@ -279,7 +279,7 @@ t.test('config: store.kind postgres with url, passwordFile and poolSize; errors 
   t.same(issues('store: { kind: postgres, url: "mysql://x/y" }\n'), ['store.url: must be a postgres:// or postgresql:// URI']);
   t.same(issues('store: { kind: postgres, url: "postgres://u@h/d", poolSize: 0 }\n'), ['store.poolSize: must be at least 1']);
   const parsed = parseConfig('store: { kind: postgres, url: "postgres://u@h/d", passwordFile: pw }\n', 'test.yaml');
-  t.same(parsed.store, { kind: 'postgres', path: 'gateway.sqlite', url: 'postgres://u@h/d', passwordFile: 'pw', poolSize: 10 });
+  t.same(parsed.store, { kind: 'postgres', path: 'gateway.sqlite', url: 'postgres://u@h/d', passwordFile: 'pw', poolSize: 10, timeoutMs: 10_000 });
 
   // The password only in a file: the URL carries none.
   const url = await server.createDatabase({ withPassword: false });

@@ -299,6 +299,11 @@ export const configSchema = z.strictObject({
       passwordFile: z.string().min(1).optional(),
       /** Connections in the PostgreSQL pool of each process. */
       poolSize: z.number().int().min(1).max(1000).default(10),
+      /**
+       * With postgres: the longest a connect or one statement may take (ms); past it the
+       * command that needed the store gets NO [UNAVAILABLE] / 451 4.3.0.
+       */
+      timeoutMs: z.number().int().min(100).max(600_000).default(10_000),
     })
     .prefault({})
     // zod cannot make one key required by another's value: postgres needs a URL, sqlite ignores it.

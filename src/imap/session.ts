@@ -29,6 +29,7 @@ import { CatenateCommand, catenateStart, type CatenateHost } from './commands/ca
 import { commandFinished } from './commands/command-log.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
 import { normalizeMailbox } from '../store/store.js';
+import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../store/availability.js';
 import { splitAtLiterals } from './protocol/writer.js';
 import { AppendGrammar } from './protocol/append-grammar.js';
 import { LiteralEchoTracker, flattenLine, literalEcho, unguessableTagPrefix } from './protocol/echo.js';
@@ -960,6 +961,9 @@ export class ImapSession implements CommandContext {
         return handler(this, { ...line, tag: mode.tag });
       })
       .catch((err: unknown) => {
+        // The store could not be reached: said once by store/availability.ts, and to the
+        // client as a temporary condition (RFC 5530 §3 UNAVAILABLE), not a server bug.
+        if (isStoreUnavailable(err)) return this.tagged(mode.tag, 'NO', STORE_UNAVAILABLE_TEXT, 'UNAVAILABLE');
         this.log.error({ err: (err as Error).message, command: mode.name }, 'command handler failed');
         this.tagged(mode.tag, 'NO', 'Internal error', 'SERVERBUG');
       })
@@ -1118,7 +1122,8 @@ export class ImapSession implements CommandContext {
     held
       .rewrite(line)
       .catch((err: unknown) => {
-        this.log.warn({ err: (err as Error).message }, 'tagged response rewrite failed');
+        // A store outage is logged once, by store/availability.ts, not per response.
+        if (!isStoreUnavailable(err)) this.log.warn({ err: (err as Error).message }, 'tagged response rewrite failed');
         return line;
       })
       .then((out) => {
@@ -1139,7 +1144,7 @@ export class ImapSession implements CommandContext {
     this.upstream?.pause();
     rewrite
       .catch((err: unknown) => {
-        this.log.warn({ err: (err as Error).message }, 'untagged response rewrite failed');
+        if (!isStoreUnavailable(err)) this.log.warn({ err: (err as Error).message }, 'untagged response rewrite failed');
         return first;
       })
       .then((out) => {

@@ -8,6 +8,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { hasCapability } from '../imap/capabilities.js';
 import { openStore } from '../store/index.js';
+import { guardStore, isStoreUnavailable, StoreAvailability, STORE_PROBE_KEY } from '../store/availability.js';
 import type { Store } from '../store/store.js';
 import { SidePool } from '../imap/side-pool.js';
 import { UrlAuthority } from './urlauth.js';
@@ -57,7 +58,9 @@ function modseqEmulation(config: Config, upstream: readonly string[]): string[] 
 }
 
 export async function startLemonade(config: Config, log: Logger): Promise<Lemonade> {
-  const store = await openStore(config);
+  const raw = await openStore(config);
+  // Failures that mean "the store is unreachable" become StoreUnavailableError, logged once per outage (availability.ts).
+  const store = guardStore(raw, new StoreAvailability(log, () => raw.getMeta(STORE_PROBE_KEY)));
   const side = config.imap.sideConnections;
   const sidePool = new SidePool(config, { maxIdle: side.maxIdle, idleMs: side.idleSeconds * 1000, maxOpen: side.maxOpen }, log);
   const urlauth = new UrlAuthority(store);
@@ -90,7 +93,9 @@ export async function startLemonade(config: Config, log: Logger): Promise<Lemona
       (key, holdMs, signal) => store.mailboxLock(key, holdMs, signal),
       (key, err) => {
         const [user, mailbox] = key.split('\0');
-        log.error({ user, mailbox, err: err.message }, 'mailbox lock: the store failed (that command gets no UID code)');
+        // An outage is logged once (store/availability.ts); the command just goes without a UID code.
+        const level = isStoreUnavailable(err) ? 'debug' : 'error';
+        log[level]({ user, mailbox, err: err.message }, 'mailbox lock: the store failed (that command gets no UID code)');
       },
     ),
     warmUpstreams,

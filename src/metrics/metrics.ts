@@ -425,3 +425,20 @@ export const mailboxLockEvents = new Counter({
   registers: [registry],
 });
 for (const event of MAILBOX_LOCK_EVENTS) mailboxLockEvents.inc({ event }, 0);
+
+// ---- the store (store/availability.ts) ------------------------------------------------
+
+export const storeUp = new Gauge({
+  name: 'lemonade_store_up',
+  help: 'Whether the store (SQLite file or PostgreSQL) answers: 1, or 0 from a call that found it unreachable until one that succeeds (a probe retries while down). With workers, the lowest.',
+  // Workers (cluster aggregation): one that cannot reach the store makes the host's value 0.
+  aggregator: 'min',
+  registers: [registry],
+});
+
+export const storeErrors = new Counter({
+  name: 'lemonade_store_errors_total',
+  help: 'Store calls that failed because the store was unavailable, by Store method and reason (connection, timeout, shutdown, resources, io, busy, read_only); their commands got NO [UNAVAILABLE] / 451 4.3.0.',
+  labelNames: ['operation', 'reason'] as const,
+  registers: [registry],
+});

@@ -40,6 +40,7 @@ import type { ContentForm, SmtpParams, SmtpReply, UpstreamSmtp } from './upstrea
 import type { FutureRelease } from '../lemonade/futurerelease/service.js';
 import { describeHold, holdQuotaRefusal } from '../lemonade/futurerelease/hold-params.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';
+import { isStoreUnavailable } from '../store/availability.js';
 import { bytesTotal, sessionsOpen, sessionsTotal, submissionAuthTotal, submissionMessages } from '../metrics/metrics.js';
 
 export interface SubmissionDeps {
@@ -214,7 +215,7 @@ export class SubmissionSession {
         const pending = this.handle(ev);
         if (pending !== undefined) {
           this.pauseInput();
-          await pending;
+          await pending.catch((err: unknown) => this.storeFailed(err));
         }
       }
     } catch (err) {
@@ -765,6 +766,18 @@ export class SubmissionSession {
     else this.errors = 0;
     this.send(reply(answer.code, answer.enhanced, answer.lines.length > 0 ? answer.lines : ['']));
     return undefined;
+  }
+
+  /**
+   * The one place a store failure becomes a reply: whatever needed the store (a BURL's
+   * access key, XCANCEL, a held message's commit) failed for now, and the transaction with
+   * it, so the client keeps the message and tries again (RFC 3463 X.3.0, temporary).
+   * Said once per outage by store/availability.ts, not per session. Other errors go on.
+   */
+  private storeFailed(err: unknown): undefined {
+    if (!isStoreUnavailable(err)) throw err;
+    this.abortTransaction();
+    return this.error(Replies.storeUnavailable);
   }
 
   private upstreamFailed(err: unknown): undefined {

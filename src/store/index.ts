@@ -7,23 +7,26 @@ import { PostgresStore, readPasswordFile } from './postgres.js';
 import { nodeId } from './node-id.js';
 
 /** Where the SQLite file is: store.path, relative to dataDir unless absolute. */
-export function sqlitePath(config: Pick<Config, 'dataDir' | 'store'>): string {
+export function sqlitePath(config: Pick<Config, 'dataDir'> & { store: Pick<Config['store'], 'path'> }): string {
   return path.resolve(config.dataDir, config.store.path);
 }
 
-export async function openStore(config: Pick<Config, 'dataDir' | 'store'>): Promise<Store> {
+/** The config openStore reads; store.timeoutMs may be left out by callers that build one in code (its default then). */
+export type StoreConfig = Pick<Config, 'dataDir'> & { store: Omit<Config['store'], 'timeoutMs'> & Partial<Pick<Config['store'], 'timeoutMs'>> };
+
+export async function openStore(config: StoreConfig): Promise<Store> {
   const kind = config.store.kind;
   switch (kind) {
     case 'sqlite':
       return SqliteStore.open(sqlitePath(config));
     case 'postgres': {
-      const { url, passwordFile, poolSize } = config.store;
+      const { url, passwordFile, poolSize, timeoutMs } = config.store;
       // The schema requires url with postgres; a config built in code may still lack it.
       if (url === undefined) throw new Error('store.url is required when store.kind is postgres');
       // Read here, at open, and handed to the pool only: it is never part of a message or log line.
       const password = passwordFile === undefined ? undefined : readPasswordFile(passwordFile);
       // This gateway releases only the held messages whose content is in its own dataDir.
-      return PostgresStore.open({ url, poolSize, node: nodeId(config.dataDir), ...(password !== undefined ? { password } : {}) });
+      return PostgresStore.open({ url, poolSize, ...(timeoutMs !== undefined ? { timeoutMs } : {}), node: nodeId(config.dataDir), ...(password !== undefined ? { password } : {}) });
     }
     default: {
       // A kind added to the schema must get a case here before it type-checks.

@@ -17,6 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { isStoreUnavailable } from './availability.js';
 import { migratePostgres, postgresSchemaVersion } from './postgres-migrate.js';
 import { POSTGRES_MIGRATIONS } from './postgres-schema.js';
 import {
@@ -41,6 +42,12 @@ export interface PostgresStoreOptions {
   /** Connections in the pool. */
   poolSize: number;
   /**
+   * The longest a connect, or one statement, may take (ms; store.timeoutMs): past it the
+   * call fails as unavailable (availability.ts), so a database that is gone without a word
+   * (packets dropped) is answered too. Default DEFAULT_TIMEOUT_MS.
+   */
+  timeoutMs?: number;
+  /**
    * How long a release claim holds before another instance may take the message over
    * (ms). It must outlast the longest release (relaying the largest message to the MTA):
    * a claim that expires under a live release lets a second one start.
@@ -53,6 +60,9 @@ export interface PostgresStoreOptions {
    */
   node?: string;
 }
+
+/** store.timeoutMs's default: well inside what IMAP and SMTP clients wait for an answer. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
 
 /** A claim outlives any release of a message within the size limits (see PostgresStoreOptions.leaseMs). */
 export const DEFAULT_LEASE_MS = 10 * 60 * 1000;
@@ -126,22 +136,41 @@ export class PostgresStore implements Store {
   /** Connects, applies pending migrations (serialized across instances), and returns the store. */
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
     const where = redactUrl(opts.url);
-    const pool = new pg.Pool({
+    const connection = {
       connectionString: withPassword(opts.url, opts.password),
-      max: opts.poolSize,
-      connectionTimeoutMillis: 10_000,
       application_name: 'lemonade-gateway',
+      // A connection whose peer vanished (host down, network cut) is found out by TCP
+      // keepalive rather than only at its next query.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    };
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    // Migrations run unbounded, on a pool of their own: the first instance's may take a
+    // while (a large table rewritten), and the others wait for it on an advisory lock.
+    const migrations = new pg.Pool({ ...connection, max: 1, connectionTimeoutMillis: timeoutMs });
+    migrations.on('error', () => undefined);
+    try {
+      await migratePostgres(migrations, POSTGRES_MIGRATIONS);
+    } catch (err) {
+      throw new StoreError(`cannot open the store ${where}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      await migrations.end().catch(() => undefined);
+    }
+    const pool = new pg.Pool({
+      ...connection,
+      max: opts.poolSize,
+      // Every store call is bounded (availability.ts maps what exceeds it to unavailable):
+      // getting a connection (connecting included), and each statement, on the client's
+      // side (query_timeout: a silent server) and the server's (statement_timeout: a
+      // statement whose client gave up stops holding its locks).
+      connectionTimeoutMillis: timeoutMs,
+      query_timeout: timeoutMs,
+      statement_timeout: timeoutMs,
     });
     // An idle pooled connection that breaks (the server restarted) emits 'error' on the
     // pool; unhandled, that would end the process. The pool drops it and the next query
     // opens a new one, which reports the outage to its caller if it lasts.
     pool.on('error', () => undefined);
-    try {
-      await migratePostgres(pool, POSTGRES_MIGRATIONS);
-    } catch (err) {
-      await pool.end().catch(() => undefined);
-      throw new StoreError(`cannot open the store ${where}: ${(err as Error).message}`, { cause: err });
-    }
     return new PostgresStore(pool, where, opts.leaseMs ?? DEFAULT_LEASE_MS, opts.node ?? null);
   }
 
@@ -153,6 +182,11 @@ export class PostgresStore implements Store {
   /** Runs fn in one transaction on one pooled connection; rolls back when it throws. */
   private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
+    // A checked-out client has no pool listener: the server ending its connection between
+    // two statements (57P01 on shutdown) would otherwise be an unhandled 'error' event and
+    // end the process. The statement under way, or the next, fails with it instead.
+    const ignore = (): void => undefined;
+    client.on('error', ignore);
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
@@ -160,12 +194,19 @@ export class PostgresStore implements Store {
       await client.query('COMMIT');
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch((e: unknown) => {
-        // A connection that cannot even roll back is closed, not pooled.
-        broken = e instanceof Error ? e : new Error(String(e));
-      });
+      if (isStoreUnavailable(err)) {
+        // The connection is gone or silent: a ROLLBACK would wait as long again. Closing
+        // it rolls the transaction back on the server.
+        broken = err as Error;
+      } else {
+        await client.query('ROLLBACK').catch((e: unknown) => {
+          // A connection that cannot even roll back is closed, not pooled.
+          broken = e instanceof Error ? e : new Error(String(e));
+        });
+      }
       throw err;
     } finally {
+      client.off('error', ignore);
       client.release(broken);
     }
   }

@@ -34,6 +34,7 @@ import { astringParts } from '../upstream.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { catenateAppends, catenateUrlBytes } from '../../metrics/metrics.js';
 import { commandFinished } from './command-log.js';
+import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../../store/availability.js';
 import path from 'node:path';
 
 /** What the session does for the command (its socket, its upstream, its replies). */
@@ -277,7 +278,14 @@ export class CatenateCommand {
   private async urlPart(text: string): Promise<void> {
     if (this.failure !== undefined) return;
     if (++this.parts > this.host.config.imap.catenate.maxParts) return this.fail({ text: 'CATENATE: too many parts', bad: true });
-    const target = await this.resolve(text);
+    let target;
+    try {
+      target = await this.resolve(text);
+    } catch (err) {
+      // A URLAUTH part's key is in the store: the command may work later (RFC 5530 §3).
+      if (!isStoreUnavailable(err)) throw err;
+      return this.fail({ text: STORE_UNAVAILABLE_TEXT, code: 'UNAVAILABLE' });
+    }
     // RFC 4469 §6: NO [BADURL url], and the text says why (lemonade/authorize-url.ts).
     const refused = (why: string) => this.fail({ text: `CATENATE: URL does not resolve: ${why}`, code: badUrlCode(text) });
     if (!target.ok) return refused(target.why);

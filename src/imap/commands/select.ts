@@ -19,6 +19,7 @@ import { parseSelectParams, type QresyncParam } from '../../lemonade/qresync/par
 import { highestModseqCode, noModseqResponse, vanishedResponses } from '../../lemonade/qresync/responses.js';
 import type { MailboxView } from '../../lemonade/qresync/view.js';
 import { qresyncSelectBytes } from '../../metrics/metrics.js';
+import { isStoreUnavailable } from '../../store/availability.js';
 
 /** An untagged OK with the CLOSED response code (RFC 7162 §3.2.11, §7). */
 const CLOSED_LINE = /^\* OK \[CLOSED\]/i;
@@ -64,7 +65,16 @@ export const select: CommandHandler = async (ctx, line) => {
   }
   const index = ctx.lemonade.store;
   if (!cs.condstore) {
-    const state = await index.modseqOpen(ctx.authenticatedUser!, mailbox, seen.uidValidity);
+    let state;
+    try {
+      state = await index.modseqOpen(ctx.authenticatedUser!, mailbox, seen.uidValidity);
+    } catch (err) {
+      if (!isStoreUnavailable(err)) throw err;
+      // A session that never asked for mod-sequences keeps working while the store is
+      // away: the mailbox has none to show now (§3.1.2.2 NOMODSEQ), the SELECT stands.
+      ctx.writeData(noModseqResponse());
+      return answerAsUpstream(ctx, line.tag, r);
+    }
     ctx.untagged(`OK [${highestModseqCode(state.highestModseq)}] Highest`);
     return answerAsUpstream(ctx, line.tag, r);
   }
@@ -72,6 +82,7 @@ export const select: CommandHandler = async (ctx, line) => {
   try {
     view = await reconcileSelected(ctx, mailbox, seen.uidValidity, seen.exists ?? 0);
   } catch (err) {
+    if (isStoreUnavailable(err)) return refuseUnavailable(ctx, name, mailbox, err);
     // The mailbox is selected upstream; without a view it has no mod-sequences (§3.1.2.2).
     ctx.log.warn({ err: (err as Error).message }, 'mailbox reconciliation failed');
     ctx.writeData(noModseqResponse());
@@ -81,9 +92,34 @@ export const select: CommandHandler = async (ctx, line) => {
   ctx.untagged(`OK [${highestModseqCode(view.highestModseq)}] Highest`);
   const q = params.value.qresync;
   // §3.2.5: a UIDVALIDITY that differs means the client's cache is void; no changes are sent.
-  if (q !== undefined && q.uidValidity === seen.uidValidity) await reportChanges(ctx, view, q, seen.uidNext);
+  try {
+    if (q !== undefined && q.uidValidity === seen.uidValidity) await reportChanges(ctx, view, q, seen.uidNext);
+  } catch (err) {
+    if (isStoreUnavailable(err)) return refuseUnavailable(ctx, name, mailbox, err);
+    throw err;
+  }
   answerAsUpstream(ctx, line.tag, r);
 };
+
+/**
+ * A CONDSTORE/QRESYNC SELECT whose mod-sequences cannot be had (the store is unavailable):
+ * NO [UNAVAILABLE] rather than NOMODSEQ, which would cost a QRESYNC client its cache (it
+ * tries again later instead). RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected,
+ * so the upstream's is closed first: UNSELECT (RFC 3691) where advertised, else EXAMINE
+ * and CLOSE, which expunges nothing from a read-only mailbox (§6.4.2). Nothing of either
+ * reaches the client; the error goes to the session's one mapping (imap/session.ts).
+ */
+async function refuseUnavailable(ctx: CommandContext, name: string, mailbox: string, err: unknown): Promise<never> {
+  ctx.setSelected(false);
+  const hide = (): boolean => true;
+  if (ctx.upstream?.capabilities.some((c) => c.toUpperCase() === 'UNSELECT')) {
+    await ctx.internalCommand('UNSELECT', hide);
+  } else {
+    if (name !== 'EXAMINE') await ctx.internalCommand(`EXAMINE ${quoted(mailbox)}`, hide);
+    await ctx.internalCommand('CLOSE', hide);
+  }
+  throw err;
+}
 
 /** UIDVALIDITY, EXISTS and UIDNEXT from the upstream's SELECT responses (RFC 3501 §7.1, §7.3.1). */
 function observeSelectLine(l: string, seen: { uidValidity?: number; exists?: number; uidNext?: number }): void {

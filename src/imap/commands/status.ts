@@ -27,6 +27,7 @@ import { reconcileAside } from './condstore-sync.js';
 import { answerAsUpstream } from './upstream-answer.js';
 import { formatValues } from '../../lemonade/qresync/params.js';
 import { stringArgument } from './arguments.js';
+import { isStoreUnavailable } from '../../store/availability.js';
 import type { ImapValue } from '../protocol/parser.js';
 
 /** `* STATUS mailbox (att value ...)` with the mailbox quoted or an atom (a literal's first segment does not match). */
@@ -68,9 +69,9 @@ export const status: CommandHandler = async (ctx, line) => {
     return true;
   });
   if (r.status !== 'OK' || seen === undefined) return answerAsUpstream(ctx, line.tag, r);
-  // Once it succeeded: a refused command enables nothing.
-  ctx.condstore.enabled.add('CONDSTORE');
   const highest = await highestModseq(ctx, mailbox, seen.uidValidity);
+  // Once it succeeded: a refused command (the upstream's NO, the store unavailable) enables nothing.
+  ctx.condstore.enabled.add('CONDSTORE');
   ctx.untagged(`STATUS ${seen.mailbox} (${[...seen.attributes, `HIGHESTMODSEQ ${highest}`].join(' ')})`);
   answerAsUpstream(ctx, line.tag, r);
 };
@@ -80,6 +81,8 @@ async function highestModseq(ctx: Parameters<CommandHandler>[0], mailbox: string
   try {
     return await reconcileAside(ctx, mailbox, uidValidity);
   } catch (err) {
+    // HIGHESTMODSEQ was asked for and the store has it: NO [UNAVAILABLE] (imap/session.ts), not a made-up 0.
+    if (isStoreUnavailable(err)) throw err;
     ctx.log.warn({ err: (err as Error).message }, 'STATUS: mailbox reconciliation failed');
     return 0;
   }

@@ -10,6 +10,7 @@ import { asParsedReply } from '../../smtp/protocol/reply.js';
 import { Replies } from '../../smtp/protocol/replies.js';
 import type { HeldMessage } from '../../store/store.js';
 import type { SpoolFiles, SpoolWriter } from './spool.js';
+import { isStoreUnavailable } from '../../store/availability.js';
 
 /** What the session knows at the end of the content, apart from the content itself. */
 export type HeldEnvelope = Pick<HeldMessage, 'user' | 'sender' | 'mailParams' | 'recipients' | 'releaseAt' | 'holdRequest'>;
@@ -60,7 +61,9 @@ export class HeldContent {
     } catch (err) {
       this.writer?.abort();
       await this.sink.files.remove(this.id).catch(() => undefined);
-      return asParsedReply(Replies.localError((err as Error).message));
+      // RFC 3463 X.3.0: a local system problem; the client keeps the message and retries.
+      // A store outage is told as such (store/availability.ts), never with its address.
+      return asParsedReply(isStoreUnavailable(err) ? Replies.storeUnavailable : Replies.localError((err as Error).message));
     }
     return asParsedReply(Replies.held(this.id, new Date(envelope.releaseAt)));
   }

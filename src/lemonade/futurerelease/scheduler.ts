@@ -31,6 +31,7 @@ import { futureReleaseDsns, futureReleaseEvents, heldBytes, heldMessages, heldOl
 import type { Clock } from './clock.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
 import { releaseMessage } from './release.js';
+import { isStoreUnavailable } from '../../store/availability.js';
 import type { SpoolFiles } from './spool.js';
 
 export interface SchedulerOptions {
@@ -44,6 +45,8 @@ export interface SchedulerOptions {
 
 /** Passes run at least this often, to notice rows changed by another process (the queue CLI). */
 const POLL_MS = 1000;
+/** While the store is unavailable, passes back off from POLL_MS to this. */
+const STORE_RETRY_MAX_MS = 15_000;
 /** The spool's size is counted (a scan of the index) at most this often; in between it is kept up to date here. */
 const STATS_MS = 1000;
 /** The largest original a DSN carries whole (RET=FULL); larger ones get their headers only. */
@@ -62,6 +65,8 @@ export class ReleaseScheduler {
   /** The spool's size as last counted, plus what this process added and removed since. */
   private usage = { count: 0, bytes: 0, oldestRelease: undefined as number | undefined };
   private usageAt = -Infinity;
+  /** The wait before the next pass while the store is unavailable (0: it is not). */
+  private storeRetryMs = 0;
 
   constructor(
     private readonly store: Store,
@@ -108,9 +113,9 @@ export class ReleaseScheduler {
     await this.running;
   }
 
-  private wake(inMs: number): void {
+  private wake(inMs: number, atMost = POLL_MS): void {
     if (this.stopped) return;
-    const at = this.clock.now() + Math.min(inMs, POLL_MS);
+    const at = this.clock.now() + Math.min(inMs, atMost);
     if (this.timer !== undefined && this.timerAt <= at) return;
     this.timer?.cancel();
     this.timerAt = at;
@@ -138,9 +143,16 @@ export class ReleaseScheduler {
           const nextDue = await this.store.spoolNextDue();
           this.wake(nextDue === undefined ? POLL_MS : Math.max(0, nextDue - this.clock.now()));
         }
+        this.storeRetryMs = 0;
       } catch (err) {
-        this.log.error({ err: (err as Error).stack }, 'release pass failed');
-        this.wake(POLL_MS);
+        if (!isStoreUnavailable(err)) {
+          this.log.error({ err: (err as Error).stack }, 'release pass failed');
+          return this.wake(POLL_MS);
+        }
+        // The store is away (logged once by store/availability.ts): releases pause and the
+        // passes back off, up to STORE_RETRY_MAX_MS apart, until one finds it back.
+        this.storeRetryMs = Math.min(Math.max(POLL_MS, this.storeRetryMs * 2), STORE_RETRY_MAX_MS);
+        this.wake(this.storeRetryMs, this.storeRetryMs);
       }
     })().finally(() => {
       this.running = undefined;

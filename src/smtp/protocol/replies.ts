@@ -8,6 +8,7 @@
  * whatever the client sent; reply.ts strips CR/LF/NUL and bounds the line.
  */
 import type { CodedReply, Reply } from './reply.js';
+import { STORE_UNAVAILABLE_TEXT } from '../../store/availability.js';
 
 /** RFC 3463 X.5.4 "invalid command arguments", 501 (RFC 5321 §4.2.3). */
 const badArguments = (text: string): CodedReply => ({ code: 501, enhanced: '5.5.4', text });
@@ -92,6 +93,8 @@ export const Replies = {
   badBdatClosing: badArguments('Syntax: BDAT size [LAST]; closing connection'),
   /** RFC 3463 X.3.0: a local system problem; the client keeps the message and retries. */
   localError: (detail: string): CodedReply => ({ code: 451, enhanced: '4.3.0', text: `Local error in processing, try again later (${detail.slice(0, 80)})` }),
+  /** RFC 3463 X.3.0 for a store outage (store/availability.ts): temporary, and without the database's address. */
+  storeUnavailable: { code: 451, enhanced: '4.3.0', text: STORE_UNAVAILABLE_TEXT },
   /** RFC 4865: the held message is in the spool, fsynced and indexed. */
   held: (id: string, releaseAt: Date): CodedReply => ({ code: 250, enhanced: '2.0.0', text: `Ok: held as ${id} until ${releaseAt.toISOString()}` }),
   /** RFC 3463 X.4.1: no answer from host; temporary, so the client keeps the message. */
