@@ -299,6 +299,11 @@ export const configSchema = z.strictObject({
       passwordFile: z.string().min(1).optional(),
       /** Connections in the PostgreSQL pool of each process. */
       poolSize: z.number().int().min(1).max(1000).default(10),
+      /**
+       * PostgreSQL: how long a FUTURERELEASE release claim holds without renewal (the
+       * claimant renews it every third of this); a dead instance's claims pass to the others after it.
+       */
+      releaseLeaseSeconds: z.number().int().min(3).max(3600).default(60),
     })
     .prefault({})
     // zod cannot make one key required by another's value: postgres needs a URL, sqlite ignores it.
