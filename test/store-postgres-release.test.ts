@@ -6,12 +6,14 @@
  * - issue 18 scenario 4: 200 messages held through A and B, A killed with SIGKILL while
  *   releasing; every message reaches the recipient, none lost, and a second copy only of
  *   a message A had in the content-end window ("committing", README);
+ * - a release slower than the lease keeps its claim (renewed) while another instance runs;
  * - issue 18 scenario 7: messages held and a URL issued with the SQLite store are
  *   released and verify after `store copy-sqlite`, through another gateway.
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { readdirSync, writeFileSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
@@ -232,6 +234,80 @@ t.test('scenario 4: 200 messages held through A and B; A killed with SIGKILL whi
   for (let i = 0; i < 40 && (await query(url, 'SELECT 1 FROM held_messages LIMIT 1')).length > 0; i++) await sleep(250);
   t.same(await query(url, 'SELECT id, state FROM held_messages'), [], 'the spool index is empty');
   t.same(await query(url, 'SELECT DISTINCT id FROM held_content'), [], 'and so is the content table');
+});
+
+/**
+ * A loopback TCP proxy to 127.0.0.1:targetPort that passes what its clients send at about
+ * bytesPerSecond (replies unthrottled): an MTA that takes its time to read a message.
+ */
+async function slowProxy(targetPort: number, bytesPerSecond: number): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    upstream.pipe(client);
+    client.on('data', (chunk: Buffer) => {
+      client.pause();
+      upstream.write(chunk);
+      setTimeout(() => client.resume(), (chunk.length / bytesPerSecond) * 1000);
+    });
+    client.on('end', () => upstream.end());
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', drop);
+      s.on('close', drop);
+    }
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (srv.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        srv.close(() => resolve());
+      }),
+  };
+}
+
+t.test('a release slower than the lease renews it: the other instance never takes the message over', async (t) => {
+  const url = await server.createDatabase();
+  const LEASE_SECONDS = 3;
+  const config = pgConfig(url, { releaseLeaseSeconds: LEASE_SECONDS });
+  // A reaches Postfix through a proxy passing 100 KB/s: 900 KB take some 9 s, three leases.
+  const proxy = await slowProxy(stack.smtpPort, 100 * 1024);
+  t.teardown(() => proxy.close());
+  const a = await startGateway({ ...stack, smtpPort: proxy.port }, { plaintext: true, config });
+  t.teardown(() => a.stop());
+  const subject = `slow-release-${Date.now()}`;
+  const c = await RawSmtp.authenticated(a.submissionPort, { ehlo: 'phone.example.org' });
+  const r = await submitHeld(c, 'HOLDFOR=1', subject, `${'s'.repeat(998)}\r\n`.repeat(900));
+  c.close();
+  t.equal(r?.code, 250, r?.text ?? 'no reply');
+  const id = heldId(r!.text)!;
+  // A claims it; then B starts, whose passes would take over a claim whose lease ran out.
+  let claimedAt = 0;
+  for (let i = 0; i < 200 && claimedAt === 0; i++) {
+    if ((await query<{ state: string }>(url, 'SELECT state FROM held_messages WHERE id = $1', [id]))[0]?.state === 'sending') claimedAt = Date.now();
+    else await sleep(50);
+  }
+  t.ok(claimedAt > 0, 'A claimed it');
+  const b = await startGateway(stack, { plaintext: true, config });
+  t.teardown(() => b.stop());
+  for (let i = 0; i < 600 && (await query(url, 'SELECT 1 FROM held_messages WHERE id = $1', [id])).length > 0; i++) await sleep(100);
+  const took = Date.now() - claimedAt;
+  t.ok(took > 2 * LEASE_SECONDS * 1000, `the release took ${(took / 1000).toFixed(1)} s, more than two leases of ${LEASE_SECONDS} s`);
+  const counts = await waitForSubjects(subject, [subject], 30_000);
+  t.equal(counts.get(subject), 1, 'delivered once');
+  const releasedBy = (gw: RunningGateway) => gw.logs.some((l) => l.includes('"held message released"') && l.includes(id));
+  t.ok(releasedBy(a), 'by A, the claimant');
+  t.notOk(releasedBy(b), 'not by B');
+  const event = async (gw: RunningGateway, e: string) => metricValue(await gw.metrics(), 'lemonade_futurerelease_messages_total', { event: e });
+  t.equal(await event(b, 'resent_after_crash'), 0, 'B took nothing over');
+  t.equal(await event(a, 'claim_lost'), 0, 'A never lost its claim');
 });
 
 /** LOGIN over implicit TLS through gw, as user (every test user's password is "password"). */

@@ -10,7 +10,7 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { ConfigError, parseConfig } from '../src/config/load.js';
@@ -244,11 +244,25 @@ t.test('held content in the database: any instance releases any message; rows an
   t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['a1', 'b1', 'a2']);
 
   // A row an earlier build wrote, its content a file in gateway-a's spool: only gateway-a's.
-  await query(url, "UPDATE held_messages SET origin = 'gateway-a' WHERE id = 'a1'");
-  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['b1', 'a2'], "B leaves gateway-a's file-backed row alone");
-  t.equal(await b.spoolClaim('a1'), false);
+  await b.spoolInsert(held('a0a0a0a0a0a0a0a0', 12));
+  await query(url, "UPDATE held_messages SET origin = 'gateway-a' WHERE id = 'a0a0a0a0a0a0a0a0'");
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['a1', 'b1', 'a2'], "B leaves gateway-a's file-backed row alone");
+  t.equal(await b.spoolClaim('a0a0a0a0a0a0a0a0'), false);
   const aBack = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-a', leaseMs: 1000 });
-  t.same((await aBack.spoolDue(100, 10)).map((m) => m.id), ['a1', 'b1', 'a2'], 'gateway-a releases it and the others');
+  t.same((await aBack.spoolDue(100, 10)).map((m) => m.id), ['a1', 'a0a0a0a0a0a0a0a0', 'b1', 'a2'], 'gateway-a releases it and the others');
+  // gateway-a's start moves that content into the database: then it is anyone's.
+  const oldSpool = new SpoolFiles(path.join(server.dir, 'gw-a-data'));
+  await oldSpool.init();
+  const w = oldSpool.create('a0a0a0a0a0a0a0a0');
+  w.write(Buffer.alloc(CHUNK + 5, 'q'));
+  await w.commit();
+  t.same(await aBack.contentOnDisk(), ['a0a0a0a0a0a0a0a0']);
+  t.same(await b.contentOnDisk(), [], "none of B's");
+  await new DbContent(aBack, oldSpool).init();
+  t.same(await aBack.contentOnDisk(), []);
+  t.ok(Buffer.concat(await readAll(new DbContent(b).read('a0a0a0a0a0a0a0a0'))).equals(Buffer.alloc(CHUNK + 5, 'q')), 'its content moved into the database');
+  t.same(readdirSync(path.join(server.dir, 'gw-a-data', 'spool', 'msg')), [], 'and its file removed');
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['a1', 'a0a0a0a0a0a0a0a0', 'b1', 'a2'], 'B releases it now');
   await aBack.close();
   await b.close();
 

@@ -426,6 +426,16 @@ export class PostgresStore implements Store, SpoolContent {
     return new Set(r.rows.map((row) => row.id)).size;
   }
 
+  async contentOnDisk(): Promise<string[]> {
+    if (this.node === null) return [];
+    const r = await this.pool.query<{ id: string }>('SELECT id FROM held_messages WHERE origin = $1 ORDER BY id', [this.node]);
+    return r.rows.map((row) => row.id);
+  }
+
+  async contentMovedIn(id: string): Promise<void> {
+    await this.pool.query('UPDATE held_messages SET origin = NULL WHERE id = $1 AND origin = $2', [id, this.node]);
+  }
+
   async spoolStats(): Promise<{ count: number; bytes: number; oldestRelease: number | undefined }> {
     const r = await this.pool.query<{ count: string; bytes: string | null; oldest: string | null }>(
       'SELECT COUNT(*) AS count, SUM(size) AS bytes, MIN(release_at) AS oldest FROM held_messages',

@@ -125,6 +125,10 @@ export interface SpoolContent {
   contentRemove(id: string): Promise<void>;
   /** Drops content no index row names and not written to for idleMs; returns how many messages' worth. */
   contentRemoveOrphans(idleMs: number): Promise<number>;
+  /** Held messages an earlier build left with their content a file in this gateway's spool directory (PostgreSQL: origin is this node). */
+  contentOnDisk(): Promise<string[]>;
+  /** That message's content is now in the store (contentAppend): any instance may release it. */
+  contentMovedIn(id: string): Promise<void>;
 }
 
 /** The claim on a message being released is no longer this caller's (SpoolIndex.spoolCommitting). */

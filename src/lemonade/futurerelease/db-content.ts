@@ -7,7 +7,7 @@
  */
 import type { SpoolContent } from '../../store/store.js';
 import type { ContentWriter, HeldContentStore } from './content.js';
-import { isSpoolId } from './spool.js';
+import { isSpoolId, type SpoolFiles } from './spool.js';
 
 /** Largest chunk stored in one row: big enough that a 10 MB message is 40 statements, small enough to buffer. */
 export const CHUNK = 256 * 1024;
@@ -22,10 +22,35 @@ const READ_BATCH = 4;
 export const ORPHAN_IDLE_MS = 60 * 60 * 1000;
 
 export class DbContent implements HeldContentStore {
-  constructor(private readonly rows: SpoolContent) {}
+  constructor(
+    private readonly rows: SpoolContent,
+    /** This gateway's spool directory, where an earlier build kept held content (see init). */
+    private readonly onDisk?: SpoolFiles,
+  ) {}
 
+  /**
+   * Moves into the store the content of the messages an earlier build held through this
+   * gateway as files in its spool directory (rows only this gateway could release), so
+   * that any instance releases them from now on. Each is copied (after clearing what an
+   * interrupted move left), then its row marked, then its file removed: a crash in
+   * between leaves the row this gateway's, and the next start moves it again.
+   */
   async init(): Promise<void> {
-    // Nothing to create: the table is the store's (migration 4).
+    if (this.onDisk === undefined) return;
+    for (const id of await this.rows.contentOnDisk()) {
+      if (!isSpoolId(id)) continue;
+      await this.rows.contentRemove(id);
+      let seq = 0;
+      try {
+        for await (const chunk of this.onDisk.read(id)) await this.rows.contentAppend(id, ++seq, chunk as Buffer);
+      } catch (err) {
+        // No file: the row stays this gateway's (a release then fails on the size check, loudly).
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      await this.rows.contentMovedIn(id);
+      await this.onDisk.remove(id);
+    }
   }
 
   create(id: string): ContentWriter {

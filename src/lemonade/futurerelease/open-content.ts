@@ -7,5 +7,6 @@ import { SpoolFiles } from './spool.js';
 /** The content store that goes with the store: the database's own when it keeps content, else files in dataDir. */
 export function heldContentStore(dataDir: string, store: Store): HeldContentStore {
   const rows = store.spoolContent();
-  return rows === undefined ? new SpoolFiles(dataDir) : new DbContent(rows);
+  // With the store's own content, dataDir/spool only has what an earlier build left there (DbContent.init).
+  return rows === undefined ? new SpoolFiles(dataDir) : new DbContent(rows, new SpoolFiles(dataDir));
 }
