@@ -321,6 +321,16 @@ t.test('held content: streamed in chunks, read back whole, removed; orphans only
   t.same((await query<{ id: string }>(url, 'SELECT DISTINCT id FROM held_content ORDER BY id')).map((r) => r.id), ['0123456789abcdef01', 'cccccccccccccccc01'], 'the indexed and the recent kept');
   await content.remove('0123456789abcdef01');
   t.same(await readAll(content.read('0123456789abcdef01')), [], 'removed');
+  // A row's delete or cancel takes its content along, in the same statement.
+  for (const [id, how] of [['dddddddddddddddd01', 'delete'], ['eeeeeeeeeeeeeeee01', 'cancel']] as const) {
+    const x = content.create(id);
+    x.write(Buffer.from('goes with its row'));
+    await x.commit();
+    await store.spoolInsert(held(id, 10));
+    if (how === 'delete') t.ok(await store.spoolDelete(id, held('ffffffffffffffff01', 20)));
+    else t.equal((await store.spoolCancel(id))?.id, id);
+    t.same(await readAll(content.read(id)), [], `spool${how === 'delete' ? 'Delete' : 'Cancel'} removes the content with the row`);
+  }
   t.match(content.where('0123456789abcdef01'), /held_content/);
   await store.close();
 });

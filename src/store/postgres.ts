@@ -337,23 +337,29 @@ export class PostgresStore implements Store, SpoolContent {
     );
   }
 
+  /** The row and its content (held_content) go together: no orphan chunks from a crash after it. */
   async spoolDelete(id: string, dsn?: HeldMessage): Promise<boolean> {
+    const deleteBoth = `WITH gone AS (DELETE FROM held_messages WHERE id = $1 RETURNING id),
+      content AS (DELETE FROM held_content WHERE id IN (SELECT id FROM gone))
+      SELECT COUNT(*)::int AS n FROM gone`;
     if (dsn === undefined) {
-      const r = await this.pool.query('DELETE FROM held_messages WHERE id = $1', [id]);
-      return r.rowCount === 1;
+      const r = await this.pool.query<{ n: number }>(deleteBoth, [id]);
+      return r.rows[0]!.n === 1;
     }
     // One transaction: after a crash there is the message or its DSN, never both.
     return this.tx(async (c) => {
-      const r = await c.query('DELETE FROM held_messages WHERE id = $1', [id]);
+      const r = await c.query<{ n: number }>(deleteBoth, [id]);
       await this.insertHeld(c, [dsn]);
-      return r.rowCount === 1;
+      return r.rows[0]!.n === 1;
     });
   }
 
   async spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined> {
-    // One statement: a release cannot claim it between the check and the delete.
+    // One statement: a release cannot claim it between the check and the delete; its content goes with it.
     const r = await this.pool.query<HeldRow>(
-      "DELETE FROM held_messages WHERE id = $1 AND state = 'held' AND ($2::text IS NULL OR user_name = $2) RETURNING *",
+      `WITH gone AS (DELETE FROM held_messages WHERE id = $1 AND state = 'held' AND ($2::text IS NULL OR user_name = $2) RETURNING *),
+         content AS (DELETE FROM held_content WHERE id IN (SELECT id FROM gone))
+       SELECT * FROM gone`,
       [id, user ?? null],
     );
     return r.rows[0] && heldMessage(r.rows[0]);

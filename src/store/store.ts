@@ -113,7 +113,8 @@ export interface SpoolIndex {
 /**
  * Held messages' content kept in the store, in chunks, so that any instance sharing it
  * can release any message. A message's content is written before its index row
- * (spoolInsert) and removed after it is gone; chunks no row names and that nothing has
+ * (spoolInsert) and removed with it (spoolDelete and spoolCancel delete both at once);
+ * chunks no row names and that nothing has
  * written to for a while are an upload that never finished (its client got no 250) or a
  * removal that never happened, and contentRemoveOrphans drops them.
  */
