@@ -117,6 +117,43 @@ function spoolFiles(gw: RunningGateway): string[] {
   }
 }
 
+/**
+ * A loopback TCP proxy to 127.0.0.1:targetPort that passes what its clients send at about
+ * bytesPerSecond (replies unthrottled): an MTA that takes its time to read a message.
+ */
+async function slowProxy(targetPort: number, bytesPerSecond: number): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    upstream.pipe(client);
+    client.on('data', (chunk: Buffer) => {
+      client.pause();
+      upstream.write(chunk);
+      setTimeout(() => client.resume(), (chunk.length / bytesPerSecond) * 1000);
+    });
+    client.on('end', () => upstream.end());
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', drop);
+      s.on('close', drop);
+    }
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (srv.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        srv.close(() => resolve());
+      }),
+  };
+}
+
 t.test('queue list/show/release/cancel and XCANCEL from one instance on messages held through another', async (t) => {
   const url = await server.createDatabase();
   const [a, b] = await Promise.all([startGateway(stack, { plaintext: true, config: pgConfig(url) }), startGateway(stack, { plaintext: true, config: pgConfig(url) })]);
@@ -168,14 +205,21 @@ t.test('scenario 4: 200 messages held through A and B; A killed with SIGKILL whi
   // A short lease, so B takes over A's claims within seconds of the kill.
   const LEASE_SECONDS = 6;
   const config = pgConfig(url, { releaseLeaseSeconds: LEASE_SECONDS });
-  const [a, b] = await Promise.all([startGateway(stack, { plaintext: true, config }), startGateway(stack, { plaintext: true, config })]);
+  // A reaches Postfix at 400 KB/s a connection (a 20 KB message in some 50 ms), so that it
+  // has releases under way at any moment it is killed; B directly.
+  const proxy = await slowProxy(stack.smtpPort, 400 * 1024);
+  t.teardown(() => proxy.close());
+  const [a, b] = await Promise.all([
+    startGateway({ ...stack, smtpPort: proxy.port }, { plaintext: true, config }),
+    startGateway(stack, { plaintext: true, config }),
+  ]);
   t.teardown(async () => {
     await a.stop('SIGKILL');
     await b.stop();
   });
   const prefix = `scenario4-${Date.now()}-`;
   const count = 200;
-  // 20 KB each: a release takes long enough that A is in mid-release when killed.
+  // 20 KB each.
   const body = `${'y'.repeat(998)}\r\n`.repeat(20);
   // All due at one second, a few seconds after the last is held.
   const dueAt = new Date(Math.ceil((Date.now() + 12_000) / 1000) * 1000);
@@ -235,43 +279,6 @@ t.test('scenario 4: 200 messages held through A and B; A killed with SIGKILL whi
   t.same(await query(url, 'SELECT id, state FROM held_messages'), [], 'the spool index is empty');
   t.same(await query(url, 'SELECT DISTINCT id FROM held_content'), [], 'and so is the content table');
 });
-
-/**
- * A loopback TCP proxy to 127.0.0.1:targetPort that passes what its clients send at about
- * bytesPerSecond (replies unthrottled): an MTA that takes its time to read a message.
- */
-async function slowProxy(targetPort: number, bytesPerSecond: number): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const srv = net.createServer((client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    sockets.add(client);
-    sockets.add(upstream);
-    upstream.pipe(client);
-    client.on('data', (chunk: Buffer) => {
-      client.pause();
-      upstream.write(chunk);
-      setTimeout(() => client.resume(), (chunk.length / bytesPerSecond) * 1000);
-    });
-    client.on('end', () => upstream.end());
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    for (const s of [client, upstream]) {
-      s.on('error', drop);
-      s.on('close', drop);
-    }
-  });
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (srv.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        srv.close(() => resolve());
-      }),
-  };
-}
 
 t.test('a release slower than the lease renews it: the other instance never takes the message over', async (t) => {
   const url = await server.createDatabase();
