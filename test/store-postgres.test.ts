@@ -3,8 +3,9 @@
  * file, a fresh database per case): the same Store contract as the SQLite store
  * (test/helpers/store-contract.ts), and what several instances sharing one database need:
  * each other's keys and mod-sequences at once, every held message claimed exactly once
- * by racing instances, leases a dead instance's claims expire by, and migrations applied
- * once when instances start together. Plus the config: store.url, passwordFile, errors
+ * by racing instances, leases a live claimant renews and a dead instance's claims expire
+ * by, held content in chunks (streamed, read back, removed with its row, orphans), and
+ * migrations applied once when instances start together. Plus the config: store.url, passwordFile, errors
  * that never show a password. Last, issue 18's scenarios 1, 2 and 3 with two gateway
  * processes (separate dataDirs, one database) in front of one real Dovecot and Postfix.
  */

@@ -46,8 +46,8 @@ export interface PostgresStoreOptions {
   poolSize: number;
   /**
    * How long a release claim holds before another instance may take the message over
-   * (ms). It must outlast the longest release (relaying the largest message to the MTA):
-   * a claim that expires under a live release lets a second one start.
+   * (ms, config store.releaseLeaseSeconds). The releasing scheduler renews it (spoolRenew)
+   * every third of it, so it must outlast a pause of the releasing process, not a release.
    */
   leaseMs?: number;
   /**

@@ -14,10 +14,10 @@ export const CHUNK = 256 * 1024;
 /** Chunks read per query when releasing. */
 const READ_BATCH = 4;
 /**
- * Content no index row names is an orphan once nothing has written to it for this long.
- * An upload under way writes whatever arrived as soon as the previous chunk is stored, so
- * it is idle only as long as its client is silent, which the submission timeouts bound
- * to minutes (submission.timeouts).
+ * Content no index row names is an orphan once nothing has written to it for this long
+ * (at least; open-content.ts raises it above long submission timeouts). An upload under
+ * way writes whatever arrived as soon as the previous chunk is stored, so it is idle only
+ * as long as its client is silent, which the submission timeouts bound to minutes.
  */
 export const ORPHAN_IDLE_MS = 60 * 60 * 1000;
 
@@ -26,6 +26,7 @@ export class DbContent implements HeldContentStore {
     private readonly rows: SpoolContent,
     /** This gateway's spool directory, where an earlier build kept held content (see init). */
     private readonly onDisk?: SpoolFiles,
+    private readonly orphanIdleMs = ORPHAN_IDLE_MS,
   ) {}
 
   /**
@@ -79,10 +80,10 @@ export class DbContent implements HeldContentStore {
 
   /**
    * Another instance may be writing a message this one has no row for yet: only content
-   * idle for ORPHAN_IDLE_MS goes (the store decides it in one statement).
+   * idle for orphanIdleMs goes (the store decides it in one statement).
    */
   removeOrphans(): Promise<number> {
-    return this.rows.contentRemoveOrphans(ORPHAN_IDLE_MS);
+    return this.rows.contentRemoveOrphans(this.orphanIdleMs);
   }
 
   where(id: string): string {

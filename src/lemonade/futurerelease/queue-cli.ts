@@ -34,7 +34,7 @@ export async function runQueueCommand(config: Config, args: string[], out: (text
     return 65;
   }
   const store = await openStore(config);
-  const content = heldContentStore(config.dataDir, store);
+  const content = heldContentStore(config, store);
   try {
     if (verb === 'list') {
       const page = 1000;

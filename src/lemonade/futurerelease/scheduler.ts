@@ -234,6 +234,7 @@ export class ReleaseScheduler {
     const renew = this.store.spoolRenew?.bind(this.store);
     const every = this.opts.leaseMs === undefined ? undefined : Math.max(100, Math.floor(this.opts.leaseMs / 3));
     if (renew === undefined || every === undefined) return { stop: () => undefined };
+    // Real time, not this.clock: the lease runs in the database's clock, whatever the scheduler's.
     const timer = setInterval(() => {
       renew(id).then(
         (held) => {

@@ -34,7 +34,7 @@ export class FutureRelease {
   ) {
     const fr = config.submission.futureRelease;
     this.policy = { maxIntervalSeconds: fr.enabled ? fr.maxHoldSeconds : 0 };
-    this.content = heldContentStore(config.dataDir, store);
+    this.content = heldContentStore(config, store);
     this.committer = new SpoolCommitter(this.content, store);
     this.scheduler = new ReleaseScheduler(
       store,
