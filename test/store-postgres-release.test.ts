@@ -200,6 +200,27 @@ t.test('queue list/show/release/cancel and XCANCEL from one instance on messages
   t.same(await query(url, 'SELECT id FROM held_content'), [], 'no content left in the database');
 });
 
+t.test('a recipient refused at release: the DSN is built from the content in the database and itself held there', async (t) => {
+  const url = await server.createDatabase();
+  const a = await startGateway(stack, { plaintext: true, config: pgConfig(url) });
+  t.teardown(() => a.stop());
+  const aliceBefore = await stack.messageCount('alice');
+  const c = await RawSmtp.authenticated(a.submissionPort, { ehlo: 'phone.example.org' });
+  const subject = `pg-refused-${Date.now()}`;
+  t.equal((await c.command('MAIL FROM:<alice@example.org> HOLDFOR=1')).code, 250);
+  t.equal((await c.command('RCPT TO:<nobody@example.org>')).code, 250);
+  t.equal((await c.command('DATA')).code, 354);
+  t.match((await c.command(`From: alice@example.org\r\nTo: nobody@example.org\r\nSubject: ${subject}\r\n\r\nhi\r\n.`)).text, /^250 .*held as/);
+  c.close();
+  const dsn = (await stack.newestMessage('alice', aliceBefore + 1, 20_000)).toString('latin1');
+  t.match(dsn, /Final-Recipient: rfc822;\s*nobody@example\.org/i, 'a DSN for the refused recipient');
+  t.match(dsn, new RegExp(`Subject: ${subject}`), "with the original's headers, read from the database");
+  for (let i = 0; i < 40 && (await query(url, 'SELECT 1 FROM held_messages')).length > 0; i++) await sleep(250);
+  t.same(await query(url, 'SELECT id FROM held_messages'), [], 'message and DSN both gone from the index');
+  t.same(await query(url, 'SELECT DISTINCT id FROM held_content'), [], 'and from the content table');
+  t.same(spoolFiles(a), [], 'never in the dataDir');
+});
+
 t.test('scenario 4: 200 messages held through A and B; A killed with SIGKILL while releasing; each delivered, none lost', async (t) => {
   const url = await server.createDatabase();
   // A short lease, so B takes over A's claims within seconds of the kill.

@@ -643,6 +643,17 @@ t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole 
   writeFileSync(configFile, yaml('sqlite'));
   t.equal((await cli('store', 'copy-sqlite', '--config', configFile)).code, 78, 'only into a postgres store');
   t.equal((await cli('store', 'bogus', '--config', configFile)).code, 64);
+
+  // A held row whose spool file is missing: the copy fails whole, the database stays empty.
+  const broken = SqliteStore.open(path.join(dataDir, 'broken.sqlite'));
+  await broken.spoolInsert(held('20261206cccccccc', 3000));
+  await broken.close();
+  const emptyUrl = await server.createDatabase();
+  writeFileSync(configFile, `hostname: mail.example.org\ndataDir: ${dataDir}\nstore:\n  kind: postgres\n  path: broken.sqlite\n  url: ${emptyUrl}\n`);
+  const failed = await cli('store', 'copy-sqlite', '--config', configFile);
+  t.equal(failed.code, 1);
+  t.match(failed.stderr, /held message 20261206cccccccc: no spool file .*20261206cccccccc\.eml/, 'names the message and the missing file');
+  t.same(await query(emptyUrl, 'SELECT COUNT(*)::int AS n FROM held_messages'), [{ n: 0 }], 'nothing copied');
 });
 
 t.test('the database restarting: calls fail while it is down, the same store works again after', async (t) => {
