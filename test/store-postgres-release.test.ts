@@ -318,11 +318,13 @@ t.test('a release slower than the lease renews it: the other instance never take
   const id = heldId(r!.text)!;
   // A claims it; then B starts, whose passes would take over a claim whose lease ran out.
   let claimedAt = 0;
-  for (let i = 0; i < 200 && claimedAt === 0; i++) {
-    if ((await query<{ state: string }>(url, 'SELECT state FROM held_messages WHERE id = $1', [id]))[0]?.state === 'sending') claimedAt = Date.now();
+  let state: string | undefined = 'held';
+  for (const until = Date.now() + 60_000; claimedAt === 0 && state !== undefined && Date.now() < until; ) {
+    state = (await query<{ state: string }>(url, 'SELECT state FROM held_messages WHERE id = $1', [id]))[0]?.state;
+    if (state === 'sending' || state === 'committing') claimedAt = Date.now();
     else await sleep(50);
   }
-  t.ok(claimedAt > 0, 'A claimed it');
+  t.ok(claimedAt > 0, `A claimed it (last seen: ${state ?? 'gone'})`);
   const b = await startGateway(stack, { plaintext: true, config });
   t.teardown(() => b.stop());
   for (let i = 0; i < 600 && (await query(url, 'SELECT 1 FROM held_messages WHERE id = $1', [id])).length > 0; i++) await sleep(100);
