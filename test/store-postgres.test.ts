@@ -3,14 +3,15 @@
  * file, a fresh database per case): the same Store contract as the SQLite store
  * (test/helpers/store-contract.ts), and what several instances sharing one database need:
  * each other's keys and mod-sequences at once, every held message claimed exactly once
- * by racing instances, leases a dead instance's claims expire by, and migrations applied
- * once when instances start together. Plus the config: store.url, passwordFile, errors
+ * by racing instances, leases a live claimant renews and a dead instance's claims expire
+ * by, held content in chunks (streamed, read back, removed with its row, orphans), and
+ * migrations applied once when instances start together. Plus the config: store.url, passwordFile, errors
  * that never show a password. Last, issue 18's scenarios 1, 2 and 3 with two gateway
  * processes (separate dataDirs, one database) in front of one real Dovecot and Postfix.
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { ConfigError, parseConfig } from '../src/config/load.js';
@@ -19,9 +20,11 @@ import type { Migration } from '../src/store/migrate.js';
 import { migratePostgres } from '../src/store/postgres-migrate.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres-schema.js';
 import { PostgresStore, redactUrl } from '../src/store/postgres.js';
-import { nodeId } from '../src/store/node-id.js';
 import { SqliteStore } from '../src/store/sqlite.js';
-import type { HeldMessage, Store } from '../src/store/store.js';
+import { ReleaseClaimLost, type HeldMessage, type Store } from '../src/store/store.js';
+import { CHUNK, DbContent } from '../src/lemonade/futurerelease/db-content.js';
+import { SpoolFiles } from '../src/lemonade/futurerelease/spool.js';
+import { prng } from './helpers/prng.js';
 import { startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
@@ -46,6 +49,12 @@ async function query<R extends pg.QueryResultRow>(url: string, sql: string, para
   } finally {
     await client.end();
   }
+}
+
+async function readAll(chunks: AsyncIterable<Buffer>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const c of chunks) out.push(c);
+  return out;
 }
 
 function held(id: string, nextAttemptAt: number): HeldMessage {
@@ -167,27 +176,37 @@ t.test('racing instances claim each held message exactly once', async (t) => {
   for (const s of [seed, ...stores]) await s.close();
 });
 
-t.test("leases: a dead instance's claims are taken over once it expires, and not before", async (t) => {
+t.test("leases: a dead instance's claims are taken over once it expires, and not before; a live one renews", async (t) => {
   const url = await server.createDatabase();
   const dead = await open(url, 1500);
   const live = await open(url, 1500);
   const other = await open(url, 1500);
-  const patient = await open(url); // the default lease: minutes
-  await dead.spoolInsert(held('sending', 10), held('committing', 20), held('kept', 30));
+  const patient = await open(url); // the default lease: a minute
+  const renewer = await open(url, 1500);
+  await dead.spoolInsert(held('sending', 10), held('committing', 20), held('kept', 30), held('renewed', 40));
   t.ok(await dead.spoolClaim('sending'));
   t.ok(await dead.spoolClaim('committing'));
   await dead.spoolCommitting('committing');
   t.ok(await patient.spoolClaim('kept'), "a live instance's claim with a long lease");
+  t.ok(await renewer.spoolClaim('renewed'), 'a claim its holder renews');
+  t.equal(await other.spoolRenew('renewed'), false, 'only the claimant renews');
 
   t.same(await live.spoolRecover(), [], "before the lease ends, another instance's start takes nothing");
+  t.same(await other.spoolExpired(), [], 'nor does a pass');
   t.same(await live.spoolDue(100, 10), [], 'and nothing is due');
   t.equal((await live.spoolGet('sending'))!.state, 'sending');
   await dead.close(); // "dies": its claims stay in the database
 
-  await new Promise((r) => setTimeout(r, 1700));
-  t.same((await live.spoolDue(100, 10)).map((m) => m.id), ['sending'], 'after its lease, the dead one\'s sending message is due again');
-  const recovered = await Promise.all([live.spoolRecover(), other.spoolRecover()]);
-  t.same(recovered.flat().map((m) => m.id), ['committing'], 'its committing message goes to exactly one recovering instance');
+  // 2.1 s: past the 1.5 s lease; 'renewed' is renewed every 0.5 s meanwhile.
+  for (let i = 0; i < 4; i++) {
+    await new Promise((r) => setTimeout(r, 525));
+    t.ok(await renewer.spoolRenew('renewed'), `renewal ${i + 1}`);
+  }
+  t.same(await live.spoolDue(100, 10), [], 'an expired claim is not due before a pass takes it back');
+  const taken = await Promise.all([live.spoolExpired(), other.spoolExpired()]);
+  t.same(taken.flat().map((m) => [m.id, m.state]), [['committing', 'committing']], "the dead one's committing message goes to exactly one pass, named as committing");
+  t.same((await live.spoolDue(100, 10)).map((m) => m.id), ['sending', 'committing'], 'both of its messages are due again');
+  t.equal((await live.spoolGet('renewed'))!.state, 'sending', 'a renewed claim outlives its first lease');
   t.equal((await live.spoolGet('kept'))!.state, 'sending', 'a claim whose lease runs is left alone');
   t.ok(await other.spoolClaim('sending'), 'taken over');
   // A late reschedule by an instance that does not hold the claim must not undo it.
@@ -196,46 +215,125 @@ t.test("leases: a dead instance's claims are taken over once it expires, and not
   await other.spoolReschedule('sending', [], 99_999, '451 later');
   const after = (await other.spoolGet('sending'))!;
   t.same([after.state, after.attempts, after.lastError], ['held', 2, '451 later'], 'the claimant\'s does');
-  for (const s of [live, other, patient]) await s.close();
+
+  // A claimant that stalls past its lease loses the message to another before its content end.
+  await new Promise((r) => setTimeout(r, 1700));
+  t.same(await other.spoolExpired(), [], "'renewed', no longer renewed, is taken back (sending: not named)");
+  t.ok(await other.spoolClaim('renewed'));
+  t.equal(await renewer.spoolRenew('renewed'), false, 'the stalled claimant cannot renew it');
+  await t.rejects(renewer.spoolCommitting('renewed'), ReleaseClaimLost, 'nor mark it committing: it must not send the end');
+  await other.spoolCommitting('renewed');
+  t.equal((await other.spoolGet('renewed'))!.state, 'committing', 'the new claimant does');
+  for (const s of [live, other, patient, renewer]) await s.close();
 });
 
-t.test('while content is a file, each gateway releases only what it holds; anyone lists and cancels', async (t) => {
+t.test('held content in the database: any instance releases any message; rows an earlier build left with an origin only their gateway', async (t) => {
   const url = await server.createDatabase();
   const a = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-a', leaseMs: 1000 });
-  const aRestarted = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-a', leaseMs: 1000 });
   const b = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-b', leaseMs: 1000 });
   await a.spoolInsert(held('a1', 10), held('a2', 20), held('a3', 30));
   await b.spoolInsert(held('b1', 15));
-  t.same((await a.spoolDue(100, 10)).map((m) => m.id), ['a1', 'a2', 'a3'], "A: its own, not B's");
-  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['b1'], "B: its own, not A's");
-  t.equal(await b.spoolNextDue(), 15, "B waits for its own next message only");
-  t.equal(await b.spoolClaim('a1'), false, "B cannot claim A's message (it has not the content)");
-  t.same((await b.spoolList(10, 0)).map((m) => m.id), ['a1', 'b1', 'a2', 'a3'], 'but lists every message');
+  t.same(await query(url, 'SELECT DISTINCT origin FROM held_messages'), [{ origin: null }], 'new rows name no gateway');
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['a1', 'b1', 'a2', 'a3'], "B releases A's messages too");
   t.equal((await b.spoolCancel('a3'))?.id, 'a3', 'and cancels any (queue cancel, XCANCEL)');
   t.ok(await a.spoolClaim('a1'));
   t.ok(await a.spoolClaim('a2'));
   await a.spoolCommitting('a2');
-  await a.close(); // A dies mid-release; it comes back on the same dataDir (same node)
+  await a.close(); // A dies mid-release
   await new Promise((r) => setTimeout(r, 1200));
-  t.same(await b.spoolRecover(), [], "B's start takes nothing of A's, even with the lease run out");
-  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['b1']);
-  t.same((await aRestarted.spoolRecover()).map((m) => m.id), ['a2'], 'A restarted names its committing message');
-  t.same((await aRestarted.spoolDue(100, 10)).map((m) => m.id), ['a1', 'a2'], 'and releases both interrupted ones again');
-  await aRestarted.close();
+  t.same((await b.spoolExpired()).map((m) => m.id), ['a2'], "B takes back A's releases once their lease ran out, naming the committing one");
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['a1', 'b1', 'a2']);
+
+  // A row an earlier build wrote, its content a file in gateway-a's spool: only gateway-a's.
+  await b.spoolInsert(held('a0a0a0a0a0a0a0a0', 12));
+  await query(url, "UPDATE held_messages SET origin = 'gateway-a' WHERE id = 'a0a0a0a0a0a0a0a0'");
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['a1', 'b1', 'a2'], "B leaves gateway-a's file-backed row alone");
+  t.equal(await b.spoolClaim('a0a0a0a0a0a0a0a0'), false);
+  const aBack = await PostgresStore.open({ url, poolSize: 2, node: 'gateway-a', leaseMs: 1000 });
+  t.same((await aBack.spoolDue(100, 10)).map((m) => m.id), ['a1', 'a0a0a0a0a0a0a0a0', 'b1', 'a2'], 'gateway-a releases it and the others');
+  // gateway-a's start moves that content into the database: then it is anyone's.
+  const oldSpool = new SpoolFiles(path.join(server.dir, 'gw-a-data'));
+  await oldSpool.init();
+  const w = oldSpool.create('a0a0a0a0a0a0a0a0');
+  w.write(Buffer.alloc(CHUNK + 5, 'q'));
+  await w.commit();
+  t.same(await aBack.contentOnDisk(), ['a0a0a0a0a0a0a0a0']);
+  t.same(await b.contentOnDisk(), [], "none of B's");
+  await new DbContent(aBack, oldSpool).init();
+  t.same(await aBack.contentOnDisk(), []);
+  t.ok(Buffer.concat(await readAll(new DbContent(b).read('a0a0a0a0a0a0a0a0'))).equals(Buffer.alloc(CHUNK + 5, 'q')), 'its content moved into the database');
+  t.same(readdirSync(path.join(server.dir, 'gw-a-data', 'spool', 'msg')), [], 'and its file removed');
+  t.same((await b.spoolDue(100, 10)).map((m) => m.id), ['a1', 'a0a0a0a0a0a0a0a0', 'b1', 'a2'], 'B releases it now');
+  await aBack.close();
   await b.close();
 
   // openStore names the gateway by its dataDir: a node-id file made once, kept across opens.
   const dataDir = path.join(server.dir, 'gw-data');
   const config = { dataDir, store: { kind: 'postgres' as const, path: 'x', url, poolSize: 2 } };
   const first = await openStore(config);
-  await first.spoolInsert(held('via-config', 40));
   const second = await openStore(config);
-  t.same((await second.spoolDue(100, 10)).map((m) => m.id), ['via-config'], "the same gateway after a restart: its own message, no one else's");
-  const [{ origin }] = await query<{ origin: string }>(url, "SELECT origin FROM held_messages WHERE id = 'via-config'");
-  t.equal(`${origin}\n`, readFileSync(path.join(dataDir, 'node-id'), 'utf8'), 'marked with DATADIR/node-id');
+  t.equal(readFileSync(path.join(dataDir, 'node-id'), 'utf8').trim().length, 36, 'DATADIR/node-id');
   t.equal(statSync(path.join(dataDir, 'node-id')).mode & 0o777, 0o600);
   await first.close();
   await second.close();
+});
+
+t.test('held content: streamed in chunks, read back whole, removed; orphans only when idle and unindexed', async (t) => {
+  const url = await server.createDatabase();
+  const store = await open(url);
+  const content = new DbContent(store);
+  const random = prng(18);
+  const body = Buffer.alloc(CHUNK * 3 + 12_345);
+  for (let i = 0; i < body.length; i++) body[i] = Math.floor(random() * 256);
+  const w = content.create('0123456789abcdef01');
+  // Odd-sized pieces, respecting back-pressure as the session does.
+  let paused = 0;
+  for (let at = 0; at < body.length; ) {
+    const n = Math.min(body.length - at, 1000 + Math.floor(random() * 90_000));
+    if (!w.write(body.subarray(at, at + n))) {
+      paused++;
+      await new Promise<void>((r) => w.onceDrain(r));
+    }
+    at += n;
+  }
+  t.equal(await w.commit(), body.length, 'commit: the size');
+  t.ok(paused > 0, `the writer pushed back (${paused} times)`);
+  const chunks = await query<{ seq: number; n: number }>(url, 'SELECT seq, length(data) AS n FROM held_content ORDER BY seq');
+  t.ok(chunks.every((c) => c.n <= CHUNK), `${chunks.length} chunks, none over ${CHUNK} octets`);
+  t.same(chunks.map((c) => c.seq), chunks.map((_, i) => i + 1), 'numbered in order');
+  t.ok(Buffer.concat(await readAll(content.read('0123456789abcdef01'))).equals(body), 'read back byte for byte');
+  t.same(await readAll(content.read('fedcba9876543210')), [], 'no content: nothing');
+
+  const gone = content.create('aaaaaaaaaaaaaaaa01');
+  gone.write(Buffer.alloc(CHUNK + 10, 1));
+  gone.abort();
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(await query(url, "SELECT id FROM held_content WHERE id = 'aaaaaaaaaaaaaaaa01'"), [], 'an aborted write leaves nothing');
+
+  // Orphans: the first has a row; the other two none, one idle for long, one just written (an upload under way elsewhere).
+  await store.spoolInsert({ ...held('0123456789abcdef01', 10), size: body.length });
+  for (const id of ['bbbbbbbbbbbbbbbb01', 'cccccccccccccccc01']) {
+    const o = content.create(id);
+    o.write(Buffer.from('orphan'));
+    await o.commit();
+  }
+  await query(url, "UPDATE held_content SET written_at = written_at - 7200000 WHERE id IN ('0123456789abcdef01', 'bbbbbbbbbbbbbbbb01')");
+  t.equal(await content.removeOrphans(), 1, 'one orphan removed');
+  t.same((await query<{ id: string }>(url, 'SELECT DISTINCT id FROM held_content ORDER BY id')).map((r) => r.id), ['0123456789abcdef01', 'cccccccccccccccc01'], 'the indexed and the recent kept');
+  await content.remove('0123456789abcdef01');
+  t.same(await readAll(content.read('0123456789abcdef01')), [], 'removed');
+  // A row's delete or cancel takes its content along, in the same statement.
+  for (const [id, how] of [['dddddddddddddddd01', 'delete'], ['eeeeeeeeeeeeeeee01', 'cancel']] as const) {
+    const x = content.create(id);
+    x.write(Buffer.from('goes with its row'));
+    await x.commit();
+    await store.spoolInsert(held(id, 10));
+    if (how === 'delete') t.ok(await store.spoolDelete(id, held('ffffffffffffffff01', 20)));
+    else t.equal((await store.spoolCancel(id))?.id, id);
+    t.same(await readAll(content.read(id)), [], `spool${how === 'delete' ? 'Delete' : 'Cancel'} removes the content with the row`);
+  }
+  t.match(content.where('0123456789abcdef01'), /held_content/);
+  await store.close();
 });
 
 t.test('migrations: applied once when instances start together; versioned; all or nothing', async (t) => {
@@ -279,7 +377,8 @@ t.test('config: store.kind postgres with url, passwordFile and poolSize; errors 
   t.same(issues('store: { kind: postgres, url: "mysql://x/y" }\n'), ['store.url: must be a postgres:// or postgresql:// URI']);
   t.same(issues('store: { kind: postgres, url: "postgres://u@h/d", poolSize: 0 }\n'), ['store.poolSize: must be at least 1']);
   const parsed = parseConfig('store: { kind: postgres, url: "postgres://u@h/d", passwordFile: pw }\n', 'test.yaml');
-  t.same(parsed.store, { kind: 'postgres', path: 'gateway.sqlite', url: 'postgres://u@h/d', passwordFile: 'pw', poolSize: 10, timeoutMs: 10_000 });
+  t.same(parsed.store, { kind: 'postgres', path: 'gateway.sqlite', url: 'postgres://u@h/d', passwordFile: 'pw', poolSize: 10, timeoutMs: 10_000, releaseLeaseSeconds: 60 });
+  t.same(issues('store: { kind: postgres, url: "postgres://u@h/d", releaseLeaseSeconds: 2 }\n'), ['store.releaseLeaseSeconds: must be at least 3']);
 
   // The password only in a file: the URL carries none.
   const url = await server.createDatabase({ withPassword: false });
@@ -478,7 +577,7 @@ t.test('two gateway processes (dataDirs of their own) on one database', async (t
   });
 });
 
-t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole (keys, meta, mod-sequences, held index)', async (t) => {
+t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole (keys, meta, mod-sequences, held messages with their content)', async (t) => {
   const dataDir = path.join(server.dir, 'copy-data');
   const sqlite = SqliteStore.open(path.join(dataDir, 'gateway.sqlite'));
   const inbox = await sqlite.mailboxAccessKey('alice', 'INBOX');
@@ -490,7 +589,23 @@ t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole 
   await sqlite.modseqCompact(state.id, 2);
   const before = await sqlite.modseqState(state.id);
   const messages = await allModseq(sqlite, state.id);
-  await sqlite.spoolInsert(held('20261206-a', 1000), { ...held('20261206-b', 2000), lastError: '451 4.3.0 retry' });
+  // Held messages as the gateway leaves them: a spool file each, then the row.
+  const spool = new SpoolFiles(dataDir);
+  await spool.init();
+  const contents = new Map([
+    ['20261206aaaaaaaa', Buffer.from('Subject: small\r\n\r\nheld before the move\r\n')],
+    ['20261206bbbbbbbb', Buffer.alloc(CHUNK * 2 + 77, 'x')],
+  ]);
+  for (const [id, data] of contents) {
+    const w = spool.create(id);
+    w.write(data);
+    await w.commit();
+  }
+  await spool.syncDir();
+  await sqlite.spoolInsert(
+    { ...held('20261206aaaaaaaa', 1000), size: contents.get('20261206aaaaaaaa')!.length },
+    { ...held('20261206bbbbbbbb', 2000), size: contents.get('20261206bbbbbbbb')!.length, lastError: '451 4.3.0 retry' },
+  );
   await sqlite.close();
 
   const url = await server.createDatabase({ withPassword: false });
@@ -506,10 +621,10 @@ t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole 
     });
   const copied = await cli('store', 'copy-sqlite', '--config', configFile);
   t.equal(copied.code, 0, copied.stderr);
-  t.match(copied.stdout, /2 access keys, 1 meta values, 1 mailboxes' mod-sequence state \(26 messages, 2 vanished UIDs\), 2 held messages/);
+  t.match(copied.stdout, new RegExp(`2 access keys, 1 meta values, 1 mailboxes' mod-sequence state \\(26 messages, 2 vanished UIDs\\), 2 held messages with their content \\(${CHUNK * 2 + 77 + 40} octets\\)`));
   t.notMatch(copied.stdout + copied.stderr, server.password, 'the password appears nowhere');
 
-  const pgStore = await PostgresStore.open({ url, password: server.password, poolSize: 2, node: nodeId(dataDir) });
+  const pgStore = await PostgresStore.open({ url, password: server.password, poolSize: 2, node: 'some-other-gateway' });
   t.ok((await pgStore.existingMailboxAccessKey('alice', 'INBOX'))?.equals(inbox), "alice's INBOX key, byte for byte: her URLs still verify");
   t.ok((await pgStore.existingMailboxAccessKey('bob', 'Sent'))?.equals(sent));
   t.equal(await pgStore.getMeta('urlauth-secret'), 'abc123');
@@ -517,7 +632,9 @@ t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole 
   t.same([after.highestModseq, after.vanishedFloor], [before.highestModseq, before.vanishedFloor], 'HIGHESTMODSEQ and the vanished floor');
   t.same(await allModseq(pgStore, after.id), messages, 'every message with its flags and mod-sequence');
   t.same(await pgStore.modseqVanishedSince(after.id, before.vanishedFloor), [15, 16], 'the vanished UIDs kept');
-  t.same((await pgStore.spoolDue(5000, 10)).map((m) => [m.id, m.lastError]), [['20261206-a', undefined], ['20261206-b', '451 4.3.0 retry']], 'held messages, released by this dataDir\'s gateway');
+  t.same((await pgStore.spoolDue(5000, 10)).map((m) => [m.id, m.lastError]), [['20261206aaaaaaaa', undefined], ['20261206bbbbbbbb', '451 4.3.0 retry']], 'held messages, due for any gateway');
+  const inDb = new DbContent(pgStore);
+  for (const [id, data] of contents) t.ok(Buffer.concat(await readAll(inDb.read(id))).equals(data), `${id}: its content in the database, byte for byte`);
   await pgStore.close();
 
   const again = await cli('store', 'copy-sqlite', '--config', configFile);
@@ -526,6 +643,17 @@ t.test('store copy-sqlite: an existing SQLite store moves into PostgreSQL whole 
   writeFileSync(configFile, yaml('sqlite'));
   t.equal((await cli('store', 'copy-sqlite', '--config', configFile)).code, 78, 'only into a postgres store');
   t.equal((await cli('store', 'bogus', '--config', configFile)).code, 64);
+
+  // A held row whose spool file is missing: the copy fails whole, the database stays empty.
+  const broken = SqliteStore.open(path.join(dataDir, 'broken.sqlite'));
+  await broken.spoolInsert(held('20261206cccccccc', 3000));
+  await broken.close();
+  const emptyUrl = await server.createDatabase();
+  writeFileSync(configFile, `hostname: mail.example.org\ndataDir: ${dataDir}\nstore:\n  kind: postgres\n  path: broken.sqlite\n  url: ${emptyUrl}\n`);
+  const failed = await cli('store', 'copy-sqlite', '--config', configFile);
+  t.equal(failed.code, 1);
+  t.match(failed.stderr, /held message 20261206cccccccc: no spool file .*20261206cccccccc\.eml/, 'names the message and the missing file');
+  t.same(await query(emptyUrl, 'SELECT COUNT(*)::int AS n FROM held_messages'), [{ n: 0 }], 'nothing copied');
 });
 
 t.test('the database restarting: calls fail while it is down, the same store works again after', async (t) => {

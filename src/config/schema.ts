@@ -304,6 +304,11 @@ export const configSchema = z.strictObject({
        * command that needed the store gets NO [UNAVAILABLE] / 451 4.3.0.
        */
       timeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+      /**
+       * PostgreSQL: how long a FUTURERELEASE release claim holds without renewal (the
+       * claimant renews it every third of this); a dead instance's claims pass to the others after it.
+       */
+      releaseLeaseSeconds: z.number().int().min(3).max(3600).default(60),
     })
     .prefault({})
     // zod cannot make one key required by another's value: postgres needs a URL, sqlite ignores it.

@@ -343,11 +343,11 @@ export const heldOldestRelease = new Gauge({
   registers: [registry],
 });
 
-export const HOLD_OUTCOMES = ['held', 'cancelled', 'released', 'retried', 'failed', 'resent_after_crash'] as const;
+export const HOLD_OUTCOMES = ['held', 'cancelled', 'released', 'retried', 'failed', 'resent_after_crash', 'claim_lost'] as const;
 
 export const futureReleaseEvents = new Counter({
   name: 'lemonade_futurerelease_messages_total',
-  help: 'FUTURERELEASE spool events: held (accepted for later), cancelled (by its sender or an operator), released (relayed to the MTA), retried (a release left recipients to retry), failed (a recipient failed for good), resent_after_crash (the gateway died while the end of its content was being handed to the MTA: released again, a second copy is possible).',
+  help: 'FUTURERELEASE spool events: held (accepted for later), cancelled (by its sender or an operator), released (relayed to the MTA), retried (a release left recipients to retry), failed (a recipient failed for good), resent_after_crash (the gateway, or with a shared store the instance whose release lease ran out, died while the end of its content was being handed to the MTA: released again, a second copy is possible), claim_lost (a release stalled past its lease and left the message to the instance that took it over, before sending the end of its content).',
   labelNames: ['event'] as const,
   registers: [registry],
 });

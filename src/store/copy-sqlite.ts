@@ -3,20 +3,23 @@
  * SQLite store to PostgreSQL (issue 18, Migration). Copies everything a client could have
  * been given: access keys and server meta values (so every outstanding URLAUTH URL still
  * verifies), mod-sequence state (so a client's QRESYNC still resyncs), and the held
- * messages' index. The held content stays where it is, in this dataDir's spool: the rows
- * are marked with this dataDir's node id, so this gateway keeps releasing them.
+ * messages with their content, read from this dataDir's spool files in chunks into
+ * held_content (as the gateway writes it with this store), so any instance on the
+ * database releases them. The spool files are left in place (the SQLite store is not
+ * changed: an operator can go back to it).
  *
  * Run it with the gateway stopped, after setting store.kind: postgres (store.path still
  * names the SQLite file). One PostgreSQL transaction: all or nothing; a database that
  * already holds state is refused rather than merged into.
  */
-import { existsSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import type { Config } from '../config/schema.js';
+import { SpoolFiles } from '../lemonade/futurerelease/spool.js';
+import { CHUNK } from '../lemonade/futurerelease/db-content.js';
 import { sqlitePath } from './index.js';
-import { nodeId } from './node-id.js';
-import { PostgresStore, readPasswordFile } from './postgres.js';
+import { NOW_MS, PostgresStore, readPasswordFile } from './postgres.js';
 import { SqliteStore } from './sqlite.js';
 
 export const COPY_USAGE = 'lemonade-gateway store copy-sqlite --config FILE';
@@ -28,13 +31,15 @@ export interface CopyCounts {
   meta: number;
   keys: number;
   held: number;
+  /** Octets of held content copied. */
+  heldBytes: number;
   mailboxes: number;
   messages: number;
   vanished: number;
 }
 
-/** Copies the SQLite file into the (empty) PostgreSQL store; returns what was copied. */
-export async function copySqliteToPostgres(sqliteFile: string, target: PostgresStore, node: string): Promise<CopyCounts> {
+/** Copies the SQLite file, and the held content in spool's files, into the (empty) PostgreSQL store; returns what was copied. */
+export async function copySqliteToPostgres(sqliteFile: string, target: PostgresStore, spool: SpoolFiles): Promise<CopyCounts> {
   // Opening would create an empty file: a wrong store.path must say so, not copy nothing.
   if (!existsSync(sqliteFile)) throw new Error(`no SQLite store at ${sqliteFile} (store.path, under dataDir)`);
   // Opening through SqliteStore first brings an older file to the current schema.
@@ -43,19 +48,19 @@ export async function copySqliteToPostgres(sqliteFile: string, target: PostgresS
   try {
     // One read transaction: a consistent snapshot even if something else wrote meanwhile.
     db.exec('BEGIN');
-    return await target.adminTransaction((c) => copyRows(db, c, node));
+    return await target.adminTransaction((c) => copyRows(db, c, spool));
   } finally {
     db.close();
   }
 }
 
-async function copyRows(db: Database.Database, c: pg.PoolClient, node: string): Promise<CopyCounts> {
+async function copyRows(db: Database.Database, c: pg.PoolClient, spool: SpoolFiles): Promise<CopyCounts> {
   const occupied = await c.query<{ n: string }>(
     `SELECT (SELECT COUNT(*) FROM meta) + (SELECT COUNT(*) FROM mailbox_keys) + (SELECT COUNT(*) FROM held_messages)
        + (SELECT COUNT(*) FROM modseq_mailboxes) AS n`,
   );
   if (Number(occupied.rows[0]!.n) > 0) throw new Error('the PostgreSQL store already holds state; copy only into a new, empty database');
-  const counts: CopyCounts = { meta: 0, keys: 0, held: 0, mailboxes: 0, messages: 0, vanished: 0 };
+  const counts: CopyCounts = { meta: 0, keys: 0, held: 0, heldBytes: 0, mailboxes: 0, messages: 0, vanished: 0 };
 
   for (const row of db.prepare('SELECT key, value FROM meta').iterate() as Iterable<{ key: string; value: string }>) {
     await c.query('INSERT INTO meta (key, value) VALUES ($1, $2)', [row.key, row.value]);
@@ -71,16 +76,21 @@ async function copyRows(db: Database.Database, c: pg.PoolClient, node: string): 
     counts.keys++;
   }
   for (const row of db.prepare('SELECT * FROM held_messages').iterate() as Iterable<Record<string, unknown>>) {
+    // The content first (as the gateway writes it), then the row; no origin: any instance releases it.
+    const id = String(row.id);
+    const size = await copyContent(c, spool, id);
+    if (size !== Number(row.size)) throw new Error(`held message ${id}: its spool file has ${size} octets, its row says ${String(row.size)}`);
     await c.query(
       `INSERT INTO held_messages (id, user_name, sender, mail_params, recipients, size, created_at, release_at, hold_request,
-         next_attempt_at, attempts, state, last_error, origin)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+         next_attempt_at, attempts, state, last_error)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
       [
         row.id, row.user, row.sender, row.mail_params, row.recipients, row.size, row.created_at, row.release_at,
-        row.hold_request, row.next_attempt_at, row.attempts, row.state, row.last_error, node,
+        row.hold_request, row.next_attempt_at, row.attempts, row.state, row.last_error,
       ],
     );
     counts.held++;
+    counts.heldBytes += size;
   }
 
   const boxes = db.prepare('SELECT id, user, mailbox, uid_validity, highest_modseq, vanished_floor, created_at FROM modseq_mailboxes').all() as Array<{
@@ -132,6 +142,27 @@ async function copyRows(db: Database.Database, c: pg.PoolClient, node: string): 
   return counts;
 }
 
+/** One spool file into held_content, a chunk per statement (never whole in memory); its size. */
+async function copyContent(c: pg.PoolClient, spool: SpoolFiles, id: string): Promise<number> {
+  let seq = 0;
+  let size = 0;
+  try {
+    for await (const chunk of createReadStream(spool.path(id), { highWaterMark: CHUNK })) {
+      const data = chunk as Buffer;
+      await c.query(`INSERT INTO held_content (id, seq, data, written_at) VALUES ($1, $2, $3, ${NOW_MS})`, [
+        id,
+        ++seq,
+        data,
+      ]);
+      size += data.length;
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`held message ${id}: no spool file ${spool.path(id)} (copy from the gateway's own dataDir)`, { cause: err });
+    throw err;
+  }
+  return size;
+}
+
 /** The command: store copy-sqlite with a loaded config; returns the exit status (sysexits.h). */
 export async function runStoreCommand(config: Config, args: string[], out: (text: string) => void, err: (text: string) => void): Promise<number> {
   if (args.length !== 1 || args[0] !== 'copy-sqlite') {
@@ -147,10 +178,10 @@ export async function runStoreCommand(config: Config, args: string[], out: (text
   const password = passwordFile === undefined ? undefined : readPasswordFile(passwordFile);
   const target = await PostgresStore.open({ url, poolSize, ...(password !== undefined ? { password } : {}) });
   try {
-    const n = await copySqliteToPostgres(from, target, nodeId(config.dataDir));
+    const n = await copySqliteToPostgres(from, target, new SpoolFiles(config.dataDir));
     out(
       `copied ${from} to ${target.where}: ${n.keys} access keys, ${n.meta} meta values, ${n.mailboxes} mailboxes' mod-sequence state ` +
-        `(${n.messages} messages, ${n.vanished} vanished UIDs), ${n.held} held messages (their content stays in ${config.dataDir}/spool)`,
+        `(${n.messages} messages, ${n.vanished} vanished UIDs), ${n.held} held messages with their content (${n.heldBytes} octets)`,
     );
     return 0;
   } catch (e) {

@@ -6,27 +6,36 @@ import { SqliteStore } from './sqlite.js';
 import { PostgresStore, readPasswordFile } from './postgres.js';
 import { nodeId } from './node-id.js';
 
+/** The store options openStore reads; releaseLeaseSeconds and timeoutMs may be left out (their defaults) by configs built in code. */
+export type StoreOptions = Pick<Config, 'dataDir'> & {
+  store: Omit<Config['store'], 'releaseLeaseSeconds' | 'timeoutMs'> & Partial<Pick<Config['store'], 'releaseLeaseSeconds' | 'timeoutMs'>>;
+};
+
 /** Where the SQLite file is: store.path, relative to dataDir unless absolute. */
-export function sqlitePath(config: Pick<Config, 'dataDir'> & { store: Pick<Config['store'], 'path'> }): string {
+export function sqlitePath(config: StoreOptions): string {
   return path.resolve(config.dataDir, config.store.path);
 }
 
-/** The config openStore reads; store.timeoutMs may be left out by callers that build one in code (its default then). */
-export type StoreConfig = Pick<Config, 'dataDir'> & { store: Omit<Config['store'], 'timeoutMs'> & Partial<Pick<Config['store'], 'timeoutMs'>> };
-
-export async function openStore(config: StoreConfig): Promise<Store> {
+export async function openStore(config: StoreOptions): Promise<Store> {
   const kind = config.store.kind;
   switch (kind) {
     case 'sqlite':
       return SqliteStore.open(sqlitePath(config));
     case 'postgres': {
-      const { url, passwordFile, poolSize, timeoutMs } = config.store;
+      const { url, passwordFile, poolSize, timeoutMs, releaseLeaseSeconds } = config.store;
       // The schema requires url with postgres; a config built in code may still lack it.
       if (url === undefined) throw new Error('store.url is required when store.kind is postgres');
       // Read here, at open, and handed to the pool only: it is never part of a message or log line.
       const password = passwordFile === undefined ? undefined : readPasswordFile(passwordFile);
-      // This gateway releases only the held messages whose content is in its own dataDir.
-      return PostgresStore.open({ url, poolSize, ...(timeoutMs !== undefined ? { timeoutMs } : {}), node: nodeId(config.dataDir), ...(password !== undefined ? { password } : {}) });
+      // node: rows an earlier build held with their content in this dataDir are this gateway's to release.
+      return PostgresStore.open({
+        url,
+        poolSize,
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(releaseLeaseSeconds !== undefined ? { leaseMs: releaseLeaseSeconds * 1000 } : {}),
+        node: nodeId(config.dataDir),
+        ...(password !== undefined ? { password } : {}),
+      });
     }
     default: {
       // A kind added to the schema must get a case here before it type-checks.

@@ -1,8 +1,10 @@
 /**
  * The name of one gateway's dataDir in a shared store: a random id kept in DATADIR/node-id.
  * Processes on one dataDir (workers, a restart) share it, because they share what it
- * stands for: the spool directory that holds FUTURERELEASE content (postgres.ts, origin).
- * A copied dataDir keeps the name, which is right: the spool files came with it.
+ * stands for: the spool directory where an earlier build kept FUTURERELEASE content with
+ * the PostgreSQL store (postgres.ts, origin; such content is moved into the database at
+ * start: futurerelease/db-content.ts). A copied dataDir keeps the name, which is right:
+ * the spool files came with it.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';

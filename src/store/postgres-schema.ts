@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL store's schema, as migrations (postgres-migrate.ts), numbered like the
  * SQLite ones (sqlite-schema.ts) so one version means the same tables in both (plus
- * mailbox_locks, which only a shared store needs). Never edit one that has shipped: add the next.
+ * mailbox_locks, which only a shared store needs, and version 4, held content, which
+ * SQLite keeps as files). Never edit one that has shipped: add the next.
  *
  * Differences from SQLite that matter: `user` is a reserved word (user_name here); times
  * in ms, UIDs and mod-sequences are bigint (node-postgres returns them as strings, the
@@ -95,6 +96,26 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (mailbox_id, uid)
       );
       CREATE INDEX modseq_vanished_since ON modseq_vanished (mailbox_id, modseq);
+    `,
+  },
+  {
+    version: 4,
+    name: 'FUTURERELEASE held content in the database, in chunks (issue 18)',
+    // One row per chunk of a held message, written as it streams in (each its own
+    // commit) before the message's held_messages row; no foreign key, since the chunks
+    // come first. written_at (ms, the database's clock) tells an upload still under way
+    // from one whose client went away: see SpoolContent.contentRemoveOrphans.
+    // origin (migration 2) now marks only rows whose content is still a file in that
+    // gateway's spool (held by an earlier build); new rows have none.
+    sql: `
+      CREATE TABLE held_content (
+        id text NOT NULL,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        written_at bigint NOT NULL,
+        PRIMARY KEY (id, seq)
+      );
+      CREATE INDEX held_messages_claims ON held_messages (claimed_until) WHERE state IN ('sending', 'committing');
     `,
   },
 ];

@@ -9,10 +9,12 @@
  * (synchronous_commit on, the server's default; the operator's replication settings decide
  * whether it is also on a standby).
  *
- * FUTURERELEASE: the index lives here; the content is still a file in the accepting
- * gateway's dataDir/spool (issue 18 moves it into the database). Until then each row names
- * its origin and a store releases only its own gateway's messages (PostgresStoreOptions.node);
- * listing, cancelling and releasing-now work on every row from any instance.
+ * FUTURERELEASE: the index and the content (held_content, in chunks: SpoolContent) live
+ * here, so any instance releases any message. A release is claimed with a lease in the
+ * database's clock, renewed while the release runs (spoolRenew); a claim whose lease ran
+ * out (its instance died) is taken over by any other (spoolExpired). Rows written by an
+ * earlier build name the gateway whose spool directory holds their content (origin):
+ * only that gateway releases those (PostgresStoreOptions.node).
  */
 import { readFileSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -29,6 +31,8 @@ import {
   type HeldRecipient,
   type MailboxModseqState,
   type MessageModseq,
+  ReleaseClaimLost,
+  type SpoolContent,
   type Store,
   type StoreLock,
 } from './store.js';
@@ -49,14 +53,15 @@ export interface PostgresStoreOptions {
   timeoutMs?: number;
   /**
    * How long a release claim holds before another instance may take the message over
-   * (ms). It must outlast the longest release (relaying the largest message to the MTA):
-   * a claim that expires under a live release lets a second one start.
+   * (ms, config store.releaseLeaseSeconds). The releasing scheduler renews it (spoolRenew)
+   * every third of it, so it must outlast a pause of the releasing process, not a release.
    */
   leaseMs?: number;
   /**
-   * The gateway this store serves, as its dataDir's node id (node-id.ts). Messages it holds
-   * are marked with it, and it releases (claims, recovers, waits for) only those, because
-   * their content is a file in that dataDir. Undefined: every message.
+   * The gateway this store serves, as its dataDir's node id (node-id.ts). Rows an earlier
+   * build marked with a node (origin) have their content in that node's spool directory:
+   * a store releases (claims, recovers, waits for) those only when they are its own node's.
+   * Rows without one (all rows written now) are anyone's. Undefined: every message.
    */
   node?: string;
 }
@@ -64,11 +69,12 @@ export interface PostgresStoreOptions {
 /** store.timeoutMs's default: well inside what IMAP and SMTP clients wait for an answer. */
 export const DEFAULT_TIMEOUT_MS = 10_000;
 
-/** A claim outlives any release of a message within the size limits (see PostgresStoreOptions.leaseMs). */
-export const DEFAULT_LEASE_MS = 10 * 60 * 1000;
+/** The default lease of a release claim (config store.releaseLeaseSeconds); the claimant renews it every third of it. */
+export const DEFAULT_LEASE_MS = 60 * 1000;
+
 
 /** The database's clock in ms: leases compare against one clock, whichever host writes them. */
-const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
+export const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 /** SQL: the row is the given node's to release ($n is the node, NULL for any). */
 const RELEASABLE = (n: number, origin = 'origin'): string => `($${n}::text IS NULL OR ${origin} IS NULL OR ${origin} = $${n}::text)`;
@@ -120,7 +126,7 @@ export function redactUrl(url: string): string {
 
 type Queryable = pg.Pool | pg.PoolClient;
 
-export class PostgresStore implements Store {
+export class PostgresStore implements Store, SpoolContent {
   /** This instance's name in release claims (claimed_by). */
   readonly instanceId = randomUUID();
   private closed = false;
@@ -275,13 +281,13 @@ export class PostgresStore implements Store {
     await this.insertHeld(this.pool, messages);
   }
 
-  /** One statement over arrays: one round trip and one commit however many messages. */
+  /** One statement over arrays: one round trip and one commit however many messages. Their content is in held_content: no origin. */
   private async insertHeld(db: Queryable, messages: HeldMessage[]): Promise<void> {
     const col = <T>(f: (m: HeldMessage) => T): T[] => messages.map(f);
     await db.query(
       `INSERT INTO held_messages (id, user_name, sender, mail_params, recipients, size, created_at, release_at,
          hold_request, next_attempt_at, attempts, state, last_error, origin)
-       SELECT *, $14::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+       SELECT *, NULL::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
          $8::bigint[], $9::text[], $10::bigint[], $11::integer[], $12::text[], $13::text[])`,
       [
         col((m) => m.id),
@@ -297,7 +303,6 @@ export class PostgresStore implements Store {
         col((m) => m.attempts),
         col((m) => m.state),
         col((m) => m.lastError ?? null),
-        this.node,
       ],
     );
   }
@@ -308,13 +313,7 @@ export class PostgresStore implements Store {
   }
 
   async spoolDue(now: number, limit: number): Promise<HeldMessage[]> {
-    // Releases whose claimant's lease ran out (its process died) become held again here,
-    // so any live instance's next pass takes them over. One release at a time holds each.
-    await this.pool.query(
-      `UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL
-       WHERE state = 'sending' AND claimed_until < ${NOW_MS} AND ${RELEASABLE(1)}`,
-      [this.node],
-    );
+    // Releases whose claimant's lease ran out come back through spoolExpired first.
     const r = await this.pool.query<HeldRow>(
       `SELECT * FROM held_messages WHERE state = 'held' AND next_attempt_at <= $1 AND ${RELEASABLE(3)} ORDER BY next_attempt_at LIMIT $2`,
       [now, limit, this.node],
@@ -339,12 +338,37 @@ export class PostgresStore implements Store {
   }
 
   async spoolCommitting(id: string): Promise<void> {
-    // Only our own claim: one that expired and was taken over is the other instance's now.
-    await this.pool.query(
+    // Only our own claim: one that expired and was taken over is the other instance's now,
+    // and the end of the content must not go out from here as well.
+    const r = await this.pool.query(
       `UPDATE held_messages SET state = 'committing', claimed_until = ${NOW_MS} + $3
        WHERE id = $1 AND state = 'sending' AND claimed_by = $2`,
       [id, this.instanceId, this.leaseMs],
     );
+    if (r.rowCount !== 1) throw new ReleaseClaimLost(id);
+  }
+
+  async spoolRenew(id: string): Promise<boolean> {
+    const r = await this.pool.query(
+      `UPDATE held_messages SET claimed_until = ${NOW_MS} + $3
+       WHERE id = $1 AND state IN ('sending', 'committing') AND claimed_by = $2`,
+      [id, this.instanceId, this.leaseMs],
+    );
+    return r.rowCount === 1;
+  }
+
+  async spoolExpired(): Promise<HeldMessage[]> {
+    // As spoolRecover, for the rows whose lease ran out only. Under READ COMMITTED a
+    // second instance's UPDATE of the same row waits for the first, re-checks the state
+    // and finds it held: each row comes back to one caller.
+    const r = await this.pool.query<HeldRow & { was: HeldMessage['state'] }>(
+      `UPDATE held_messages h SET state = 'held', claimed_by = NULL, claimed_until = NULL
+       FROM held_messages old
+       WHERE old.id = h.id AND h.state IN ('sending', 'committing') AND h.claimed_until < ${NOW_MS} AND ${RELEASABLE(1, 'h.origin')}
+       RETURNING h.*, old.state AS was`,
+      [this.node],
+    );
+    return r.rows.filter((row) => row.was === 'committing').map((row) => heldMessage({ ...row, state: 'committing' }));
   }
 
   async spoolReschedule(id: string, recipients: HeldRecipient[], nextAttemptAt: number, lastError: string): Promise<void> {
@@ -355,23 +379,29 @@ export class PostgresStore implements Store {
     );
   }
 
+  /** The row and its content (held_content) go together: no orphan chunks from a crash after it. */
   async spoolDelete(id: string, dsn?: HeldMessage): Promise<boolean> {
+    const deleteBoth = `WITH gone AS (DELETE FROM held_messages WHERE id = $1 RETURNING id),
+      content AS (DELETE FROM held_content WHERE id IN (SELECT id FROM gone))
+      SELECT COUNT(*)::int AS n FROM gone`;
     if (dsn === undefined) {
-      const r = await this.pool.query('DELETE FROM held_messages WHERE id = $1', [id]);
-      return r.rowCount === 1;
+      const r = await this.pool.query<{ n: number }>(deleteBoth, [id]);
+      return r.rows[0]!.n === 1;
     }
     // One transaction: after a crash there is the message or its DSN, never both.
     return this.tx(async (c) => {
-      const r = await c.query('DELETE FROM held_messages WHERE id = $1', [id]);
+      const r = await c.query<{ n: number }>(deleteBoth, [id]);
       await this.insertHeld(c, [dsn]);
-      return r.rowCount === 1;
+      return r.rows[0]!.n === 1;
     });
   }
 
   async spoolCancel(id: string, user?: string): Promise<HeldMessage | undefined> {
-    // One statement: a release cannot claim it between the check and the delete.
+    // One statement: a release cannot claim it between the check and the delete; its content goes with it.
     const r = await this.pool.query<HeldRow>(
-      "DELETE FROM held_messages WHERE id = $1 AND state = 'held' AND ($2::text IS NULL OR user_name = $2) RETURNING *",
+      `WITH gone AS (DELETE FROM held_messages WHERE id = $1 AND state = 'held' AND ($2::text IS NULL OR user_name = $2) RETURNING *),
+         content AS (DELETE FROM held_content WHERE id IN (SELECT id FROM gone))
+       SELECT * FROM gone`,
       [id, user ?? null],
     );
     return r.rows[0] && heldMessage(r.rows[0]);
@@ -408,6 +438,50 @@ export class PostgresStore implements Store {
       [this.node],
     );
     return optionalNumber(r.rows[0]?.due);
+  }
+
+  spoolContent(): SpoolContent {
+    return this;
+  }
+
+  // ---- held content (FUTURERELEASE), chunks in held_content ----
+
+  async contentAppend(id: string, seq: number, data: Buffer): Promise<void> {
+    await this.pool.query(`INSERT INTO held_content (id, seq, data, written_at) VALUES ($1, $2, $3, ${NOW_MS})`, [id, seq, data]);
+  }
+
+  async contentRead(id: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; data: Buffer }>> {
+    const r = await this.pool.query<{ seq: number; data: Buffer }>(
+      'SELECT seq, data FROM held_content WHERE id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
+      [id, afterSeq, limit],
+    );
+    return r.rows;
+  }
+
+  async contentRemove(id: string): Promise<void> {
+    await this.pool.query('DELETE FROM held_content WHERE id = $1', [id]);
+  }
+
+  async contentRemoveOrphans(idleMs: number): Promise<number> {
+    const r = await this.pool.query<{ id: string }>(
+      `DELETE FROM held_content c USING (
+         SELECT id FROM held_content GROUP BY id HAVING MAX(written_at) < ${NOW_MS} - $1
+       ) idle
+       WHERE c.id = idle.id AND NOT EXISTS (SELECT 1 FROM held_messages h WHERE h.id = c.id)
+       RETURNING c.id`,
+      [idleMs],
+    );
+    return new Set(r.rows.map((row) => row.id)).size;
+  }
+
+  async contentOnDisk(): Promise<string[]> {
+    if (this.node === null) return [];
+    const r = await this.pool.query<{ id: string }>('SELECT id FROM held_messages WHERE origin = $1 ORDER BY id', [this.node]);
+    return r.rows.map((row) => row.id);
+  }
+
+  async contentMovedIn(id: string): Promise<void> {
+    await this.pool.query('UPDATE held_messages SET origin = NULL WHERE id = $1 AND origin = $2', [id, this.node]);
   }
 
   async spoolStats(): Promise<{ count: number; bytes: number; oldestRelease: number | undefined }> {

@@ -158,6 +158,11 @@ export class SqliteStore implements Store {
     return this.stmt.spoolNextDue.get()?.due ?? undefined;
   }
 
+  /** Held content stays a file in dataDir/spool next to this file (futurerelease/spool.ts). */
+  spoolContent(): undefined {
+    return undefined;
+  }
+
   async spoolStats(): Promise<{ count: number; bytes: number; oldestRelease: number | undefined }> {
     const row = this.stmt.spoolStats.get()!;
     return { count: row.count, bytes: row.bytes ?? 0, oldestRelease: row.oldestRelease ?? undefined };

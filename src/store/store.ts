@@ -16,7 +16,9 @@ export interface HeldRecipient {
 
 /**
  * A message accepted for later delivery (RFC 4865 FUTURERELEASE), or a delivery status
- * notification waiting to go out: the index row; the message itself is a file in the spool.
+ * notification waiting to go out: the index row; the message itself is in the spool's
+ * content store (a file in dataDir/spool with SQLite, chunks in the database with
+ * PostgreSQL: Store.spoolContent).
  */
 export interface HeldMessage {
   id: string;
@@ -27,7 +29,7 @@ export interface HeldMessage {
   /** MAIL FROM parameters to relay (BODY, RET, ENVID, SMTPUTF8). */
   mailParams: Array<[string, string | true]>;
   recipients: HeldRecipient[];
-  /** Octets in the spool file. */
+  /** Octets of its content. */
   size: number;
   createdAt: number;
   /** When the submitter asked for it to go (ms since the epoch). */
@@ -58,7 +60,12 @@ export interface SpoolIndex {
   spoolList(limit: number, offset: number): Promise<HeldMessage[]>;
   /** held -> sending for one release, counting the attempt; false when someone else took it or it is gone. */
   spoolClaim(id: string): Promise<boolean>;
-  /** sending -> committing, durably, just before the end of the content goes to the MTA. */
+  /**
+   * sending -> committing, durably, just before the end of the content goes to the MTA.
+   * A store with leases (spoolRenew) throws ReleaseClaimLost when the claim is no longer
+   * this caller's (its lease ran out and another instance took the message over): the
+   * end must then not be sent.
+   */
   spoolCommitting(id: string): Promise<void>;
   /** Back to held after a release that left recipients to retry. */
   spoolReschedule(id: string, recipients: HeldRecipient[], nextAttemptAt: number, lastError: string): Promise<void>;
@@ -83,6 +90,54 @@ export interface SpoolIndex {
   spoolNextDue(): Promise<number | undefined>;
   /** How many rows, their octets, and the earliest requested release (undefined when empty): a scan, so not per message. */
   spoolStats(): Promise<{ count: number; bytes: number; oldestRelease: number | undefined }>;
+  /**
+   * Stores shared by instances that may die while others run (PostgreSQL) give release
+   * claims a lease and have the two methods below; a store without them (SQLite: one
+   * host, recovered at start by spoolRecover) has claims that hold until released.
+   *
+   * Extends this caller's claim on a message being released by a lease from now; false
+   * when the claim is no longer its own (taken over after it ran out).
+   */
+  spoolRenew?(id: string): Promise<boolean>;
+  /**
+   * Releases whose claimant's lease ran out (its process died or hung) go back to held,
+   * sending and committing alike, in one statement; the committing ones are returned
+   * as they were (the MTA may have accepted them, as after a crash: spoolRecover).
+   * Each such row is returned to one caller at most, however many call at once.
+   */
+  spoolExpired?(): Promise<HeldMessage[]>;
+  /** Where held content lives when the store keeps it itself (PostgreSQL); undefined: files in dataDir/spool (SQLite). */
+  spoolContent(): SpoolContent | undefined;
+}
+
+/**
+ * Held messages' content kept in the store, in chunks, so that any instance sharing it
+ * can release any message. A message's content is written before its index row
+ * (spoolInsert) and removed with it (spoolDelete and spoolCancel delete both at once);
+ * chunks no row names and that nothing has
+ * written to for a while are an upload that never finished (its client got no 250) or a
+ * removal that never happened, and contentRemoveOrphans drops them.
+ */
+export interface SpoolContent {
+  /** Stores one chunk, durably (its own commit), as number seq (1, 2, ...) of message id. */
+  contentAppend(id: string, seq: number, data: Buffer): Promise<void>;
+  /** The chunks of id after seq afterSeq, in order, at most limit. */
+  contentRead(id: string, afterSeq: number, limit: number): Promise<Array<{ seq: number; data: Buffer }>>;
+  contentRemove(id: string): Promise<void>;
+  /** Drops content no index row names and not written to for idleMs; returns how many messages' worth. */
+  contentRemoveOrphans(idleMs: number): Promise<number>;
+  /** Held messages an earlier build left with their content a file in this gateway's spool directory (PostgreSQL: origin is this node). */
+  contentOnDisk(): Promise<string[]>;
+  /** That message's content is now in the store (contentAppend): any instance may release it. */
+  contentMovedIn(id: string): Promise<void>;
+}
+
+/** The claim on a message being released is no longer this caller's (SpoolIndex.spoolCommitting). */
+export class ReleaseClaimLost extends Error {
+  override readonly name = 'ReleaseClaimLost';
+  constructor(readonly id: string) {
+    super(`the release claim on held message ${id} was lost (its lease ran out and another instance took it over)`);
+  }
 }
 
 /**

@@ -3,27 +3,28 @@
  * session treats it like the MTA connection (start, write with back-pressure, end with a
  * reply), so DATA, BDAT and BURL messages are held alike.
  *
- * RFC 4865 / DESIGN.md: 250 only after the file is fsynced and its index row committed.
+ * RFC 4865 / DESIGN.md: 250 only after the content is durable (a file fsynced, or its
+ * chunks committed in the database) and its index row committed.
  */
 import type { SmtpReply } from '../../smtp/upstream.js';
 import { asParsedReply } from '../../smtp/protocol/reply.js';
 import { Replies } from '../../smtp/protocol/replies.js';
 import type { HeldMessage } from '../../store/store.js';
-import type { SpoolFiles, SpoolWriter } from './spool.js';
 import { isStoreUnavailable } from '../../store/availability.js';
+import type { ContentWriter, HeldContentStore } from './content.js';
 
 /** What the session knows at the end of the content, apart from the content itself. */
 export type HeldEnvelope = Pick<HeldMessage, 'user' | 'sender' | 'mailParams' | 'recipients' | 'releaseAt' | 'holdRequest'>;
 
 export interface HoldSink {
-  readonly files: SpoolFiles;
+  readonly content: HeldContentStore;
   /** Indexes the message (durably) and wakes the scheduler. */
   commit(message: HeldMessage): Promise<void>;
   now(): number;
 }
 
 export class HeldContent {
-  private writer: SpoolWriter | undefined;
+  private writer: ContentWriter | undefined;
 
   constructor(
     readonly id: string,
@@ -32,7 +33,7 @@ export class HeldContent {
   ) {}
 
   async startContent(): Promise<SmtpReply> {
-    this.writer = this.sink.files.create(this.id);
+    this.writer = this.sink.content.create(this.id);
     return { code: 354, lines: ['Send content'] };
   }
 
@@ -60,7 +61,7 @@ export class HeldContent {
       });
     } catch (err) {
       this.writer?.abort();
-      await this.sink.files.remove(this.id).catch(() => undefined);
+      await this.sink.content.remove(this.id).catch(() => undefined);
       // RFC 3463 X.3.0: a local system problem; the client keeps the message and retries.
       // A store outage is told as such (store/availability.ts), never with its address.
       return asParsedReply(isStoreUnavailable(err) ? Replies.storeUnavailable : Replies.localError((err as Error).message));

@@ -3,12 +3,15 @@
  * operator's view of the FUTURERELEASE spool, like Postfix's mailq / postsuper. It opens
  * the same store and spool as the running gateway (SQLite in WAL mode takes a second
  * process), so it works while the gateway runs; `release` makes a message due now and the
- * gateway's scheduler, which looks at least once a second, relays it.
+ * gateway's scheduler, which looks at least once a second, relays it. With the PostgreSQL
+ * store it works from any instance's host on every held message (the content is in the
+ * database), and any running instance relays a released one.
  */
 import type { Config } from '../../config/schema.js';
 import { openStore } from '../../store/index.js';
 import type { HeldMessage } from '../../store/store.js';
-import { SpoolFiles, isSpoolId } from './spool.js';
+import { heldContentStore } from './open-content.js';
+import { isSpoolId } from './spool.js';
 
 export const QUEUE_USAGE = 'lemonade-gateway queue list|show ID|release ID|cancel ID --config FILE';
 
@@ -31,7 +34,7 @@ export async function runQueueCommand(config: Config, args: string[], out: (text
     return 65;
   }
   const store = await openStore(config);
-  const files = new SpoolFiles(config.dataDir);
+  const content = heldContentStore(config, store);
   try {
     if (verb === 'list') {
       const page = 1000;
@@ -64,7 +67,7 @@ export async function runQueueCommand(config: Config, args: string[], out: (text
         out(`recipient: <${r.address}>${r.params.map(([k, v]) => ` ${k}${v === true ? '' : `=${v}`}`).join('')} ${r.status}${r.reply ? ` (${r.reply})` : ''}`);
       }
       if (message.lastError !== undefined) out(`last error: ${message.lastError}`);
-      out(`file: ${files.path(message.id)}`);
+      out(`content: ${content.where(message.id)}`);
       return 0;
     }
     if (verb === 'release') {
@@ -80,7 +83,7 @@ export async function runQueueCommand(config: Config, args: string[], out: (text
       err(`${id}: is being released, too late to cancel`);
       return 75;
     }
-    await files.remove(message.id);
+    await content.remove(message.id);
     out(`${id}: cancelled`);
     return 0;
   } finally {

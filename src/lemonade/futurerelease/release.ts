@@ -8,7 +8,7 @@ import type { RelayPool } from '../../smtp/relay-pool.js';
 import type { SmtpReply, UpstreamSmtp } from '../../smtp/upstream.js';
 import type { HeldMessage, HeldRecipient, SpoolIndex } from '../../store/store.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
-import type { SpoolFiles } from './spool.js';
+import type { HeldContentStore } from './content.js';
 
 export interface ReleaseResult {
   recipients: HeldRecipient[];
@@ -32,7 +32,7 @@ function settle(recipients: HeldRecipient[], which: (r: HeldRecipient) => boolea
 
 export async function releaseMessage(
   message: HeldMessage,
-  deps: { pool: RelayPool; files: SpoolFiles; index: SpoolIndex },
+  deps: { pool: RelayPool; content: HeldContentStore; index: SpoolIndex },
 ): Promise<ReleaseResult> {
   const recipients = message.recipients.map((r) => ({ ...r }));
   let conn: UpstreamSmtp;
@@ -69,7 +69,7 @@ export async function releaseMessage(
       reusable = (await conn.rset()).code < 300;
       return { recipients, temporary: firstTemporary(recipients) };
     }
-    await streamFile(deps.files, message.id, conn);
+    await streamContent(deps.content, message, conn);
     // Without its end (the final "." of DATA, or BDAT LAST) the MTA drops what it got when
     // the connection closes (RFC 5321 §4.1.1.4, RFC 3030 §2), so up to here a crash
     // cannot deliver the message. The row says "the end may have gone" durably (SQLite
@@ -93,14 +93,16 @@ function firstTemporary(recipients: HeldRecipient[]): string | undefined {
   return recipients.find((r) => r.status === 'pending')?.reply ?? (recipients.some((r) => r.status === 'pending') ? 'no reply' : undefined);
 }
 
-/** The spool file into the MTA's content, with back-pressure both ways. */
-async function streamFile(files: SpoolFiles, id: string, conn: UpstreamSmtp): Promise<void> {
-  const stream = files.read(id);
-  try {
-    for await (const chunk of stream) {
-      if (!conn.writeContent(chunk as Buffer)) await new Promise<void>((resolve) => conn.onceDrain(resolve));
-    }
-  } finally {
-    stream.destroy();
+/**
+ * The held content into the MTA's content, with back-pressure both ways. Content that is
+ * not the size recorded at acceptance (missing, cut short) throws before the end is sent,
+ * so the MTA drops the transaction rather than deliver a truncated message.
+ */
+async function streamContent(content: HeldContentStore, message: HeldMessage, conn: UpstreamSmtp): Promise<void> {
+  let size = 0;
+  for await (const chunk of content.read(message.id)) {
+    size += chunk.length;
+    if (!conn.writeContent(chunk)) await new Promise<void>((resolve) => conn.onceDrain(resolve));
   }
+  if (size !== message.size) throw new Error(`held message ${message.id}: its content is ${size} octets, ${message.size} were accepted`);
 }

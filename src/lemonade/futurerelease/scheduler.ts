@@ -22,17 +22,27 @@
  * (resent_after_crash). So a message is delivered twice only when the gateway dies
  * after writing the end of its content and before the MTA's reply to it is recorded
  * (spoolDelete, or spoolReschedule); the 4xx to that end is not lost either.
+ *
+ * Several instances on one shared store (PostgreSQL) release from one index: a claim
+ * (spoolClaim) makes each release one instance's, with a lease the claimant renews every
+ * third of it while the release runs (keepClaim), so a slow release is never taken over.
+ * When an instance dies, its claims' leases run out and every other instance's passes
+ * take those messages back (spoolExpired), by the rule above: one still sending is
+ * released again; one committing too, as a possible second copy (resent_after_crash).
+ * A claimant that lost its claim all the same (stalled past its lease) finds out before
+ * sending the end of the content (spoolCommitting throws ReleaseClaimLost) and drops its
+ * MTA transaction, so the instance that took over is the one that delivers.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../log/logger.js';
 import type { RelayPool } from '../../smtp/relay-pool.js';
-import type { HeldMessage, HeldRecipient, Store } from '../../store/store.js';
+import { ReleaseClaimLost, type HeldMessage, type HeldRecipient, type Store } from '../../store/store.js';
 import { futureReleaseDsns, futureReleaseEvents, heldBytes, heldMessages, heldOldestRelease, releaseLag } from '../../metrics/metrics.js';
 import type { Clock } from './clock.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
 import { releaseMessage } from './release.js';
 import { isStoreUnavailable } from '../../store/availability.js';
-import type { SpoolFiles } from './spool.js';
+import type { HeldContentStore } from './content.js';
 
 export interface SchedulerOptions {
   concurrency: number;
@@ -41,6 +51,8 @@ export interface SchedulerOptions {
   giveUpSeconds: number;
   /** Our name in generated DSNs (Reporting-MTA, From: MAILER-DAEMON@...). */
   hostname: string;
+  /** The store's release lease (store.releaseLeaseSeconds): a claim is renewed every third of it, when the store has leases. */
+  leaseMs?: number;
 }
 
 /** Passes run at least this often, to notice rows changed by another process (the queue CLI). */
@@ -49,6 +61,8 @@ const POLL_MS = 1000;
 const STORE_RETRY_MAX_MS = 15_000;
 /** The spool's size is counted (a scan of the index) at most this often; in between it is kept up to date here. */
 const STATS_MS = 1000;
+/** Content no row names is looked for this often while running (a store shared with instances that may die mid-upload). */
+const ORPHANS_MS = 10 * 60 * 1000;
 /** The largest original a DSN carries whole (RET=FULL); larger ones get their headers only. */
 const DSN_MAX_RETURNED = 1024 * 1024;
 
@@ -67,27 +81,43 @@ export class ReleaseScheduler {
   private usageAt = -Infinity;
   /** The wait before the next pass while the store is unavailable (0: it is not). */
   private storeRetryMs = 0;
+  private orphansAt = -Infinity;
 
   constructor(
     private readonly store: Store,
-    private readonly files: SpoolFiles,
+    private readonly content: HeldContentStore,
     private readonly pool: RelayPool,
     private readonly clock: Clock,
     private readonly opts: SchedulerOptions,
     private readonly log: Logger,
   ) {}
 
-  /** Recovers from a crash, drops orphan files, and starts releasing. */
+  /** Recovers from a crash, drops orphan content, and starts releasing. */
   async start(): Promise<void> {
-    await this.files.init();
+    await this.content.init();
     for (const mayBeDelivered of await this.store.spoolRecover()) {
       futureReleaseEvents.inc({ event: 'resent_after_crash' });
       this.log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA when the gateway stopped: released again (a second copy is possible)');
     }
-    const orphans = await this.files.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
-    if (orphans > 0) this.log.info({ files: orphans }, 'removed spool files no held message refers to (never acknowledged)');
+    await this.removeOrphans();
     await this.countUsage(true);
     this.wake(0);
+  }
+
+  private async removeOrphans(): Promise<void> {
+    this.orphansAt = this.clock.now();
+    const orphans = await this.content.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
+    if (orphans > 0) this.log.info({ messages: orphans }, 'removed held content no held message refers to (never acknowledged, or left by a removal that did not finish)');
+  }
+
+  /** Takes back the releases whose claimant's lease ran out (another instance died): a store with leases only. */
+  private async takeOverExpired(): Promise<void> {
+    if (this.store.spoolExpired === undefined) return;
+    for (const mayBeDelivered of await this.store.spoolExpired()) {
+      futureReleaseEvents.inc({ event: 'resent_after_crash' });
+      this.log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA by an instance whose release lease ran out: released again (a second copy is possible)');
+    }
+    if (this.store.spoolContent() !== undefined && this.clock.now() - this.orphansAt >= ORPHANS_MS) await this.removeOrphans();
   }
 
   /** Messages and octets in the spool (counted at most once a second; kept current in between). */
@@ -134,6 +164,7 @@ export class ReleaseScheduler {
     }
     this.running = (async () => {
       try {
+        await this.takeOverExpired();
         await this.releaseDue();
         if (this.again) {
           this.again = false;
@@ -176,7 +207,19 @@ export class ReleaseScheduler {
 
   private async release(message: HeldMessage): Promise<void> {
     if (!(await this.store.spoolClaim(message.id))) return;
-    const result = await releaseMessage(message, { pool: this.pool, files: this.files, index: this.store });
+    const claim = this.keepClaim(message.id);
+    let result: Awaited<ReturnType<typeof releaseMessage>>;
+    try {
+      result = await releaseMessage(message, { pool: this.pool, content: this.content, index: this.store });
+    } catch (err) {
+      if (!(err instanceof ReleaseClaimLost)) throw err;
+      // The instance that took it over releases it; the end of the content never left here.
+      futureReleaseEvents.inc({ event: 'claim_lost' });
+      this.log.warn({ id: message.id }, 'release claim lost before the end of the content (lease ran out): left to the instance that took it over');
+      return;
+    } finally {
+      claim.stop();
+    }
     const now = this.clock.now();
     if (result.temporary === undefined || now - message.releaseAt >= this.opts.giveUpSeconds * 1000) {
       // Done: what is still pending after giving up fails with the last temporary reply.
@@ -191,6 +234,29 @@ export class ReleaseScheduler {
     futureReleaseEvents.inc({ event: 'retried' });
     this.log.info({ id: message.id, attempt: message.attempts + 1, retryInSeconds: delay / 1000, reason: result.temporary }, 'held message release deferred');
     await this.store.spoolReschedule(message.id, result.recipients, now + delay, result.temporary);
+  }
+
+  /**
+   * Renews the claim on a message every third of the lease while its release runs, so a
+   * slow release (a large message, a slow MTA) is not taken over. A renewal that fails
+   * (the database unreachable for a moment) is tried again at the next tick; a claim that
+   * is gone is found out at spoolCommitting.
+   */
+  private keepClaim(id: string): { stop(): void } {
+    const renew = this.store.spoolRenew?.bind(this.store);
+    const every = this.opts.leaseMs === undefined ? undefined : Math.max(100, Math.floor(this.opts.leaseMs / 3));
+    if (renew === undefined || every === undefined) return { stop: () => undefined };
+    // Real time, not this.clock: the lease runs in the database's clock, whatever the scheduler's.
+    const timer = setInterval(() => {
+      renew(id).then(
+        (held) => {
+          if (!held) this.log.warn({ id }, 'release claim could not be renewed: another instance took the message over');
+        },
+        (err: unknown) => this.log.warn({ id, err: (err as Error).message }, 'release claim renewal failed; retried'),
+      );
+    }, every);
+    timer.unref();
+    return { stop: () => clearInterval(timer) };
   }
 
   /** Every recipient settled: report failures to the sender, then drop the message. */
@@ -212,12 +278,12 @@ export class ReleaseScheduler {
       futureReleaseDsns.inc();
       this.log.info({ id: message.id, dsn: dsn.id, recipients: reported.length }, 'delivery status notification queued for the sender');
     }
-    await this.files.remove(message.id);
+    await this.content.remove(message.id);
   }
 
-  /** The DSN's file, durable (fsynced, renamed, its directory fsynced); its row is for finish() to commit. */
+  /** The DSN's content, durable (a file fsynced, renamed, its directory fsynced; or chunks committed); its row is for finish() to commit. */
   private async writeDsn(message: HeldMessage, failed: HeldRecipient[]): Promise<HeldMessage> {
-    const original = await readSpoolFile(this.files, message.id);
+    const original = await readContent(this.content, message.id);
     const param = (name: string) => message.mailParams.find(([k]) => k === name)?.[1];
     const ret = param('RET');
     const envid = param('ENVID');
@@ -235,10 +301,10 @@ export class ReleaseScheduler {
       ...(message.holdRequest !== '' ? { futureReleaseRequest: message.holdRequest } : {}),
     }, { maxReturnedBytes: DSN_MAX_RETURNED });
     const id = newSpoolId();
-    const writer = this.files.create(id);
+    const writer = this.content.create(id);
     writer.write(dsn);
     const size = await writer.commit();
-    await this.files.syncDir();
+    await this.content.flushCommitted();
     const now = this.clock.now();
     return {
       id,
@@ -299,12 +365,12 @@ function dsnRecipient(r: HeldRecipient): DsnRecipient {
   };
 }
 
-async function readSpoolFile(files: SpoolFiles, id: string): Promise<Buffer> {
+async function readContent(content: HeldContentStore, id: string): Promise<Buffer> {
   const parts: Buffer[] = [];
   let size = 0;
-  for await (const chunk of files.read(id)) {
-    parts.push(chunk as Buffer);
-    size += (chunk as Buffer).length;
+  for await (const chunk of content.read(id)) {
+    parts.push(chunk);
+    size += chunk.length;
     // Only the headers (or a bounded whole) go into the DSN: no need to read more.
     if (size > DSN_MAX_RETURNED + 1) break;
   }

@@ -12,12 +12,15 @@ import { systemClock, type Clock } from './clock.js';
 import { futureReleaseKeyword, parseHold, type HoldPolicy, type HoldResult } from './hold-params.js';
 import { HeldContent, type HeldEnvelope } from './held-content.js';
 import { ReleaseScheduler, newSpoolId } from './scheduler.js';
-import { SpoolCommitter, SpoolFiles, isSpoolId } from './spool.js';
+import type { HeldContentStore } from './content.js';
+import { heldContentStore } from './open-content.js';
+import { SpoolCommitter, isSpoolId } from './spool.js';
 
 export type CancelOutcome = 'cancelled' | 'unknown';
 
 export class FutureRelease {
-  readonly files: SpoolFiles;
+  /** Files in dataDir/spool, or the PostgreSQL store's own rows (content.ts). */
+  readonly content: HeldContentStore;
   readonly scheduler: ReleaseScheduler;
   private readonly policy: HoldPolicy;
   private readonly committer: SpoolCommitter;
@@ -31,9 +34,16 @@ export class FutureRelease {
   ) {
     const fr = config.submission.futureRelease;
     this.policy = { maxIntervalSeconds: fr.enabled ? fr.maxHoldSeconds : 0 };
-    this.files = new SpoolFiles(config.dataDir);
-    this.committer = new SpoolCommitter(this.files, store);
-    this.scheduler = new ReleaseScheduler(store, this.files, pool, clock, { ...fr, hostname: config.hostname }, log);
+    this.content = heldContentStore(config, store);
+    this.committer = new SpoolCommitter(this.content, store);
+    this.scheduler = new ReleaseScheduler(
+      store,
+      this.content,
+      pool,
+      clock,
+      { ...fr, hostname: config.hostname, leaseMs: config.store.releaseLeaseSeconds * 1000 },
+      log,
+    );
   }
 
   start(): Promise<void> {
@@ -68,7 +78,7 @@ export class FutureRelease {
     return new HeldContent(
       newSpoolId(),
       {
-        files: this.files,
+        content: this.content,
         now: () => this.clock.now(),
         commit: async (message: HeldMessage) => {
           await this.committer.commit(message);
@@ -86,7 +96,7 @@ export class FutureRelease {
     if (!isSpoolId(id)) return 'unknown';
     const removed = await this.store.spoolCancel(id, user);
     if (removed === undefined) return 'unknown';
-    await this.files.remove(id);
+    await this.content.remove(id);
     futureReleaseEvents.inc({ event: 'cancelled' });
     this.log.info({ id, by: user ?? 'operator' }, 'held message cancelled');
     this.scheduler.removed(removed);
