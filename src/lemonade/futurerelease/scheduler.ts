@@ -23,6 +23,7 @@
  * after writing the end of its content and before the MTA's reply to it is recorded
  * (spoolDelete, or spoolReschedule); the 4xx to that end is not lost either.
  */
+import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../log/logger.js';
 import type { RelayPool } from '../../smtp/relay-pool.js';
@@ -49,6 +50,23 @@ const STATS_MS = 1000;
 /** The largest original a DSN carries whole (RET=FULL); larger ones get their headers only. */
 const DSN_MAX_RETURNED = 1024 * 1024;
 
+/**
+ * Start-time recovery: releases under way when their process died go back to held, and
+ * files no index row refers to are removed. The cluster primary (src/cluster/) runs it
+ * whole before forking; a worker, started next to running siblings, leaves the files
+ * alone: a sibling's message written but not yet indexed looks just like an orphan.
+ */
+export async function recoverSpool(store: Store, files: SpoolFiles, log: Logger, opts: { removeOrphans: boolean }): Promise<void> {
+  await files.init();
+  for (const mayBeDelivered of await store.spoolRecover()) {
+    futureReleaseEvents.inc({ event: 'resent_after_crash' });
+    log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA when the gateway stopped: released again (a second copy is possible)');
+  }
+  if (!opts.removeOrphans) return;
+  const orphans = await files.removeOrphans(async (id) => (await store.spoolGet(id)) !== undefined);
+  if (orphans > 0) log.info({ files: orphans }, 'removed spool files no held message refers to (never acknowledged)');
+}
+
 export function newSpoolId(): string {
   return randomBytes(12).toString('hex');
 }
@@ -72,15 +90,9 @@ export class ReleaseScheduler {
     private readonly log: Logger,
   ) {}
 
-  /** Recovers from a crash, drops orphan files, and starts releasing. */
+  /** Recovers from a crash, drops orphan files (not in a worker: see recoverSpool), and starts releasing. */
   async start(): Promise<void> {
-    await this.files.init();
-    for (const mayBeDelivered of await this.store.spoolRecover()) {
-      futureReleaseEvents.inc({ event: 'resent_after_crash' });
-      this.log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA when the gateway stopped: released again (a second copy is possible)');
-    }
-    const orphans = await this.files.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
-    if (orphans > 0) this.log.info({ files: orphans }, 'removed spool files no held message refers to (never acknowledged)');
+    await recoverSpool(this.store, this.files, this.log, { removeOrphans: !cluster.isWorker });
     await this.countUsage(true);
     this.wake(0);
   }
