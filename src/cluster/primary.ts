@@ -57,6 +57,7 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
     backoff: new RestartBackoff(),
     restartTimer: undefined,
   }));
+  /** Exit statuses of the workers stopped by stop(). */
   const exitCodes: number[] = [];
   let started = false;
   let stopping = false;
@@ -128,9 +129,10 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
     worker.on('exit', (code, signal) => {
       slot.worker = undefined;
       slot.ready = false;
-      exitCodes.push(code ?? 1);
       const pid = worker.process.pid;
       if (stopping) {
+        // The exit status is the drain's: a worker that crashed earlier and was replaced does not count.
+        exitCodes.push(code ?? 1);
         log.info({ worker: slot.index, pid, code, signal }, 'worker stopped');
         if (live().length === 0) finish(exitCodes.every((c) => c === 0) ? 0 : 1);
         return;
