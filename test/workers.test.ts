@@ -14,6 +14,9 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SqliteStore } from '../src/store/sqlite.js';
+import { parseConfig } from '../src/config/load.js';
+import { workerCount } from '../src/cluster/count.js';
+import { RESTART_MAX_MS, RestartBackoff, STABLE_MS } from '../src/cluster/backoff.js';
 import type { HeldMessage } from '../src/store/store.js';
 import { metricValue, repoRoot, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
@@ -70,6 +73,19 @@ function inProcess<T>(file: string, body: string, args: unknown = null): Promise
     });
   });
 }
+
+t.test('config: workers is a number of processes or auto; restarts back off', async (t) => {
+  t.equal(workerCount(parseConfig('{}', 't.yaml')), 1, 'one process by default');
+  t.equal(workerCount(parseConfig('workers: 4', 't.yaml')), 4);
+  t.equal(workerCount(parseConfig('workers: auto', 't.yaml')), os.availableParallelism(), 'auto: one per CPU');
+  for (const bad of ['0', '-1', '1.5', 'many', '1000']) t.throws(() => parseConfig(`workers: ${bad}`, 't.yaml'), { name: 'ConfigError' }, `workers: ${bad} is refused`);
+  const backoff = new RestartBackoff();
+  const delays = Array.from({ length: 10 }, () => backoff.next(1000));
+  t.equal(delays[0], 0, 'the first crash: restarted at once');
+  t.ok(delays.slice(1).every((d, i) => d >= delays[i]!), `then later and later (${delays.join(', ')} ms)`);
+  t.equal(delays.at(-1), RESTART_MAX_MS, 'up to a bound');
+  t.equal(backoff.next(STABLE_MS), 0, 'a worker that ran long enough starts over');
+});
 
 t.test('SQLite shared by processes: racing processes claim each held message exactly once', async (t) => {
   const file = path.join(dir, 'race.sqlite');

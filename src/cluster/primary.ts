@@ -127,12 +127,14 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
       }
     });
     worker.on('exit', (code, signal) => {
+      const wasReady = slot.ready;
       slot.worker = undefined;
       slot.ready = false;
       const pid = worker.process.pid;
       if (stopping) {
-        // The exit status is the drain's: a worker that crashed earlier and was replaced does not count.
-        exitCodes.push(code ?? 1);
+        // The exit status is the drain's: a worker that crashed earlier and was replaced does
+        // not count, and one still starting (no sessions yet, no signal handler) ends by the signal.
+        exitCodes.push(code ?? (signal === 'SIGTERM' && !wasReady ? 0 : 1));
         log.info({ worker: slot.index, pid, code, signal }, 'worker stopped');
         if (live().length === 0) finish(exitCodes.every((c) => c === 0) ? 0 : 1);
         return;
@@ -171,8 +173,10 @@ export async function runPrimary(config: Config, count: number, log: Logger): Pr
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => {
     // Each worker re-reads the config file and reloads (main.ts), as a single process does.
-    log.info({ workers: live().length }, 'SIGHUP: passed on to every worker');
-    for (const slot of live()) slot.worker!.process.kill('SIGHUP');
+    // Only the ready ones: one still starting has no handler yet (SIGHUP would end it), and
+    // reads the file as it is now anyway.
+    log.info({ workers: up().length }, 'SIGHUP: passed on to every worker');
+    for (const slot of up()) slot.worker!.process.kill('SIGHUP');
   });
 
   for (const slot of slots) fork(slot);
