@@ -17,11 +17,11 @@ import { SqliteStore } from '../src/store/sqlite.js';
 import { parseConfig } from '../src/config/load.js';
 import { workerCount } from '../src/cluster/count.js';
 import { RESTART_MAX_MS, RestartBackoff, STABLE_MS } from '../src/cluster/backoff.js';
-import type { HeldMessage } from '../src/store/store.js';
 import { metricValue, repoRoot, startGateway, type RunningGateway } from './helpers/gateway.js';
-import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { masterClient, startLegacyStack, withoutTrace } from './helpers/stack.js';
+import { held } from './helpers/store-contract.js';
+import { appendSession, burl, genurlauth, imapLogin, urlfetch, wrongAppendUids } from './helpers/lemonade-clients.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-workers-'));
@@ -35,22 +35,7 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
   }
 }
 
-function held(id: string, nextAttemptAt: number): HeldMessage {
-  return {
-    id,
-    user: 'alice',
-    sender: 'alice@example.org',
-    mailParams: [],
-    recipients: [{ address: 'bob@example.org', params: [], status: 'pending' }],
-    size: 100,
-    createdAt: 1,
-    releaseAt: nextAttemptAt,
-    holdRequest: 'for;1',
-    nextAttemptAt,
-    attempts: 0,
-    state: 'held',
-  };
-}
+const due = (id: string, at: number) => held(id, { releaseAt: at, nextAttemptAt: at });
 
 /**
  * Runs `body` (the text of an async function of `store`, a shared SqliteStore on file, and
@@ -91,7 +76,7 @@ t.test('SQLite shared by processes: racing processes claim each held message exa
   const file = path.join(dir, 'race.sqlite');
   const seed = SqliteStore.open(file);
   const n = 300;
-  await seed.spoolInsert(...Array.from({ length: n }, (_, i) => held(`m${String(i).padStart(3, '0')}`, 1000 + (i % 7))));
+  await seed.spoolInsert(...Array.from({ length: n }, (_, i) => due(`m${String(i).padStart(3, '0')}`, 1000 + (i % 7))));
   await seed.close();
   // The scheduler's loop in each process: read a batch of due ones, claim each.
   // The processes start claiming together (node takes its time to start, more on a loaded
@@ -136,7 +121,7 @@ t.test("SQLite shared by processes: a start takes back only gone processes' clai
   const file = path.join(dir, 'recover.sqlite');
   const a = SqliteStore.open(file, { shared: true });
   const b = SqliteStore.open(file, { shared: true });
-  await a.spoolInsert(held('a1', 10), held('a2', 10), held('d1', 10), held('d2', 10), held('h1', 10));
+  await a.spoolInsert(due('a1', 10), due('a2', 10), due('d1', 10), due('d2', 10), due('h1', 10));
   t.ok(await a.spoolClaim('a1'));
   t.ok(await a.spoolClaim('a2'));
   await a.spoolCommitting('a2');
@@ -182,8 +167,8 @@ t.test('SQLite shared by processes: the mailbox lock holds across processes', as
   const file = path.join(dir, 'locks.sqlite');
   const a = SqliteStore.open(file, { shared: true });
   const b = SqliteStore.open(file, { shared: true });
-  const held = (await a.mailboxLock('alice\0INBOX', 60_000))!;
-  t.ok(held, 'a takes it');
+  const first = (await a.mailboxLock('alice\0INBOX', 60_000))!;
+  t.ok(first, 'a takes it');
   const waiting = b.mailboxLock('alice\0INBOX', 60_000);
   const other = await b.mailboxLock('bob\0INBOX', 60_000);
   t.ok(other, 'another key is free');
@@ -194,7 +179,7 @@ t.test('SQLite shared by processes: the mailbox lock holds across processes', as
   t.equal(inOther, false, 'another process cannot take it either');
   const startedWaiting = Date.now();
   await sleep(100);
-  await held.release();
+  await first.release();
   const next = (await waiting)!;
   t.ok(next && Date.now() - startedWaiting < 2000, 'the waiter gets it once released');
   await next.release();
@@ -233,52 +218,6 @@ async function health(gw: RunningGateway): Promise<{ status: number; body: { wor
   return { status: res.status, body: (await res.json()) as { workers: number; workersUp: number; workerPids: number[]; status: string } };
 }
 
-
-async function imapLogin(gw: RunningGateway, user: string): Promise<RawImap> {
-  const c = await RawImap.connect(gw.imapsPort, { tls: true });
-  await c.line();
-  const r = await c.command('l', `LOGIN ${user} password`);
-  if (!/^l OK/.test(r.at(-1) ?? '')) throw new Error(r.join('\n'));
-  return c;
-}
-
-async function genurlauth(c: RawImap, rump: string): Promise<string> {
-  const r = await c.command('g', `GENURLAUTH "${rump}" INTERNAL`);
-  const m = /^\* GENURLAUTH "([^"]+)"$/.exec(r[0] ?? '');
-  if (!m || !/^g OK/.test(r.at(-1)!)) throw new Error(r.join('\n'));
-  return m[1]!;
-}
-
-async function urlfetch(c: RawImap, url: string): Promise<string | undefined> {
-  c.write(`f URLFETCH "${url}"\r\n`);
-  const first = await c.line();
-  if (first === undefined) throw new Error('closed');
-  if (/^\* URLFETCH "[^"]+" NIL$/.test(first)) {
-    const done = await c.line();
-    if (!/^f OK/.test(done ?? '')) throw new Error(`URLFETCH: ${done}`);
-    return undefined;
-  }
-  const lit = /^\* URLFETCH "[^"]+" \{(\d+)\}$/.exec(first);
-  if (!lit) throw new Error(`unexpected: ${first}`);
-  const content = (await c.bytes(Number(lit[1]))).toString('latin1');
-  await c.line();
-  const done = await c.line();
-  if (!/^f OK/.test(done ?? '')) throw new Error(`URLFETCH: ${done}`);
-  return content;
-}
-
-async function burl(gw: RunningGateway, url: string): Promise<string> {
-  const s = await RawSmtp.authenticated(gw.submissionsPort, { tls: true });
-  try {
-    const mail = await s.command('MAIL FROM:<alice@example.org>');
-    if (mail.code !== 250) return mail.text;
-    const rcpt = await s.command('RCPT TO:<bob@example.org>');
-    if (rcpt.code !== 250) return rcpt.text;
-    return (await s.command(`BURL ${url} LAST`, 30_000)).text;
-  } finally {
-    s.close();
-  }
-}
 
 /** The pids of the processes that logged a login of user since log line `from`. */
 function loginPids(gw: RunningGateway, from: number, user?: string): Set<number> {
@@ -335,36 +274,11 @@ t.test('workers: 2 with the SQLite store', async (t) => {
     await stack.append('alice', 'Busy', Buffer.from('Subject: first\r\n\r\nx\r\n'));
     const from = gw.logs.length;
     // 20 sessions of 5 APPENDs each, as in store-postgres.test.ts: 20 at a time.
-    const session = async (first: number): Promise<Array<{ n: number; uid: number; uidValidity: number }>> => {
-      const c = await imapLogin(gw, 'alice');
-      const out: Array<{ n: number; uid: number; uidValidity: number }> = [];
-      try {
-        for (let n = first; n < first + 5; n++) {
-          const body = `Subject: concurrent ${n}\r\nMessage-ID: <w${n}@example.org>\r\n\r\nmessage ${n}\r\n`;
-          c.write(`a${n} APPEND Busy {${body.length}}\r\n`);
-          const cont = await c.line(30_000);
-          if (!cont?.startsWith('+')) throw new Error(`no continuation: ${cont}`);
-          c.write(`${body}\r\n`);
-          const done = (await c.until(`a${n}`, 60_000)).at(-1)!;
-          const m = new RegExp(`^a${n} OK \\[APPENDUID (\\d+) (\\d+)\\]`).exec(done);
-          if (!m) throw new Error(`append ${n}: ${done}`);
-          out.push({ n, uidValidity: Number(m[1]), uid: Number(m[2]) });
-        }
-        return out;
-      } finally {
-        c.close();
-      }
-    };
-    const results = (await Promise.all(Array.from({ length: 20 }, (_, i) => session(5 * i)))).flat();
+    const results = (await Promise.all(Array.from({ length: 20 }, (_, i) => appendSession(gw, 5 * i)))).flat();
     t.equal(loginPids(gw, from).size, 2, 'the sessions were spread over both workers');
     t.equal(new Set(results.map((r) => r.uid)).size, 100, 'one hundred different UIDs');
-    const direct = await masterClient(stack, 'alice');
-    const box = await direct.mailboxOpen('Busy');
-    const subjects = new Map<number, string>();
-    for await (const msg of direct.fetch('1:*', { uid: true, envelope: true })) subjects.set(msg.uid, msg.envelope?.subject ?? '');
-    await direct.logout();
-    t.equal(subjects.size, 101);
-    const wrong = results.filter((r) => r.uidValidity !== Number(box.uidValidity) || subjects.get(r.uid) !== `concurrent ${r.n}`);
+    const { stored, wrong } = await wrongAppendUids(stack, results);
+    t.equal(stored, 101);
     t.same(wrong, [], 'each APPENDUID is the UID of the message that client appended');
   });
 
