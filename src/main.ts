@@ -25,6 +25,7 @@
  * only validates the configuration, `queue ...` inspects and acts on the FUTURERELEASE spool,
  * `store copy-sqlite` moves the embedded store's state into PostgreSQL.
  */
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -36,6 +37,9 @@ import { configWarnings } from './config/warnings.js';
 import { TlsContextHolder, type CertificateIdentity } from './tls/certificates.js';
 import { QUEUE_USAGE, runQueueCommand } from './lemonade/futurerelease/queue-cli.js';
 import { COPY_USAGE, runStoreCommand } from './store/copy-sqlite.js';
+import { workerCount } from './cluster/count.js';
+import { runPrimary } from './cluster/primary.js';
+import { serveAsWorker } from './cluster/worker.js';
 
 const USAGE = `usage: lemonade-gateway --config FILE        run the gateway
        lemonade-gateway --check-config FILE  validate FILE and exit
@@ -66,14 +70,20 @@ async function main(argv: string[]): Promise<number> {
   const config = readConfig(file);
   if (config === undefined) return 78; // EX_CONFIG
   if (flag === '--check-config') return checkConfig(file, config);
-  const log = configureLogger(config.log.level);
-  const gateway = await startGateway(config, log);
+  // A worker's lines say which process wrote them (they share the primary's stdout).
+  const log = cluster.isWorker ? configureLogger(config.log.level).child({ pid: process.pid }) : configureLogger(config.log.level);
+  const workers = workerCount(config);
+  // workers > 1: this process becomes the primary (src/cluster/primary.ts) and forks
+  // workers, which run this same command and take the branch below.
+  if (workers > 1 && cluster.isPrimary) return runPrimary(config, workers, log);
+  const gateway = await startGateway(asWorker(config), log);
+  if (cluster.isWorker) serveAsWorker(gateway);
   process.on('SIGHUP', () => {
     // An invalid file changes nothing but the certificate, which is re-read either way
     // (a renewed certificate should not wait for a config typo to be fixed).
     let next: Config | undefined;
     try {
-      next = loadConfig(file);
+      next = asWorker(loadConfig(file));
     } catch (err) {
       const issues = err instanceof ConfigError ? err.issues : [(err as Error).message];
       log.error({ issues }, 'configuration reload failed; keeping the running configuration');
@@ -101,6 +111,16 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   return -1; // keep running
+}
+
+/**
+ * A worker leaves the metrics listener to its primary, which aggregates every worker's
+ * registry (a listener opened in a worker would be shared and answer for one worker at a
+ * time). Applied to every reloaded config too, so a reload sees no change there.
+ */
+function asWorker(config: Config): Config {
+  if (cluster.isWorker) config.metrics.enabled = false;
+  return config;
 }
 
 /**

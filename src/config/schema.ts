@@ -320,6 +320,11 @@ export const configSchema = z.strictObject({
         ctx.addIssue({ code: 'custom', path: ['url'], message: 'must be a postgres:// or postgresql:// URI' });
       }
     }),
+  /**
+   * Worker processes on this host (src/cluster/): 1 is one process and no cluster; N > 1
+   * forks N workers sharing the listeners; "auto" is one per CPU (os.availableParallelism).
+   */
+  workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
   shutdown: z
     .strictObject({
       /**

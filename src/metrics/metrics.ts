@@ -325,21 +325,27 @@ export const burlResolutionDuration = new Histogram({
 
 // ---- FUTURERELEASE (RFC 4865) -----------------------------------------------------------
 
+// These three describe the one spool every worker process shares (each counts all of it),
+// so the cluster's /metrics (src/cluster/) takes the largest report, not the sum. Every
+// other metric is per process and summed (prom-client's default aggregator).
 export const heldMessages = new Gauge({
   name: 'lemonade_futurerelease_held_messages',
   help: 'Messages in the FUTURERELEASE spool (held, being released, or waiting to retry), DSNs the gateway generated included.',
+  aggregator: 'max',
   registers: [registry],
 });
 
 export const heldBytes = new Gauge({
   name: 'lemonade_futurerelease_held_bytes',
   help: 'Octets of the messages in the FUTURERELEASE spool.',
+  aggregator: 'max',
   registers: [registry],
 });
 
 export const heldOldestRelease = new Gauge({
   name: 'lemonade_futurerelease_oldest_release_timestamp_seconds',
   help: 'Requested release time of the longest-waiting message in the spool (Unix seconds); 0 when the spool is empty.',
+  aggregator: 'max',
   registers: [registry],
 });
 
@@ -440,5 +446,10 @@ export const storeErrors = new Counter({
   name: 'lemonade_store_errors_total',
   help: 'Store calls that failed because the store was unavailable, by Store method and reason (connection, timeout, shutdown, resources, io, busy, read_only); their commands got NO [UNAVAILABLE] / 451 4.3.0.',
   labelNames: ['operation', 'reason'] as const,
+// ---- worker processes (src/cluster/) --------------------------------------------------
+
+export const workerRestarts = new Counter({
+  name: 'lemonade_worker_restarts_total',
+  help: 'Worker processes (workers > 1) that exited unexpectedly and were started again by the primary.',
   registers: [registry],
 });

@@ -20,7 +20,10 @@ export async function startMetricsServer(opts: {
   host: string;
   port: number;
   health: () => HealthReport;
+  /** The exposition to serve; this process's registry by default (the cluster's primary aggregates its workers'). */
+  metrics?: () => Promise<string>;
 }): Promise<MetricsServer> {
+  const metrics = opts.metrics ?? (() => registry.metrics());
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (!ROUTES.has(url)) {
@@ -32,7 +35,7 @@ export async function startMetricsServer(opts: {
       return;
     }
     if (url === '/metrics') {
-      registry.metrics().then(
+      metrics().then(
         (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
         (err: Error) => res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${err.message}\n`),
       );

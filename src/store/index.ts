@@ -1,4 +1,5 @@
 /** Opens the store the config names: the embedded SQLite file, or a shared PostgreSQL database. */
+import cluster from 'node:cluster';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Store } from './store.js';
@@ -20,7 +21,9 @@ export async function openStore(config: StoreOptions): Promise<Store> {
   const kind = config.store.kind;
   switch (kind) {
     case 'sqlite':
-      return SqliteStore.open(sqlitePath(config));
+      // A worker (src/cluster/) shares the file with its siblings; any other process is
+      // the file's only gateway (the cluster's primary recovers the spool before forking).
+      return SqliteStore.open(sqlitePath(config), { shared: cluster.isWorker });
     case 'postgres': {
       const { url, passwordFile, poolSize, timeoutMs, releaseLeaseSeconds } = config.store;
       // The schema requires url with postgres; a config built in code may still lack it.

@@ -76,4 +76,22 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX modseq_vanished_since ON modseq_vanished (mailbox_id, modseq);
     `,
   },
+  {
+    version: 4,
+    name: 'release claims with an owner and a lease; mailbox locks (worker processes sharing the file)',
+    // claimed_by: the store instance ("pid:nonce", sqlite.ts) releasing a sending or
+    // committing row, claimed_until when its lease ends (ms, this host's clock). A row
+    // whose claimant process is gone or whose lease ran out is released by another. Rows
+    // from before this version have no claimant: whoever recovers first takes them.
+    // mailbox_locks: like PostgreSQL's (version 1 there), a row per held lock.
+    sql: `
+      ALTER TABLE held_messages ADD COLUMN claimed_by TEXT;
+      ALTER TABLE held_messages ADD COLUMN claimed_until INTEGER;
+      CREATE TABLE mailbox_locks (
+        key TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        held_until INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];

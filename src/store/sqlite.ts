@@ -5,9 +5,18 @@
  * Durability: WAL with synchronous=FULL, so a committed write is on disk before the call
  * resolves. A lost access key only invalidates URLs, but the FUTURERELEASE spool index
  * (held_messages) must survive a crash: a held message got its 250 once its row was here.
+ *
+ * Several processes on one file (worker processes, src/cluster/: SqliteStoreOptions.shared):
+ * every write is one statement or one IMMEDIATE transaction, so it runs under SQLite's one
+ * write lock, on the newest snapshot (a statement that starts while another process writes
+ * waits, busy_timeout, and then reads what that one committed). A release claim is one
+ * conditional UPDATE: two processes cannot both move a row from held to sending. Each
+ * claim names its claimant ("pid:nonce") and a lease, so a process that starts next to
+ * running siblings takes back only the claims of processes that are gone (or whose lease
+ * ran out), never a sibling's release under way.
  */
 import { closeSync, fstatSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { migrate, schemaVersion } from './migrate.js';
@@ -35,6 +44,46 @@ const BUSY_TIMEOUT_MS = 5000;
  * once over all pages, instead of every match again per page).
  */
 const CHANGED_SINCE_INDEX_MAX = 4096;
+/**
+ * How long a release claim holds if its claimant's death goes unnoticed (its pid reused by
+ * another process): it must outlast the longest release, as PostgreSQL's (postgres.ts).
+ */
+export const DEFAULT_SQLITE_LEASE_MS = 10 * 60 * 1000;
+
+export interface SqliteStoreOptions {
+  /**
+   * Other processes use the file at the same time and claim releases and take mailbox
+   * locks too (worker processes). Without it this process is the file's only gateway
+   * (the queue CLI never claims): spoolRecover takes back every claim, as after a
+   * restart, and mailboxLock has nothing to take (MailboxLocks queues its callers).
+   */
+  shared?: boolean;
+  leaseMs?: number;
+}
+
+/** Store instances open in this process, by claimant id: their claims are live. */
+const liveInstances = new Set<string>();
+
+/**
+ * Whether the claimant ("pid:nonce") of a claim or lock is gone: an instance of this
+ * process that is closed (or from an earlier process that had the same pid, as pid 1 in a
+ * container), or a process that no longer exists. One host: the pid says it (the lease
+ * covers a pid reused since).
+ */
+function claimantGone(claimant: string | null): boolean {
+  if (claimant === null) return true;
+  const instance = claimant.split('/', 1)[0]!;
+  const pid = Number(instance.split(':', 1)[0]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return true;
+  if (pid === process.pid) return !liveInstances.has(instance);
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    // EPERM: it exists, as another user's process.
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
 
 export class SqliteStore implements Store {
   readonly file: string;
@@ -42,16 +91,25 @@ export class SqliteStore implements Store {
   // Prepared once: better-sqlite3 statements are reusable and cheaper than re-parsing.
   private readonly stmt: ReturnType<typeof prepare>;
   private readonly modseq: ReturnType<typeof prepareModseq>;
+  /** This instance's name in release claims and mailbox locks. */
+  readonly instanceId = `${process.pid}:${randomUUID().slice(0, 8)}`;
+  private readonly shared: boolean;
+  private readonly leaseMs: number;
+  private lockSeq = 0;
 
-  private constructor(file: string, db: Database.Database) {
+  private constructor(file: string, db: Database.Database, opts: SqliteStoreOptions) {
     this.file = file;
     this.db = db;
+    this.shared = opts.shared ?? false;
+    this.leaseMs = opts.leaseMs ?? DEFAULT_SQLITE_LEASE_MS;
+    db.function('claimant_gone', { deterministic: false }, (claimant: unknown) => (claimantGone(claimant as string | null) ? 1 : 0));
     this.stmt = prepare(db);
     this.modseq = prepareModseq(db);
+    liveInstances.add(this.instanceId);
   }
 
   /** Opens (creating it, its directory and its schema as needed) the store in file. */
-  static open(file: string): SqliteStore {
+  static open(file: string, opts: SqliteStoreOptions = {}): SqliteStore {
     let db: Database.Database | undefined;
     try {
       createPrivate(file);
@@ -61,7 +119,7 @@ export class SqliteStore implements Store {
       if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
       db.pragma('synchronous = FULL');
       migrate(db, SQLITE_MIGRATIONS);
-      return new SqliteStore(file, db);
+      return new SqliteStore(file, db, opts);
     } catch (err) {
       db?.close();
       throw new StoreError(`cannot open the store ${file}: ${(err as Error).message}`, { cause: err });
@@ -119,6 +177,10 @@ export class SqliteStore implements Store {
   }
 
   async spoolDue(now: number, limit: number): Promise<HeldMessage[]> {
+    // Releases whose claimant died (a sibling worker killed mid-release) or whose lease
+    // ran out become held again, so this pass takes them over. Looked for first: a read
+    // takes no write lock, and there is almost never one.
+    if (this.shared && this.stmt.spoolAbandoned.get(Date.now()) !== undefined) this.stmt.spoolTakeBack.run(Date.now());
     return this.stmt.spoolDue.all(now, limit).map(heldMessage);
   }
 
@@ -127,15 +189,18 @@ export class SqliteStore implements Store {
   }
 
   async spoolClaim(id: string): Promise<boolean> {
-    return this.stmt.spoolClaim.run(id).changes === 1;
+    // One statement under the write lock, evaluated on the newest snapshot: of processes
+    // racing for a row, exactly one sees state = 'held' and changes it.
+    return this.stmt.spoolClaim.run(this.instanceId, Date.now() + this.leaseMs, id).changes === 1;
   }
 
   async spoolCommitting(id: string): Promise<void> {
-    this.stmt.spoolCommitting.run(id);
+    // Only our own claim: one taken over after our lease ran out is someone else's now.
+    this.stmt.spoolCommitting.run(Date.now() + this.leaseMs, id, this.instanceId);
   }
 
   async spoolReschedule(id: string, recipients: HeldRecipient[], nextAttemptAt: number, lastError: string): Promise<void> {
-    this.stmt.spoolReschedule.run(JSON.stringify(recipients), nextAttemptAt, lastError, id);
+    this.stmt.spoolReschedule.run(JSON.stringify(recipients), nextAttemptAt, lastError, id, this.instanceId);
   }
 
   async spoolDelete(id: string, dsn?: HeldMessage): Promise<boolean> {
@@ -150,8 +215,13 @@ export class SqliteStore implements Store {
     return this.stmt.spoolReleaseNow.run(now, id).changes === 1;
   }
 
+  /**
+   * Alone on the file, every claim is stale (a restart). Shared, only those of gone
+   * claimants, expired leases, and this instance's own: a worker restarted next to running
+   * siblings takes back its dead predecessor's releases, not theirs.
+   */
   async spoolRecover(): Promise<HeldMessage[]> {
-    return this.stmt.spoolRecover.immediate();
+    return this.stmt.spoolRecover.immediate(this.shared ? this.instanceId : null, Date.now());
   }
 
   async spoolNextDue(): Promise<number | undefined> {
@@ -216,16 +286,36 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Nothing to take: one gateway process uses a SQLite file at a time, and its own
-   * callers are already queued by MailboxLocks. (Workers sharing the file will need a
-   * lock here: issue 18.)
+   * Alone on the file: nothing to take, this process's callers are queued by MailboxLocks.
+   * Shared (workers): a row in mailbox_locks, as in PostgreSQL, taken when free, when its
+   * lease ran out, or when its holder's process is gone (a worker killed mid-APPEND).
    */
-  async mailboxLock(_key: string, _holdMs: number, signal?: AbortSignal): Promise<StoreLock | undefined> {
+  async mailboxLock(key: string, holdMs: number, signal?: AbortSignal): Promise<StoreLock | undefined> {
     if (signal?.aborted) return undefined;
-    return { release: async () => undefined };
+    if (!this.shared) return { release: async () => undefined };
+    const name = JSON.stringify(key);
+    const holder = `${this.instanceId}/${++this.lockSeq}`;
+    for (let pause = 2; ; pause = Math.min(pause * 2, 25)) {
+      if (signal?.aborted) return undefined;
+      const now = Date.now();
+      if (this.stmt.takeLock.run({ key: name, holder, until: now + holdMs, now }).changes === 1) {
+        let released = false;
+        return {
+          release: async () => {
+            if (released || !this.db.open) return;
+            released = true;
+            this.stmt.dropLock.run(name, holder);
+          },
+        };
+      }
+      // Waiters poll (no notification crosses processes); MailboxLocks sends one waiter
+      // per key and process here, so the polling is bounded by the number of workers.
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
 
   async close(): Promise<void> {
+    liveInstances.delete(this.instanceId);
     if (this.db.open) this.db.close();
   }
 }
@@ -420,8 +510,16 @@ function prepare(db: Database.Database) {
   const getMeta = db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?');
   const spoolGet = db.prepare<[string], HeldRow>('SELECT * FROM held_messages WHERE id = ?');
   const spoolDeleteHeld = db.prepare<[string]>("DELETE FROM held_messages WHERE id = ? AND state = 'held'");
-  const spoolRecoverable = db.prepare<[], HeldRow>("SELECT * FROM held_messages WHERE state = 'committing'");
-  const spoolUnclaim = db.prepare("UPDATE held_messages SET state = 'held' WHERE state IN ('sending', 'committing')");
+  // $me: the recovering instance when shared (NULL: alone on the file, every claim is stale).
+  const recoverable = `state IN ('sending', 'committing') AND ($me IS NULL OR claimed_by IS NULL OR claimed_by = $me
+    OR claimed_until < $now OR claimant_gone(claimed_by))`;
+  const spoolRecoverable = db.prepare<[{ me: string | null; now: number }], HeldRow>(
+    `SELECT * FROM held_messages WHERE state = 'committing' AND ${recoverable}`,
+  );
+  const spoolUnclaim = db.prepare<[{ me: string | null; now: number }]>(
+    `UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL WHERE ${recoverable}`,
+  );
+  const abandoned = "state = 'sending' AND (claimed_by IS NULL OR claimed_until < ? OR claimant_gone(claimed_by))";
   const spoolInsert = db.prepare<[string, string, string, string, string, number, number, number, string, number, number, string, string | null]>(
     `INSERT INTO held_messages (id, user, sender, mail_params, recipients, size, created_at, release_at, hold_request, next_attempt_at, attempts, state, last_error)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -441,10 +539,17 @@ function prepare(db: Database.Database) {
       "SELECT * FROM held_messages WHERE state = 'held' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
     ),
     spoolList: db.prepare<[number, number], HeldRow>('SELECT * FROM held_messages ORDER BY next_attempt_at, id LIMIT ? OFFSET ?'),
-    spoolClaim: db.prepare<[string]>("UPDATE held_messages SET state = 'sending', attempts = attempts + 1 WHERE id = ? AND state = 'held'"),
-    spoolCommitting: db.prepare<[string]>("UPDATE held_messages SET state = 'committing' WHERE id = ? AND state = 'sending'"),
-    spoolReschedule: db.prepare<[string, number, string, string]>(
-      "UPDATE held_messages SET state = 'held', recipients = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+    spoolAbandoned: db.prepare<[number], { id: string }>(`SELECT id FROM held_messages WHERE ${abandoned} LIMIT 1`),
+    spoolTakeBack: db.prepare<[number]>(`UPDATE held_messages SET state = 'held', claimed_by = NULL, claimed_until = NULL WHERE ${abandoned}`),
+    spoolClaim: db.prepare<[string, number, string]>(
+      "UPDATE held_messages SET state = 'sending', attempts = attempts + 1, claimed_by = ?, claimed_until = ? WHERE id = ? AND state = 'held'",
+    ),
+    spoolCommitting: db.prepare<[number, string, string]>(
+      "UPDATE held_messages SET state = 'committing', claimed_until = ? WHERE id = ? AND state = 'sending' AND claimed_by = ?",
+    ),
+    spoolReschedule: db.prepare<[string, number, string, string, string]>(
+      `UPDATE held_messages SET state = 'held', recipients = ?, next_attempt_at = ?, last_error = ?, claimed_by = NULL, claimed_until = NULL
+       WHERE id = ? AND (claimed_by IS NULL OR claimed_by = ?)`,
     ),
     spoolDelete: db.transaction((id: string, dsn: HeldMessage | undefined): boolean => {
       const gone = deleteHeld.run(id).changes === 1;
@@ -458,11 +563,18 @@ function prepare(db: Database.Database) {
       return heldMessage(row);
     }),
     spoolReleaseNow: db.prepare<[number, string]>("UPDATE held_messages SET next_attempt_at = ? WHERE id = ? AND state = 'held'"),
-    spoolRecover: db.transaction((): HeldMessage[] => {
-      const mayBeDelivered = spoolRecoverable.all().map(heldMessage);
-      spoolUnclaim.run();
+    spoolRecover: db.transaction((me: string | null, now: number): HeldMessage[] => {
+      const mayBeDelivered = spoolRecoverable.all({ me, now }).map(heldMessage);
+      spoolUnclaim.run({ me, now });
       return mayBeDelivered;
     }),
+    // Free, lapsed, or held by a gone process: one statement, so two takers cannot both win.
+    takeLock: db.prepare<[{ key: string; holder: string; until: number; now: number }]>(
+      `INSERT INTO mailbox_locks (key, holder, held_until) VALUES ($key, $holder, $until)
+       ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+       WHERE mailbox_locks.held_until < $now OR claimant_gone(mailbox_locks.holder)`,
+    ),
+    dropLock: db.prepare<[string, string]>('DELETE FROM mailbox_locks WHERE key = ? AND holder = ?'),
     spoolNextDue: db.prepare<[], { due: number | null }>("SELECT MIN(next_attempt_at) AS due FROM held_messages WHERE state = 'held'"),
     spoolStats: db.prepare<[], { count: number; bytes: number | null; oldestRelease: number | null }>(
       'SELECT COUNT(*) AS count, SUM(size) AS bytes, MIN(release_at) AS oldestRelease FROM held_messages',

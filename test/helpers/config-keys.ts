@@ -55,5 +55,10 @@ export function schemaEntries(schema: z.core.$ZodType = configSchema, prefix = '
   }
   if (d.type === 'enum') return [entry(`one of ${Object.values(d.entries!).join(', ')}`)];
   if (d.type === 'record') return [entry('map')];
+  // `workers: number | "auto"`: "number or auto".
+  if (d.type === 'union') {
+    const options = (d as { options?: z.core.$ZodType[] }).options ?? [];
+    return [entry(options.map((o) => (def(o).type === 'literal' ? ((o._zod.def as { values?: unknown[] }).values ?? []).map(String).join(', ') : def(o).type)).join(' or '))];
+  }
   return [entry(d.type)];
 }

@@ -57,6 +57,8 @@ export interface GatewayOptions {
   nodeArgs?: string[];
   /** Another build's entry point instead of this tree's dist/main.js (the benchmarks compare builds). */
   main?: string;
+  /** How long to wait for "lemonade-gateway ready" (default 20 s; `workers: N` starts N + 1 processes). */
+  startTimeoutMs?: number;
 }
 
 function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
@@ -154,7 +156,7 @@ export async function startGateway(upstream: UpstreamLike, opts: GatewayOptions 
       // Never leave a half-started gateway behind.
       proc.kill('SIGKILL');
       reject(new Error(`gateway did not start:\n${logs.join('\n')}`));
-    }, 20_000);
+    }, opts.startTimeoutMs ?? 20_000);
     proc.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
       let nl: number;

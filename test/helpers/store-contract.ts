@@ -123,7 +123,8 @@ export function keyContract(t: Test, backend: StoreBackend): void {
   });
 }
 
-function held(id: string, over: Partial<HeldMessage> = {}): HeldMessage {
+/** A held message row for store tests, with `over` applied. */
+export function held(id: string, over: Partial<HeldMessage> = {}): HeldMessage {
   return {
     id,
     user: 'alice',

@@ -33,6 +33,7 @@
  * sending the end of the content (spoolCommitting throws ReleaseClaimLost) and drops its
  * MTA transaction, so the instance that took over is the one that delivers.
  */
+import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../log/logger.js';
 import type { RelayPool } from '../../smtp/relay-pool.js';
@@ -66,6 +67,26 @@ const ORPHANS_MS = 10 * 60 * 1000;
 /** The largest original a DSN carries whole (RET=FULL); larger ones get their headers only. */
 const DSN_MAX_RETURNED = 1024 * 1024;
 
+/**
+ * Start-time recovery: releases under way when their process died go back to held, and
+ * files no index row refers to are removed. The cluster primary (src/cluster/) runs it
+ * whole before forking; a worker, started next to running siblings, leaves the files
+ * alone: a sibling's message written but not yet indexed looks just like an orphan.
+ */
+export async function recoverSpool(store: Store, content: HeldContentStore, log: Logger, opts: { removeOrphans: boolean }): Promise<void> {
+  await content.init();
+  for (const mayBeDelivered of await store.spoolRecover()) {
+    futureReleaseEvents.inc({ event: 'resent_after_crash' });
+    log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA when the gateway stopped: released again (a second copy is possible)');
+  }
+  if (opts.removeOrphans) await removeOrphanContent(store, content, log);
+}
+
+async function removeOrphanContent(store: Store, content: HeldContentStore, log: Logger): Promise<void> {
+  const orphans = await content.removeOrphans(async (id) => (await store.spoolGet(id)) !== undefined);
+  if (orphans > 0) log.info({ messages: orphans }, 'removed held content no held message refers to (never acknowledged, or left by a removal that did not finish)');
+}
+
 export function newSpoolId(): string {
   return randomBytes(12).toString('hex');
 }
@@ -92,22 +113,17 @@ export class ReleaseScheduler {
     private readonly log: Logger,
   ) {}
 
-  /** Recovers from a crash, drops orphan content, and starts releasing. */
+  /** Recovers from a crash, drops orphan content (not in a worker: see recoverSpool), and starts releasing. */
   async start(): Promise<void> {
-    await this.content.init();
-    for (const mayBeDelivered of await this.store.spoolRecover()) {
-      futureReleaseEvents.inc({ event: 'resent_after_crash' });
-      this.log.warn({ id: mayBeDelivered.id }, 'held message was being handed to the MTA when the gateway stopped: released again (a second copy is possible)');
-    }
-    await this.removeOrphans();
+    await recoverSpool(this.store, this.content, this.log, { removeOrphans: !cluster.isWorker });
+    this.orphansAt = this.clock.now();
     await this.countUsage(true);
     this.wake(0);
   }
 
   private async removeOrphans(): Promise<void> {
     this.orphansAt = this.clock.now();
-    const orphans = await this.content.removeOrphans(async (id) => (await this.store.spoolGet(id)) !== undefined);
-    if (orphans > 0) this.log.info({ messages: orphans }, 'removed held content no held message refers to (never acknowledged, or left by a removal that did not finish)');
+    await removeOrphanContent(this.store, this.content, this.log);
   }
 
   /** Takes back the releases whose claimant's lease ran out (another instance died): a store with leases only. */
