@@ -25,9 +25,7 @@ import { ReleaseClaimLost, type HeldMessage, type Store } from '../src/store/sto
 import { CHUNK, DbContent } from '../src/lemonade/futurerelease/db-content.js';
 import { SpoolFiles } from '../src/lemonade/futurerelease/spool.js';
 import { prng } from './helpers/prng.js';
-import { startGateway, type RunningGateway } from './helpers/gateway.js';
-import { RawImap } from './helpers/imap-raw.js';
-import { RawSmtp } from './helpers/smtp-raw.js';
+import { startGateway } from './helpers/gateway.js';
 import { masterClient, startLegacyStack, withoutTrace } from './helpers/stack.js';
 import { appendSession, burl, genurlauth, imapLogin, urlfetch, wrongAppendUids } from './helpers/lemonade-clients.js';
 import { startPostgres } from './helpers/postgres.js';

@@ -446,6 +446,9 @@ export const storeErrors = new Counter({
   name: 'lemonade_store_errors_total',
   help: 'Store calls that failed because the store was unavailable, by Store method and reason (connection, timeout, shutdown, resources, io, busy, read_only); their commands got NO [UNAVAILABLE] / 451 4.3.0.',
   labelNames: ['operation', 'reason'] as const,
+  registers: [registry],
+});
+
 // ---- worker processes (src/cluster/) --------------------------------------------------
 
 export const workerRestarts = new Counter({
