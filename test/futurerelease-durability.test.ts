@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import os from 'node:os';
 import path from 'node:path';
-import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { startLegacyStack, subjectCounts, type LegacyStack } from './helpers/stack.js';
 import { metricValue, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { prng } from './helpers/prng.js';
@@ -45,26 +45,6 @@ async function submitHeld(c: RawSmtp, hold: string, subject: string, body = 'hel
   } catch {
     return undefined;
   }
-}
-
-/** How many times each subject with the prefix is in bob's INBOX. */
-async function subjectCounts(prefix: string): Promise<Map<string, number>> {
-  const c = await masterClient(stack, 'bob');
-  const counts = new Map<string, number>();
-  const lock = await c.getMailboxLock('INBOX');
-  try {
-    const uids = await c.search({ subject: prefix }, { uid: true });
-    if (uids && uids.length > 0) {
-      for await (const m of c.fetch(uids, { envelope: true }, { uid: true })) {
-        const s = m.envelope?.subject ?? '';
-        if (s.startsWith(prefix)) counts.set(s, (counts.get(s) ?? 0) + 1);
-      }
-    }
-  } finally {
-    lock.release();
-    await c.logout();
-  }
-  return counts;
 }
 
 async function waitForEmptySpool(gw: RunningGateway, timeoutMs: number): Promise<number> {
@@ -162,7 +142,7 @@ t.test(`SIGKILL ${CYCLES} times during acceptances and releases: nothing acknowl
   // Postfix hands them to Dovecot within a moment.
   let counts = new Map<string, number>();
   for (let i = 0; i < 60; i++) {
-    counts = await subjectCounts(prefix);
+    counts = await subjectCounts(stack, 'bob', prefix);
     if ([...acked].every((s) => counts.has(s))) break;
     await sleep(500);
   }

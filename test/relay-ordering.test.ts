@@ -17,19 +17,15 @@
 import t, { type Test } from 'tap';
 import net from 'node:net';
 import { startGateway, type RunningGateway } from './helpers/gateway.js';
-import { ScriptedUpstream, type ScriptedSession } from './helpers/scripted-upstream.js';
+import { ScriptedUpstream, scriptedUpstreamInfo, type ScriptedSession } from './helpers/scripted-upstream.js';
 
 let upstream: ScriptedUpstream;
 let gw: RunningGateway;
 
 t.before(async () => {
   upstream = await ScriptedUpstream.start();
-  gw = await startGateway(
-    // A master identity makes side connections "available", so UIDPLUS is emulated; none
-    // is opened by what these tests send (no APPEND, no COPY).
-    { imapHost: '127.0.0.1', imapPort: upstream.port, master: { user: 'gateway', password: 'masterpw' } },
-    { plaintext: true, config: { imap: { warmUpstream: { seconds: 0 } } } },
-  );
+  // UIDPLUS is emulated; no side connection is opened by what these tests send (no APPEND, no COPY).
+  gw = await startGateway(scriptedUpstreamInfo(upstream), { plaintext: true, config: { imap: { warmUpstream: { seconds: 0 } } } });
 });
 
 t.teardown(async () => {

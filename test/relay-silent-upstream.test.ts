@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import { startGateway, metricValue, type RunningGateway } from './helpers/gateway.js';
-import { ScriptedUpstream } from './helpers/scripted-upstream.js';
+import { ScriptedUpstream, scriptedUpstreamInfo } from './helpers/scripted-upstream.js';
 import { RawImap } from './helpers/imap-raw.js';
 
 const CONTINUATION_SECONDS = 3;
@@ -21,19 +21,16 @@ let gw: RunningGateway;
 
 t.before(async () => {
   upstream = await ScriptedUpstream.start();
-  gw = await startGateway(
-    // A master identity makes UIDPLUS emulated (the legacy list has none), so an APPEND takes the mailbox's lock.
-    { imapHost: '127.0.0.1', imapPort: upstream.port, master: { user: 'gateway', password: 'masterpw' } },
-    {
-      config: {
-        imap: {
-          warmUpstream: { seconds: 0 },
-          timeouts: { upstreamContinuationSeconds: CONTINUATION_SECONDS },
-          limits: { mailboxLockSeconds: LOCK_SECONDS },
-        },
+  // UIDPLUS emulated (the legacy list has none), so an APPEND takes the mailbox's lock.
+  gw = await startGateway(scriptedUpstreamInfo(upstream), {
+    config: {
+      imap: {
+        warmUpstream: { seconds: 0 },
+        timeouts: { upstreamContinuationSeconds: CONTINUATION_SECONDS },
+        limits: { mailboxLockSeconds: LOCK_SECONDS },
       },
     },
-  );
+  });
 });
 
 t.teardown(async () => {

@@ -15,12 +15,11 @@ import { execFile } from 'node:child_process';
 import { readdirSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
-import pg from 'pg';
-import { masterClient, startLegacyStack, type LegacyStack } from './helpers/stack.js';
+import { startLegacyStack, subjectCounts, type LegacyStack } from './helpers/stack.js';
 import { metricValue, repoRoot, startGateway, type RunningGateway } from './helpers/gateway.js';
 import { RawImap } from './helpers/imap-raw.js';
 import { RawSmtp } from './helpers/smtp-raw.js';
-import { startPostgres } from './helpers/postgres.js';
+import { query, startPostgres } from './helpers/postgres.js';
 
 const server = await startPostgres();
 t.teardown(() => server.stop());
@@ -35,17 +34,6 @@ t.teardown(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const OWN_SENDER = { senderPolicy: { mode: 'own', domains: ['example.org'] } };
 const heldId = (text: string) => /held as ([0-9a-f]+)/.exec(text)?.[1];
-
-/** Rows of one query on url, on a connection of its own. */
-async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<R>(sql, params)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 function pgConfig(url: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -69,32 +57,12 @@ async function submitHeld(c: RawSmtp, hold: string, subject: string, body = 'hel
   }
 }
 
-/** How many times each subject with the prefix is in bob's INBOX. */
-async function subjectCounts(prefix: string): Promise<Map<string, number>> {
-  const c = await masterClient(stack, 'bob');
-  const counts = new Map<string, number>();
-  const lock = await c.getMailboxLock('INBOX');
-  try {
-    const uids = await c.search({ subject: prefix }, { uid: true });
-    if (uids && uids.length > 0) {
-      for await (const m of c.fetch(uids, { envelope: true }, { uid: true })) {
-        const s = m.envelope?.subject ?? '';
-        if (s.startsWith(prefix)) counts.set(s, (counts.get(s) ?? 0) + 1);
-      }
-    }
-  } finally {
-    lock.release();
-    await c.logout();
-  }
-  return counts;
-}
-
 /** Waits until every subject is in bob's INBOX (or the time is up); the counts. */
 async function waitForSubjects(prefix: string, subjects: Iterable<string>, timeoutMs: number): Promise<Map<string, number>> {
   const want = [...subjects];
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const counts = await subjectCounts(prefix);
+    const counts = await subjectCounts(stack, 'bob', prefix);
     if (want.every((s) => counts.has(s)) || Date.now() > until) return counts;
     await sleep(500);
   }

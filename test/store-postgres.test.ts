@@ -28,7 +28,7 @@ import { prng } from './helpers/prng.js';
 import { startGateway } from './helpers/gateway.js';
 import { masterClient, startLegacyStack, withoutTrace } from './helpers/stack.js';
 import { appendSession, burl, genurlauth, imapLogin, urlfetch, wrongAppendUids } from './helpers/lemonade-clients.js';
-import { startPostgres } from './helpers/postgres.js';
+import { query, startPostgres } from './helpers/postgres.js';
 import { allModseq, keyContract, modseqContract, spoolContract, type StoreBackend } from './helpers/store-contract.js';
 
 t.comment(`loaded ${process.uptime().toFixed(1)} s into this file`);
@@ -38,17 +38,6 @@ t.comment(`PostgreSQL up ${process.uptime().toFixed(1)} s into this file`);
 
 const open = (url: string, leaseMs?: number) => PostgresStore.open({ url, poolSize: 4, ...(leaseMs !== undefined ? { leaseMs } : {}) });
 const backend: StoreBackend = { fresh: () => server.createDatabase(), open: (url) => open(url) };
-
-/** Rows of one query on url, on a connection of its own. */
-async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<R>(sql, params)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 async function readAll(chunks: AsyncIterable<Buffer>): Promise<Buffer[]> {
   const out: Buffer[] = [];

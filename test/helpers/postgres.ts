@@ -113,3 +113,14 @@ export async function startPostgres(): Promise<PostgresServer> {
     },
   };
 }
+
+/** Rows of one query on url, on a connection of its own. */
+export async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(sql, params)).rows;
+  } finally {
+    await client.end();
+  }
+}

@@ -16,6 +16,7 @@
  * line ending in a literal announcement fails the connection's next expect().
  */
 import net from 'node:net';
+import type { UpstreamLike } from './gateway.js';
 
 /** A legacy server's list: no UIDPLUS, CONDSTORE, ENABLE, so the gateway emulates them. */
 export const LEGACY_CAPABILITIES = 'IMAP4rev1 LITERAL+ ID IDLE NAMESPACE';
@@ -222,4 +223,13 @@ export class ScriptedUpstream {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * The upstream as startGateway's: with a master identity, so side connections count as
+ * available and UIDPLUS is emulated (they log in with AUTHENTICATE, which this upstream
+ * refuses: an emulation then goes on without its side lookup).
+ */
+export function scriptedUpstreamInfo(upstream: ScriptedUpstream): UpstreamLike {
+  return { imapHost: '127.0.0.1', imapPort: upstream.port, master: { user: 'gateway', password: 'masterpw' } };
 }

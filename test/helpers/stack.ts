@@ -253,3 +253,23 @@ export function withoutTrace(raw: Buffer): Buffer {
     pos = end + 2;
   }
 }
+
+/** How many times each subject starting with prefix is in user's INBOX (read as the master user, at Dovecot directly). */
+export async function subjectCounts(stack: LegacyStackInfo, user: string, prefix: string): Promise<Map<string, number>> {
+  const c = await masterClient(stack, user);
+  const counts = new Map<string, number>();
+  const lock = await c.getMailboxLock('INBOX');
+  try {
+    const uids = await c.search({ subject: prefix }, { uid: true });
+    if (uids && uids.length > 0) {
+      for await (const m of c.fetch(uids, { envelope: true }, { uid: true })) {
+        const s = m.envelope?.subject ?? '';
+        if (s.startsWith(prefix)) counts.set(s, (counts.get(s) ?? 0) + 1);
+      }
+    }
+  } finally {
+    lock.release();
+    await c.logout();
+  }
+  return counts;
+}
