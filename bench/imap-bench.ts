@@ -6,6 +6,7 @@
  *   socat        through a plain TCP relay (socat), the floor for any proxy
  *   gateway      through lemonade-gateway's plain listener
  *   gateway-tls  through lemonade-gateway with TLS terminated by the gateway
+ *   gateway-workers2 / gateway-workers2-tls  the same with `workers: 2` (BENCH_WORKERS)
  *   dovecot-proxy / dovecot-proxy-tls  through a second Dovecot in proxy mode
  * Then RSS per idle TLS session of the gateway (1,000 sessions by default).
  *
@@ -25,6 +26,8 @@ const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 10);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
 const IDLE_SESSIONS = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
 const SLICE_SECONDS = 4;
+/** Worker processes of the second gateway target (BENCH_WORKERS, default 2; 0 or 1: no second gateway). */
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 const USERS = ['alice', 'bob', 'carol'];
 
 interface Target {
@@ -193,6 +196,9 @@ async function main(): Promise<void> {
     await stack.stop();
     throw err;
   });
+  // The same gateway with two worker processes (issue 18: workers 1 vs 2 side by side);
+  // BENCH_WORKERS=0 leaves it out.
+  const gw2 = WORKERS > 1 ? await startGateway(stack, { plaintext: true, config: { log: { level: 'info' }, workers: WORKERS } }) : undefined;
   const socat = await startSocat(stack.imapPort);
   const dataDir = path.join(gw.dir, 'data', 'tls');
   let proxy: Awaited<ReturnType<typeof startDovecotProxy>> | undefined;
@@ -210,6 +216,12 @@ async function main(): Promise<void> {
     { name: 'socat', port: socat.port, tls: false },
     { name: 'gateway', port: gw.imapPort, tls: false },
     { name: 'gateway-tls', port: gw.imapsPort, tls: true },
+    ...(gw2
+      ? [
+          { name: `gateway-workers${WORKERS}`, port: gw2.imapPort, tls: false },
+          { name: `gateway-workers${WORKERS}-tls`, port: gw2.imapsPort, tls: true },
+        ]
+      : []),
     ...(proxy
       ? [
           { name: 'dovecot-proxy', port: proxy.plain, tls: false },
@@ -239,6 +251,7 @@ async function main(): Promise<void> {
   } finally {
     proxy?.stop();
     socat.proc.kill();
+    await gw2?.stop();
     await gw.stop();
     await stack.stop();
   }
