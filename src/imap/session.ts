@@ -16,26 +16,25 @@ import type { Config, ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
 import { ImapLexer, framingFault, parseAnnouncement, type LexEvent } from './protocol/lexer.js';
-import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine } from './protocol/parser.js';
-import { advertisedCapabilities, hasCapability, parseCapabilityList } from './capabilities.js';
+import { CommandCollector, parseSegments, type ParsedLine } from './protocol/parser.js';
+import { advertisedCapabilities, hasCapability } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
-import { preAuthHandlers, postAuthHandlers } from './commands/index.js';
-import type { CommandContext, CommandHandler } from './commands/context.js';
+import { preAuthHandlers, postAuthHandlers, relayHooks, streamedCommands } from './commands/index.js';
+import type { CommandContext, CommandHandler, ResponseRewrite } from './commands/context.js';
 import type { Credentials } from './credentials.js';
 import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream.js';
 import type { CapabilityCache } from './capability-cache.js';
 import type { Lemonade } from '../lemonade/services.js';
-import { CatenateCommand, catenateStart, type CatenateHost } from './commands/catenate.js';
+import { CatenateCommand, catenateStart, type CatenateHost, type CatenateStart } from './commands/catenate.js';
 import { commandFinished } from './commands/command-log.js';
-import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from '../lemonade/appenduid.js';
-import { normalizeMailbox } from '../store/store.js';
 import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../store/availability.js';
-import { splitAtLiterals } from './protocol/writer.js';
+import { continuation, splitAtLiterals, tagged, untagged, untaggedStatus, type TaggedStatus } from './protocol/writer.js';
 import { AppendGrammar } from './protocol/append-grammar.js';
-import { LiteralEchoTracker, flattenLine, literalEcho, unguessableTagPrefix } from './protocol/echo.js';
+import { LiteralEchoTracker, literalEcho } from './protocol/echo.js';
+import { commandHead, guessTag, rewriteLiteralAnnouncement } from './protocol/command-line.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
-import type { WarmUpstreams } from './warm-upstreams.js';
-import { highestModseqCode } from '../lemonade/qresync/responses.js';
+import { parkUpstream } from './warm-upstreams.js';
+import { UpstreamRelay, type InFlight, type RelayHost } from './relay.js';
 import {
   bytesTotal,
   commandDuration,
@@ -57,6 +56,9 @@ export const SHUTDOWN_TEXT = 'Server shutting down';
 function elapsedMs(started: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - started) / 1e6);
 }
+
+/** The continuation request before a client's literal (RFC 3501 §7.5). */
+const READY_FOR_LITERAL = 'Ready for literal data';
 
 /** Failed logins are answered only after this delay, to slow down password guessing. */
 const AUTH_FAILURE_DELAY_MS = 1000;
@@ -95,40 +97,6 @@ type Mode =
   /** An APPEND with CATENATE being assembled by the gateway (RFC 4469). */
   | { kind: 'catenate'; command: CatenateCommand };
 
-interface InFlight {
-  clientTag: string;
-  command: string;
-  started: bigint;
-  idle: boolean;
-  logout: boolean;
-  /** Rewrites the tagged completion before the client sees it (APPENDUID, RFC 4315). */
-  rewriteTagged?: (line: Buffer) => Promise<Buffer>;
-  /** Called if the command never completes (the session or upstream ends first). */
-  abandon?: () => void;
-  /** A command of the gateway's own on the client's connection (see internalCommand). */
-  internal?: { capture: (line: string, raw: Buffer) => boolean; done: (status: string, line: string) => void };
-}
-
-type AppendUidTracker = Pick<InFlight, 'rewriteTagged' | 'abandon'>;
-
-/** Tag and command name at the start of a command line (RFC 3501 §9 "tag SP command"). */
-export function commandHead(first: Buffer): { tag: string; name: string; rest: number } | undefined {
-  const text = first.subarray(0, Math.min(first.length, 512)).toString('latin1');
-  // tag = 1*<any ASTRING-CHAR except "+">; command names are atoms of letters.
-  const m = /^([^\s(){%*"\\+\]\x00-\x1f\x7f]+) ([A-Za-z]+)(?: ([A-Za-z]+))?/.exec(text);
-  if (!m) return undefined;
-  const tag = m[1]!;
-  let name = m[2]!.toUpperCase();
-  if (name === 'UID' && m[3] !== undefined) name = `UID ${m[3].toUpperCase()}`;
-  return { tag, name, rest: tag.length };
-}
-
-/** The best guess at a tag for answering a line that did not parse (RFC 3501 §7.1: "*" if none). */
-export function guessTag(text: Buffer): string {
-  const m = /^([^\s(){%*"\\+\]\x00-\x1f\x7f]+)[ \r\n]/.exec(text.subarray(0, 256).toString('latin1'));
-  return m ? m[1]! : '*';
-}
-
 export class ImapSession implements CommandContext {
   readonly id = randomBytes(6).toString('hex');
   /** Carries the session id on every line, and the user once logged in. */
@@ -148,26 +116,14 @@ export class ImapSession implements CommandContext {
   private mode: Mode | undefined;
   /** Reasons the client's input is not being processed; the socket is paused while any holds. */
   private readonly holds = new Set<string>();
-  private readonly inflight = new Map<string, InFlight>();
-  private nextUpTag = 1;
-  private readonly upTagPrefix = unguessableTagPrefix();
-  /** Upstream tag of an IDLE whose "+" has been relayed: the next client line is DONE. */
-  private idleActive: string | undefined;
-  /**
-   * A literal sent upstream waits for the upstream's "+" (see upstreamGoAhead): resolved
-   * true by it, false when that command is answered first or the session ends.
-   */
-  private awaitedContinuation: { upTag: string; resolve: (go: boolean) => void } | undefined;
+  /** The upstream → client direction, and the commands in flight upstream (relay.ts). */
+  private readonly relay: UpstreamRelay;
   /** Bytes lexed from the client but not yet processed (a held session keeps reading, within CLIENT_READ_AHEAD). */
   private queuedBytes = 0;
   /** Commands started before login, bounded by imap.limits.maxCommandsBeforeLogin. */
   private commandsBeforeLogin = 0;
   private readonly endedController = new AbortController();
   private continuationWaiter: ((line: string) => void) | undefined;
-  /** An upstream response is half-written to the client; local output must wait. */
-  private relayMidResponse = false;
-  private relayTagged: { upTag: string; status: string } | undefined;
-  private localQueue: Buffer[] = [];
   private badInARow = 0;
   /** Status of the last tagged response the gateway made itself, for the command metrics. */
   private lastLocalStatus: 'OK' | 'NO' | 'BAD' | undefined;
@@ -194,11 +150,12 @@ export class ImapSession implements CommandContext {
       maxTextBytes: limits.maxLineLength + limits.maxBufferedLiteral,
       lexer: this.lexer,
     });
+    this.relay = new UpstreamRelay(this.relayHost());
     sessionsOpen.inc({ protocol: 'imap' });
     sessionsTotal.inc({ protocol: 'imap', listener_tls: deps.listener.tls });
     this.attachClient(socket);
     this.armTimer();
-    this.writeLocal(`* OK [CAPABILITY ${this.capabilities().join(' ')}] lemonade-gateway ready\r\n`);
+    this.relay.writeLocal(untaggedStatus('OK', 'lemonade-gateway ready', `CAPABILITY ${this.capabilities().join(' ')}`));
     this.log.debug('session open');
   }
 
@@ -233,7 +190,7 @@ export class ImapSession implements CommandContext {
   }
 
   untagged(text: string): void {
-    this.writeLocal(`* ${text}\r\n`);
+    this.relay.writeLocal(untagged(text));
   }
 
   writeData(data: Buffer): boolean {
@@ -255,9 +212,9 @@ export class ImapSession implements CommandContext {
     });
   }
 
-  tagged(tag: string, status: 'OK' | 'NO' | 'BAD', text: string, code?: string): void {
+  tagged(tag: string, status: TaggedStatus, text: string, code?: string): void {
     this.lastLocalStatus = status;
-    this.writeLocal(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
+    this.relay.writeLocal(tagged(tag, status, text, code));
     if (status === 'BAD') this.countBad();
     else this.badInARow = 0;
   }
@@ -266,7 +223,7 @@ export class ImapSession implements CommandContext {
     return new Promise((resolve) => {
       this.mode = { kind: 'continuation', segments: [] };
       this.continuationWaiter = resolve;
-      this.writeLocal(`+ ${text}\r\n`);
+      this.relay.writeLocal(continuation(text));
       this.release('handler');
     });
   }
@@ -327,7 +284,7 @@ export class ImapSession implements CommandContext {
     this.user = creds.authzid ?? creds.user;
     this.log.info({ user: this.user, mechanism: creds.mechanism, warmUpstream: warm }, 'logged in');
     this.log = this.log.child({ user: this.user });
-    upstream.startRelay({ onEvent: (ev) => this.onUpstreamEvent(ev), onClose: (err) => this.onUpstreamClose(err) });
+    this.relay.start(upstream, (err) => this.onUpstreamClose(err));
     this.armTimer();
     this.tagged(tag, 'OK', 'Logged in', `CAPABILITY ${this.capabilities().join(' ')}`);
   }
@@ -443,7 +400,7 @@ export class ImapSession implements CommandContext {
   private startCommand(ev: LexEvent): void {
     if (ev.type === 'error') return this.malformed(ev);
     if (ev.type !== 'text') return; // stray literal events after an aborted command
-    if (this.idleActive !== undefined) return this.relayDone(ev.data);
+    if (this.relay.idling) return this.relayDone(ev.data);
     // Shutting down: a command that has not started is not started (RFC 3501 §7.1.5 BYE).
     if (this.draining) return this.bye(SHUTDOWN_TEXT);
     if (this.state === 'not-authenticated' && ++this.commandsBeforeLogin > this.config.imap.limits.maxCommandsBeforeLogin) {
@@ -467,64 +424,42 @@ export class ImapSession implements CommandContext {
       this.tagged(head.tag, 'BAD', `${head.name} is not valid in this state`);
       return this.discardRest();
     }
-    const authenticated = this.state !== 'not-authenticated';
-    if (head.name === 'APPEND' && authenticated && this.upstream && this.deps.lemonade.intercepts('APPEND', this.upstream.capabilities)) {
-      const start = catenateStart(ev.data);
+    const upstream = this.state === 'not-authenticated' ? undefined : this.upstream;
+    if (upstream === undefined) return this.collect(head, ev);
+    if (this.deps.lemonade.intercepts(head.name, upstream.capabilities)) {
+      const start = streamedCommands.get(head.name)?.(ev.data);
       if (start !== undefined) return this.startCatenate(start);
     }
-    const handler = authenticated ? this.postAuthHandler(head.name, ev.data) : preAuthHandlers.get(head.name);
-    if (handler === undefined && authenticated && this.upstream && !upstreamSupports(spec, this.upstream.capabilities)) {
+    if (this.postAuthHandler(head.name, ev.data) !== undefined) return this.collect(head, ev);
+    if (!upstreamSupports(spec, upstream.capabilities)) {
       this.tagged(head.tag, 'BAD', `Unknown command ${head.name}`);
       return this.discardRest();
     }
-    if (handler !== undefined || !authenticated) {
-      this.mode = { kind: 'collect', tag: head.tag, name: head.name };
-      this.collector.reset();
-      return this.handleClientEvent(ev);
-    }
-    if (head.name === 'APPEND' && this.upstream && this.deps.lemonade.synthesizesAppendUid(this.upstream.capabilities)) {
-      const append = plainAppend(ev.data);
-      if (append !== undefined) {
-        // The UID is worked out around the APPEND: wait for the mailbox's lock and UIDNEXT first.
-        return this.waitFor(
-          'appenduid',
-          this.appendUidTracker(append.mailbox, append.size).then((tracker) => {
-            // The client left while the lock was awaited: give it back, relay nothing.
-            if (this.closed) return tracker?.abandon?.();
-            this.beginRelay(head, ev, tracker);
-          }),
-        );
-      }
-    }
-    this.beginRelay(head, ev, head.name === 'EXPUNGE' ? this.expungeModseqTracker() : undefined);
+    // An emulation may change what comes back (commands/index.ts relayHooks); its hook
+    // may first have to wait (APPENDUID, for the mailbox's lock).
+    const rewrite = relayHooks.get(head.name)?.(this, ev.data);
+    if (!(rewrite instanceof Promise)) return this.beginRelay(head, ev, rewrite);
+    this.waitFor(
+      'relay-hook',
+      rewrite.then((r) => {
+        // The client left while the hook waited: it gives back what it got, nothing is relayed.
+        if (this.closed) return r?.abandon?.();
+        this.beginRelay(head, ev, r);
+      }),
+    );
   }
 
-  /**
-   * RFC 7162 §3.2.7: once QRESYNC is enabled, the tagged OK of EXPUNGE carries the
-   * mailbox's HIGHESTMODSEQ after the expunges (recorded by the view as they pass).
-   */
-  private expungeModseqTracker(): AppendUidTracker | undefined {
-    const view = this.condstore.view;
-    if (view === undefined || !this.condstore.qresync) return undefined;
-    return {
-      rewriteTagged: async (line) => {
-        await view.settled();
-        return withResponseCode(line, highestModseqCode(view.highestModseq));
-      },
-    };
+  /** Gathers the whole command for a handler of the gateway's own. */
+  private collect(head: { tag: string; name: string }, ev: LexEvent): void {
+    this.mode = { kind: 'collect', tag: head.tag, name: head.name };
+    this.collector.reset();
+    this.handleClientEvent(ev);
   }
 
   /** Streams the command to the upstream under a tag of ours. */
-  private beginRelay(head: { tag: string; name: string; rest: number }, ev: Extract<LexEvent, { type: 'text' }>, tracker?: AppendUidTracker): void {
-    const upTag = `${this.upTagPrefix}C${this.nextUpTag++}`;
-    this.inflight.set(upTag, {
-      clientTag: head.tag,
-      command: head.name,
-      started: process.hrtime.bigint(),
-      idle: head.name === 'IDLE',
-      logout: head.name === 'LOGOUT',
-      ...tracker,
-    });
+  private beginRelay(head: { tag: string; name: string; rest: number }, ev: Extract<LexEvent, { type: 'text' }>, rewrite?: ResponseRewrite): void {
+    const upTag = this.relay.newTag('C');
+    this.relay.register(upTag, { clientTag: head.tag, command: head.name, started: process.hrtime.bigint(), ...rewrite });
     if (head.name === 'LOGOUT') this.state = 'logout';
     const caps = this.upstream?.capabilities ?? [];
     const append = head.name === 'APPEND' ? new AppendGrammar({ binary: hasCapability(caps, 'BINARY'), catenate: hasCapability(caps, 'CATENATE') }) : undefined;
@@ -546,7 +481,7 @@ export class ImapSession implements CommandContext {
 
   // ---- APPEND CATENATE (RFC 4469) --------------------------------------------------
 
-  private startCatenate(start: NonNullable<ReturnType<typeof catenateStart>>): void {
+  private startCatenate(start: CatenateStart): void {
     const command = new CatenateCommand(this.catenateHost(), start);
     this.mode = { kind: 'catenate', command };
     this.waitFor('catenate-event', command.begin());
@@ -572,11 +507,11 @@ export class ImapSession implements CommandContext {
       authenticatedUser: this.user,
       hold: (reason) => this.hold(reason),
       release: (reason) => this.release(reason),
-      continueLiteral: () => this.writeLocal('+ Ready for literal data\r\n'),
+      continueLiteral: () => this.relay.writeLocal(continuation(READY_FOR_LITERAL)),
       refuseLiteral: () => this.lexer.abortLiteral(),
       appendUpstream: (tag, prefix, data, size) => this.appendUpstream(tag, prefix, data, size),
       answer: async (tag, status, text, code) => {
-        await this.quiet();
+        await this.relay.quiet();
         this.tagged(tag, status, text, code);
       },
       done: () => {
@@ -595,20 +530,19 @@ export class ImapSession implements CommandContext {
       data.destroy();
       return;
     }
-    const mailbox = plainAppend(Buffer.from(`${clientTag}${prefix}{${size}}\r\n`, 'latin1'))?.mailbox;
-    const tracker =
-      mailbox !== undefined && this.deps.lemonade.synthesizesAppendUid(upstream.capabilities) ? await this.appendUidTracker(mailbox, size) : undefined;
+    // Synchronizing even with LITERAL+ upstream: the message must never be read as commands
+    // if the upstream refuses the APPEND line (see UpstreamRelay.goAhead).
+    const line = `${prefix}{${size}}\r\n`;
+    const rewrite = await relayHooks.get('APPEND')?.(this, Buffer.from(`${clientTag}${line}`, 'latin1'));
     if (this.closed || upstream.isClosed()) {
-      tracker?.abandon?.();
+      rewrite?.abandon?.();
       data.destroy();
       return;
     }
-    const upTag = `${this.upTagPrefix}C${this.nextUpTag++}`;
-    this.inflight.set(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), idle: false, logout: false, ...tracker });
-    // Synchronizing even with LITERAL+ upstream: the message must never be read as commands
-    // if the upstream refuses the APPEND line (see upstreamGoAhead).
-    this.writeUpstream(Buffer.from(`${upTag}${prefix}{${size}}\r\n`, 'latin1'));
-    if (!(await this.upstreamGoAhead(upTag))) {
+    const upTag = this.relay.newTag('C');
+    this.relay.register(upTag, { clientTag, command: 'APPEND', started: process.hrtime.bigint(), ...rewrite });
+    this.writeUpstream(Buffer.from(`${upTag}${line}`, 'latin1'));
+    if (!(await this.relay.goAhead(upTag))) {
       // The upstream answered the APPEND already (NO [TRYCREATE] ...): relayed as is.
       data.destroy();
       return;
@@ -631,32 +565,30 @@ export class ImapSession implements CommandContext {
     const upstream = this.upstream;
     // After teardown nothing would ever complete (or abandon) the command.
     if (this.closed || !upstream || upstream.isClosed()) return { status: 'BYE', line: '' };
-    const upTag = `${this.upTagPrefix}I${this.nextUpTag++}`;
+    const upTag = this.relay.newTag('I');
     const result = new Promise<{ status: string; line: string }>((resolve) => {
-      this.inflight.set(upTag, {
+      this.relay.register(upTag, {
         clientTag: '',
         command: 'INTERNAL',
         started: process.hrtime.bigint(),
-        idle: false,
-        logout: false,
         internal: { capture, done: (status, line) => resolve({ status, line }) },
         abandon: () => resolve({ status: 'BYE', line: '' }),
       });
     });
     // The handler holds the upstream still; its own command's answer must be read.
-    this.holdUpstream(false);
+    this.relay.holdForHandler(false);
     void this.sendInternal(upTag, typeof text === 'string' ? Buffer.from(text, 'utf8') : text);
     try {
       return await result;
     } finally {
-      this.holdUpstream(true);
+      this.relay.holdForHandler(true);
     }
   }
 
   /**
    * Writes an internal command; each literal in it (a client's string the handler passes
    * on) is announced synchronizing and sent only after the upstream's "+", so a command
-   * the upstream refuses never has its literal read as commands (see upstreamGoAhead).
+   * the upstream refuses never has its literal read as commands (see UpstreamRelay.goAhead).
    */
   private async sendInternal(upTag: string, command: Buffer): Promise<void> {
     let line: Buffer[] = [Buffer.from(`${upTag} `)];
@@ -668,52 +600,13 @@ export class ImapSession implements CommandContext {
       line.push(Buffer.from(`${piece.binary ? '~' : ''}{${piece.literal.length}}\r\n`));
       this.writeUpstream(Buffer.concat(line));
       line = [];
-      if (!(await this.upstreamGoAhead(upTag))) return;
+      if (!(await this.relay.goAhead(upTag))) return;
       const echo = literalEcho(piece.literal);
       if (echo !== undefined) this.upstream?.expectEcho(upTag, echo);
       this.writeUpstream(piece.literal);
     }
     line.push(Buffer.from('\r\n'));
     this.writeUpstream(Buffer.concat(line));
-  }
-
-  /**
-   * APPENDUID for an upstream without UIDPLUS (lemonade/appenduid.ts): the mailbox's lock
-   * and its UIDNEXT before the APPEND, the new UID found after its OK.
-   */
-  private async appendUidTracker(mailbox: string, size: number): Promise<AppendUidTracker | undefined> {
-    const user = this.user;
-    if (user === undefined) return undefined;
-    const lemonade = this.deps.lemonade;
-    // A session that ends while waiting never gets the lock (mailbox-locks.ts).
-    const lease = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`, this.ended);
-    if (lease === undefined) return undefined;
-    let before: MailboxUids | undefined;
-    try {
-      before = await lemonade.sidePool.withConnection(user, (c) => mailboxUids(c, mailbox));
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'APPENDUID: mailbox status unavailable');
-    }
-    return {
-      abandon: () => lease.release(),
-      rewriteTagged: async (line) => {
-        try {
-          if (!/^\S+ OK/i.test(line.subarray(0, 80).toString('latin1'))) return line;
-          let uid: number | undefined;
-          if (before !== undefined && !lease.expired) {
-            const known = before;
-            uid = await lemonade.sidePool.withConnection(user, (c) => appendedUid(c, mailbox, known, size)).catch((err: unknown) => {
-              this.log.warn({ err: (err as Error).message }, 'APPENDUID: new UID unavailable');
-              return undefined;
-            });
-          }
-          // Past the hold bound another APPEND may have run meanwhile: no code rather than a wrong one.
-          return withAppendUid(line, before?.uidValidity ?? 0, lease.expired ? undefined : uid);
-        } finally {
-          lease.release();
-        }
-      },
-    };
   }
 
   /** Answered already: drop the rest of the command, including a literal the client will not send. */
@@ -756,7 +649,7 @@ export class ImapSession implements CommandContext {
         // now skips to the end of the line, so the rest goes on as it is, for it to skip
         // (a second answer would be one too many, and a line kept back would make it skip
         // the next command). A literal in it still waits for a "+", which will not come.
-        if (!this.inflight.has(mode.upTag)) {
+        if (!this.relay.isInFlight(mode.upTag)) {
           this.flushPendingText(mode);
           mode.pendingText = ev.data;
           return;
@@ -777,15 +670,15 @@ export class ImapSession implements CommandContext {
       case 'literal-start': {
         // Every literal goes upstream synchronizing, whatever the client's form and the
         // upstream's LITERAL+ (RFC 7888 §3 lets a client choose; we choose {n}), and the
-        // client's own "+" (RFC 3501 §7.5) is only the echo of the upstream's. See upstreamGoAhead.
+        // client's own "+" (RFC 3501 §7.5) is only the echo of the upstream's. See UpstreamRelay.goAhead.
         const text = mode.pendingText ?? Buffer.alloc(0);
         mode.pendingText = undefined;
         this.writeUpstream(rewriteLiteralAnnouncement(text, ev.size, ev.binary, false));
         mode.sentAny = true;
-        const go = this.upstreamGoAhead(mode.upTag).then((accepted) => {
+        const go = this.relay.goAhead(mode.upTag).then((accepted) => {
           if (accepted) {
             mode.echo = new LiteralEchoTracker(ev.size);
-            if (ev.sync) this.writeLocal('+ Ready for literal data\r\n');
+            if (ev.sync) this.relay.writeLocal(continuation(READY_FOR_LITERAL));
             return;
           }
           // The upstream answered the command instead (its BAD/NO reached the client): the
@@ -811,12 +704,12 @@ export class ImapSession implements CommandContext {
         // RFC 2177: after IDLE the client's next line is DONE, and only once the upstream
         // said "+". Nothing else is relayed before: the upstream would read a command (and
         // a literal's bytes after it) as its idle input, and a "+" could be taken for another's.
-        if (this.inflight.get(mode.upTag)?.idle === true) this.hold('idle-start');
+        if (this.relay.commandOf(mode.upTag) === 'IDLE') this.hold('idle-start');
         return;
       case 'error':
         if (!mode.sentAny) {
           // Nothing reached the upstream yet: answer like any malformed command.
-          this.inflight.delete(mode.upTag);
+          this.relay.forget(mode.upTag);
           this.mode = undefined;
           return this.malformed({ ...ev, text: Buffer.from(`${mode.clientTag} `) });
         }
@@ -828,35 +721,6 @@ export class ImapSession implements CommandContext {
   }
 
   /**
-   * After a literal's announcement went upstream: true at the upstream's "+", false when
-   * the upstream answers command `upTag` instead (or the session ends). A literal is only
-   * ever sent after true. Were it sent regardless, an upstream that refused the command
-   * line (a bad flag or date in an APPEND, a bad STATUS item) would read the literal's
-   * bytes as commands: Dovecot 2.3 does, even for {n+}, so lines of a message would run
-   * under the user's account.
-   */
-  private upstreamGoAhead(upTag: string): Promise<boolean> {
-    return new Promise((resolve) => {
-      // An upstream that neither says "+" nor answers (Dovecot, after some malformed
-      // APPEND lines, waits in silence) would hold this session, and the mailbox lock of
-      // its APPEND, for good: past the bound the session ends.
-      const timer = setTimeout(() => {
-        this.log.warn({ command: this.inflight.get(upTag)?.command }, 'upstream neither continued nor answered a literal');
-        this.bye('Upstream server did not answer');
-      }, this.config.imap.timeouts.upstreamContinuationSeconds * 1000);
-      timer.unref();
-      this.awaitedContinuation = {
-        upTag,
-        resolve: (go) => {
-          clearTimeout(timer);
-          this.awaitedContinuation = undefined;
-          resolve(go);
-        },
-      };
-    });
-  }
-
-  /**
    * A relayed command found malformed by the gateway: answered BAD while nothing of it
    * went upstream (the rest of it is dropped); once part of it did, that part cannot be
    * recalled and the session ends.
@@ -865,10 +729,8 @@ export class ImapSession implements CommandContext {
     malformedCommands.inc({ reason: 'syntax' });
     this.tagged(mode.clientTag, 'BAD', text);
     if (mode.sentAny) return this.bye('Command cannot be completed');
-    this.inflight.get(mode.upTag)?.abandon?.();
-    this.inflight.delete(mode.upTag);
+    this.relay.forget(mode.upTag);
     this.discardRest();
-    this.wakeQuiet();
   }
 
   private flushPendingText(mode: Extract<Mode, { kind: 'relay' }>): void {
@@ -891,7 +753,7 @@ export class ImapSession implements CommandContext {
       this.tagged(guessTag(line), 'BAD', 'Expected DONE to end IDLE');
       return this.discardRest();
     }
-    this.idleActive = undefined;
+    this.relay.idleEnded();
     this.writeUpstream(line);
   }
 
@@ -912,7 +774,7 @@ export class ImapSession implements CommandContext {
     switch (out.type) {
       case 'continue':
         // RFC 3501 §7.5: the client may send the synchronizing literal now.
-        return this.writeLocal('+ Ready for literal data\r\n');
+        return this.relay.writeLocal(continuation(READY_FOR_LITERAL));
       case 'error':
         // The rest of the command still arrives unless the lexer dropped it (its own error)
         // or the refused literal was synchronizing (the client will not send it).
@@ -955,8 +817,8 @@ export class ImapSession implements CommandContext {
         if (authenticated) {
           // Replies keep the order of the commands (RFC 3501 §5.5): earlier relayed ones
           // finish first, and the upstream waits while the handler writes its response.
-          await this.quiet();
-          this.holdUpstream(true);
+          await this.relay.quiet();
+          this.relay.holdForHandler(true);
         }
         return handler(this, { ...line, tag: mode.tag });
       })
@@ -968,7 +830,7 @@ export class ImapSession implements CommandContext {
         this.tagged(mode.tag, 'NO', 'Internal error', 'SERVERBUG');
       })
       .finally(() => {
-        if (authenticated) this.holdUpstream(false);
+        if (authenticated) this.relay.holdForHandler(false);
         commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - started) / 1e9);
         const status = this.lastLocalStatus;
         const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : status === 'BAD' ? 'bad' : 'error';
@@ -979,292 +841,49 @@ export class ImapSession implements CommandContext {
       });
   }
 
-  // ---- upstream side --------------------------------------------------------------
+  // ---- upstream side (relay.ts) ----------------------------------------------------
 
-  private onUpstreamEvent(ev: LexEvent): void {
-    if (this.closed) return;
-    // Behind a tagged completion being rewritten: kept in order until it is written.
-    if (this.upstreamBacklog !== undefined) return void this.upstreamBacklog.push(ev);
-    switch (ev.type) {
-      case 'text':
-        if (!this.relayMidResponse) return this.startUpstreamResponse(ev.data);
-        if (this.heldTagged) return void this.heldTagged.parts.push(Buffer.from(ev.data));
-        return this.writeClient(ev.data);
-      case 'literal-data':
-        if (this.heldTagged) return void this.heldTagged.parts.push(Buffer.from(ev.data));
-        return this.writeClient(ev.data);
-      case 'literal-start':
-      case 'literal-end':
-        return;
-      case 'end':
-        return this.endUpstreamResponse();
-      case 'error':
-        this.log.warn({ code: ev.code }, 'upstream sent an unparseable response');
-        this.upstream?.destroy();
-        return;
-    }
+  private relayHost(): RelayHost {
+    return {
+      log: () => this.log,
+      writeClient: (data) => this.writeData(data),
+      onceClientDrained: (fn) => this.client.once('drain', fn),
+      capabilities: () => this.capabilities(),
+      rewriteUntagged: (first, head) => this.condstore.rewriteUntagged(first, head),
+      completed: (entry, status) => this.completed(entry, status),
+      idleStarted: () => this.release('idle-start'),
+      bye: (text) => this.bye(text),
+      continuationTimeoutMs: this.config.imap.timeouts.upstreamContinuationSeconds * 1000,
+    };
   }
 
-  private startUpstreamResponse(response: Buffer): void {
-    this.relayMidResponse = true;
-    // One line, even where the upstream quoted a client's literal back (protocol/echo.ts).
-    const first = flattenLine(response);
-    const head = parseResponseHead(first);
-    if (head.tag === '+') {
-      this.relayMidResponse = false; // a continuation is one line; handled at its end
-      return this.onUpstreamContinuation(first);
-    }
-    let out = first;
-    if (head.tag === '*') {
-      // The gateway's own command runs alone, so the untagged data it asked for is its own.
-      for (const entry of this.inflight.values()) {
-        if (entry.internal?.capture(first.toString('latin1'), first)) {
-          this.relaySkip = true;
-          return;
-        }
-      }
-      if (head.kind === 'CAPABILITY') {
-        this.upstream!.capabilities = parseCapabilityList(first.toString('latin1').replace(/^\* CAPABILITY /i, ''));
-        out = Buffer.from(`* CAPABILITY ${this.capabilities().join(' ')}\r\n`);
-      } else if (head.kind === 'BYE') {
-        // Relayed as is; the close that follows needs no second BYE.
-        this.upstreamSaidBye = true;
-      } else {
-        const rewritten = this.condstore.rewriteUntagged(first, head);
-        if (rewritten instanceof Promise) return this.holdUntagged(rewritten, first);
-        out = rewritten;
-      }
-    } else {
-      const entry = this.inflight.get(head.tag);
-      if (entry === undefined) {
-        // Not a tag we sent: never show it to the client.
-        this.log.warn({ tag: head.tag.slice(0, 40) }, 'upstream answered an unknown tag');
-        this.relaySkip = true;
-        return;
-      }
-      if (entry.internal) {
-        // Never shown to the client; the caller gets the result.
-        this.inflight.delete(head.tag);
-        if (this.awaitedContinuation?.upTag === head.tag) this.awaitedContinuation.resolve(false);
-        entry.internal.done(head.kind, first.toString('latin1'));
-        this.relaySkip = true;
-        return;
-      }
-      this.relayTagged = { upTag: head.tag, status: head.kind };
-      out = Buffer.concat([Buffer.from(entry.clientTag), first.subarray(head.tag.length)]);
-      if (entry.rewriteTagged) {
-        // Kept back until the response ends and the rewrite is done.
-        this.heldTagged = { rewrite: entry.rewriteTagged, parts: [out] };
-        return;
-      }
-    }
-    if (head.code?.name.toUpperCase() === 'CAPABILITY') out = this.rewriteCapabilityCode(out, head.tag, first);
-    this.writeClient(out);
-  }
-
-  private relaySkip = false;
-  private upstreamSaidBye = false;
-
-  private rewriteCapabilityCode(out: Buffer, upTag: string, first: Buffer): Buffer {
-    const head = parseResponseHead(first);
-    const code = head.code!;
-    this.upstream!.capabilities = parseCapabilityList(code.raw.replace(/^CAPABILITY\s*/i, ''));
-    const shift = out.length - first.length; // the tag was replaced
-    void upTag;
-    return Buffer.concat([
-      out.subarray(0, code.start + shift),
-      Buffer.from(`[CAPABILITY ${this.capabilities().join(' ')}]`),
-      out.subarray(code.end + shift),
-    ]);
-  }
-
-  private onUpstreamContinuation(first: Buffer): void {
-    // An IDLE waiting for its "+" was sent before any command now in flight: the "+" is its.
-    for (const [upTag, entry] of this.inflight) {
-      if (entry.idle && this.idleActive === undefined) {
-        this.idleActive = upTag;
-        this.writeClient(first);
-        this.release('idle-start');
-        return;
-      }
-    }
-    if (this.awaitedContinuation) return this.awaitedContinuation.resolve(true);
-    // Not asked for by anything in flight: never passed on (the client would take it as
-    // leave to send data nobody expects).
-    this.log.warn('upstream sent a continuation request nothing asked for');
-  }
-
-  private endUpstreamResponse(): void {
-    this.relayMidResponse = false;
-    if (this.relaySkip) {
-      this.relaySkip = false;
-      this.flushLocal();
-      return this.wakeQuiet();
-    }
-    const tagged = this.relayTagged;
-    this.relayTagged = undefined;
-    const held = this.heldTagged;
-    this.heldTagged = undefined;
-    if (held !== undefined && tagged !== undefined) return this.finishHeldTagged(held, tagged);
-    if (tagged) this.completeInFlight(tagged.upTag, tagged.status);
-    this.flushLocal();
-    this.wakeQuiet();
-  }
-
-  private heldTagged: { rewrite: (line: Buffer) => Promise<Buffer>; parts: Buffer[] } | undefined;
-
-  /** Writes a kept-back tagged completion once rewritten; the upstream is not read meanwhile. */
-  private finishHeldTagged(held: NonNullable<typeof this.heldTagged>, tagged: { upTag: string; status: string }): void {
-    this.relayMidResponse = true; // local output still waits
-    this.upstreamBacklog = [];
-    this.upstream?.pause();
-    const line = Buffer.concat(held.parts);
-    held
-      .rewrite(line)
-      .catch((err: unknown) => {
-        // A store outage is logged once, by store/availability.ts, not per response.
-        if (!isStoreUnavailable(err)) this.log.warn({ err: (err as Error).message }, 'tagged response rewrite failed');
-        return line;
-      })
-      .then((out) => {
-        this.relayMidResponse = false;
-        this.writeClient(out);
-        this.completeInFlight(tagged.upTag, tagged.status);
-        this.replayBacklog();
-      });
-  }
-
-  /**
-   * The first segment of an untagged response whose rewrite waits for the store (a
-   * mod-sequence being assigned): the upstream is not read meanwhile, and the rest of the
-   * response follows the rewritten segment in order.
-   */
-  private holdUntagged(rewrite: Promise<Buffer>, first: Buffer): void {
-    this.upstreamBacklog = [];
-    this.upstream?.pause();
-    rewrite
-      .catch((err: unknown) => {
-        if (!isStoreUnavailable(err)) this.log.warn({ err: (err as Error).message }, 'untagged response rewrite failed');
-        return first;
-      })
-      .then((out) => {
-        // Still mid-response: the rest of it (and its end) is in the backlog.
-        this.writeClient(out);
-        this.replayBacklog();
-      });
-  }
-
-  /** Feeds the upstream events kept back during a rewrite, in order, then reads on. */
-  private replayBacklog(): void {
-    const backlog = this.upstreamBacklog ?? [];
-    this.upstreamBacklog = undefined;
-    for (let i = 0; i < backlog.length; i++) {
-      if (this.upstreamBacklog !== undefined) {
-        // Another response is being rewritten: the rest waits behind it.
-        (this.upstreamBacklog as LexEvent[]).push(...backlog.slice(i));
-        return;
-      }
-      this.onUpstreamEvent(backlog[i]!);
-    }
-    if (this.upstreamBacklog !== undefined) return;
-    if (!this.upstreamPaused && !this.handlerHoldsUpstream) this.upstream?.resume();
-    if (!this.relayMidResponse) {
-      this.flushLocal();
-      this.wakeQuiet();
-    }
-  }
-
-  private upstreamBacklog: LexEvent[] | undefined;
-
-  /** Resolves once no relayed command is in flight and no upstream response is half-written. */
-  private quiet(): Promise<void> {
-    if (this.inflight.size === 0 && !this.relayMidResponse) return Promise.resolve();
-    return new Promise((resolve) => this.quietWaiters.push(resolve));
-  }
-
-  private quietWaiters: Array<() => void> = [];
-
-  private wakeQuiet(): void {
-    if (this.inflight.size > 0 || this.relayMidResponse || this.quietWaiters.length === 0) return;
-    const waiters = this.quietWaiters;
-    this.quietWaiters = [];
-    for (const fn of waiters) fn();
-  }
-
-  /** While a local handler answers, the client's own upstream is not read (its output would interleave). */
-  private holdUpstream(hold: boolean): void {
-    this.handlerHoldsUpstream = hold;
-    if (hold) this.upstream?.pause();
-    else if (!this.upstreamPaused) this.upstream?.resume();
-  }
-
-  private handlerHoldsUpstream = false;
-
-  private completeInFlight(upTag: string, status: string): void {
-    const entry = this.inflight.get(upTag);
-    if (!entry) return;
-    this.inflight.delete(upTag);
-    if (this.idleActive === upTag) this.idleActive = undefined;
+  /** A relayed command's tagged completion reached the client (or the gateway's own ended). */
+  private completed(entry: InFlight, status: string): void {
     // An IDLE refused (or ended) before its "+": the client's input goes on.
-    if (entry.idle) this.release('idle-start');
+    if (entry.command === 'IDLE') this.release('idle-start');
     const label = commandLabel(entry.command);
     const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : 'bad';
     imapCommandsTotal.inc({ command: label, result });
     commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - entry.started) / 1e9);
     this.log.debug({ command: label, result, ms: elapsedMs(entry.started) }, 'command');
     this.afterCommand();
-    // The upstream answered a command whose literal it never asked for.
-    if (this.awaitedContinuation?.upTag === upTag) this.awaitedContinuation.resolve(false);
     if (entry.command === 'SELECT' || entry.command === 'EXAMINE') {
       this.setSelected(status === 'OK');
     } else if ((entry.command === 'CLOSE' || entry.command === 'UNSELECT') && status === 'OK') {
       this.setSelected(false);
     }
-    if (entry.logout) this.closeClient();
+    if (entry.command === 'LOGOUT') this.closeClient();
   }
 
   private onUpstreamClose(err?: Error): void {
     if (this.closed) return;
-    if (this.state !== 'logout' && !this.upstreamSaidBye) {
+    if (this.state !== 'logout' && !this.relay.saidBye) {
       this.log.warn({ err: err?.message }, 'upstream connection lost');
-      if (this.relayMidResponse) this.writeClient(Buffer.from('\r\n'));
-      this.relayMidResponse = false;
+      this.relay.interrupt(true);
       this.bye('Upstream server connection lost');
     } else {
       this.closeClient();
     }
-  }
-
-  // ---- output ---------------------------------------------------------------------
-
-  private writeClient(data: Buffer): void {
-    if (this.closed || this.client.destroyed) return;
-    bytesTotal.inc({ protocol: 'imap', direction: 'client_out' }, data.length);
-    if (!this.client.write(data) && this.upstream && !this.upstreamPaused) {
-      // Back-pressure: stop reading the upstream until the client has taken what we sent.
-      const upstream = this.upstream;
-      this.upstreamPaused = true;
-      upstream.pause();
-      this.client.once('drain', () => {
-        this.upstreamPaused = false;
-        if (!this.handlerHoldsUpstream) upstream.resume();
-      });
-    }
-  }
-
-  private upstreamPaused = false;
-
-  /** Gateway-made output waits while an upstream response is half-written. */
-  private writeLocal(text: string): void {
-    const data = Buffer.from(text, 'utf8');
-    if (this.relayMidResponse) this.localQueue.push(data);
-    else this.writeClient(data);
-  }
-
-  private flushLocal(): void {
-    const queued = this.localQueue;
-    this.localQueue = [];
-    for (const data of queued) this.writeClient(data);
   }
 
   // ---- lifecycle ------------------------------------------------------------------
@@ -1303,17 +922,15 @@ export class ImapSession implements CommandContext {
 
   private byeIfIdle(): void {
     if (!this.draining || this.closed) return;
-    if (this.mode !== undefined || this.holds.size > 0 || this.relayMidResponse) return;
-    for (const entry of this.inflight.values()) if (!entry.idle) return;
+    if (this.mode !== undefined || this.holds.size > 0 || this.relay.busy) return;
     this.bye(SHUTDOWN_TEXT);
   }
 
   /** Untagged BYE (RFC 3501 §7.1.5) and close. */
   bye(text: string): void {
     if (this.closed) return;
-    this.relayMidResponse = false;
-    this.flushLocal();
-    this.writeClient(Buffer.from(`* BYE ${text}\r\n`));
+    this.relay.interrupt(false);
+    this.writeData(untaggedStatus('BYE', text));
     this.closeClient();
   }
 
@@ -1321,7 +938,7 @@ export class ImapSession implements CommandContext {
     if (this.closed) return;
     // The gateway ends this session (LOGOUT, BYE, shutdown): its upstream is not kept warm.
     this.endedHere = true;
-    this.flushLocal();
+    this.relay.interrupt(false);
     this.client.end();
     const socket = this.client;
     setTimeout(() => socket.destroy(), 2000).unref();
@@ -1337,15 +954,10 @@ export class ImapSession implements CommandContext {
     if (upstream === undefined) return;
     const key = this.warmKey;
     const mode = this.mode;
-    const between =
-      !this.relayMidResponse &&
-      this.upstreamBacklog === undefined &&
-      this.awaitedContinuation === undefined &&
-      !(mode?.kind === 'relay' && mode.sentAny) &&
-      mode?.kind !== 'catenate' &&
-      [...this.inflight.values()].every((e) => e.idle);
+    const relay = this.relay.parkable;
+    const between = relay.ok && !(mode?.kind === 'relay' && mode.sentAny) && mode?.kind !== 'catenate';
     if (key === undefined || this.endedHere || this.state === 'logout' || upstream.isClosed() || !between) return upstream.end();
-    void parkUpstream(upstream, key, this.deps.lemonade.warmUpstreams, this.state === 'selected', this.inflight.size > 0);
+    void parkUpstream(upstream, key, this.deps.lemonade.warmUpstreams, this.state === 'selected', relay.idling);
   }
 
   private onClientClose(): void {
@@ -1357,7 +969,7 @@ export class ImapSession implements CommandContext {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.releaseUpstream();
-    this.awaitedContinuation?.resolve(false);
+    const abandoned = this.relay.stop();
     // Waits for shared resources (mailbox locks) give up; the queued input is dropped.
     this.endedController.abort();
     this.queue = [];
@@ -1365,7 +977,6 @@ export class ImapSession implements CommandContext {
     // Commands that will never complete give back what they hold (APPENDUID's mailbox
     // lock), once the upstream connection is closed: until then the upstream may still be
     // carrying out an APPEND or COPY it had read whole, and the next holder would see it.
-    const abandoned = [...this.inflight.values()];
     const abandon = () => {
       for (const entry of abandoned) entry.abandon?.();
     };
@@ -1376,44 +987,3 @@ export class ImapSession implements CommandContext {
     this.deps.onClose(this);
   }
 }
-
-/** A tagged OK without a response code, given one (a line with a code, or not OK, is kept). */
-export function withResponseCode(line: Buffer, code: string): Buffer {
-  const m = /^(\S+ OK) (?!\[)/i.exec(line.subarray(0, 200).toString('latin1'));
-  if (m === null) return line;
-  return Buffer.concat([line.subarray(0, m[1]!.length), Buffer.from(` [${code}]`), line.subarray(m[1]!.length)]);
-}
-
-/**
- * Makes a connection whose client vanished fit for another session of the same user: an
- * IDLE ended, no mailbox selected (UNSELECT, RFC 3691, or else a failed EXAMINE, which
- * closes the mailbox without expunging, RFC 3501 §6.3.1), then parked.
- */
-async function parkUpstream(upstream: UpstreamConnection, key: string, warm: WarmUpstreams, selected: boolean, idling: boolean): Promise<void> {
-  try {
-    upstream.stopRelay();
-    // The IDLE's own tagged OK comes back under a tag internal mode does not wait for.
-    if (idling) upstream.write(Buffer.from('DONE\r\n'));
-    if (selected) {
-      if (upstream.has('UNSELECT')) await upstream.command(['UNSELECT']);
-      else await upstream.command([`EXAMINE "lemonade-gateway/${randomBytes(8).toString('hex')}/unselect"`]);
-    } else if (idling) {
-      await upstream.command(['NOOP']);
-    }
-    warm.park(key, upstream);
-  } catch {
-    upstream.destroy();
-  }
-}
-
-/** "{n}\r\n" at the end of a segment, rewritten for the upstream (RFC 7888 §3, RFC 3516 §4.1). */
-export function rewriteLiteralAnnouncement(text: Buffer, size: number, binary: boolean, nonSync: boolean): Buffer {
-  let end = text.length;
-  if (text[end - 1] === 0x0a) end--;
-  if (text[end - 1] === 0x0d) end--;
-  const open = text.lastIndexOf(0x7b /* { */, end);
-  let start = open;
-  if (binary && start > 0 && text[start - 1] === 0x7e /* ~ */) start--;
-  return Buffer.concat([text.subarray(0, start), Buffer.from(`${binary ? '~' : ''}{${size}${nonSync ? '+' : ''}}\r\n`)]);
-}
-

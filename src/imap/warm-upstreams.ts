@@ -95,3 +95,26 @@ export class WarmUpstreams {
     for (const conn of conns) conn.end();
   }
 }
+
+/**
+ * Makes a connection whose client vanished fit for another session of the same user: an
+ * IDLE ended, no mailbox selected (UNSELECT, RFC 3691, or else a failed EXAMINE, which
+ * closes the mailbox without expunging, RFC 3501 §6.3.1), then parked. Only between
+ * responses (relay.ts parkable), when nothing of the relay is half-read.
+ */
+export async function parkUpstream(upstream: UpstreamConnection, key: string, warm: WarmUpstreams, selected: boolean, idling: boolean): Promise<void> {
+  try {
+    upstream.stopRelay();
+    // The IDLE's own tagged OK comes back under a tag internal mode does not wait for.
+    if (idling) upstream.write(Buffer.from('DONE\r\n'));
+    if (selected) {
+      if (upstream.has('UNSELECT')) await upstream.command(['UNSELECT']);
+      else await upstream.command([`EXAMINE "lemonade-gateway/${randomBytes(8).toString('hex')}/unselect"`]);
+    } else if (idling) {
+      await upstream.command(['NOOP']);
+    }
+    warm.park(key, upstream);
+  } catch {
+    upstream.destroy();
+  }
+}

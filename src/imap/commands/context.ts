@@ -61,3 +61,18 @@ export interface CommandContext {
 }
 
 export type CommandHandler = (ctx: CommandContext, line: ParsedLine) => Promise<void> | void;
+
+/** How an emulation changes what comes back for one relayed command (imap/relay.ts). */
+export interface ResponseRewrite {
+  /** Rewrites the tagged completion before the client sees it (APPENDUID, RFC 4315). */
+  rewriteTagged?: (line: Buffer) => Promise<Buffer>;
+  /** Called if the command never completes (the session or upstream ends first): gives back what it holds. */
+  abandon?: () => void;
+}
+
+/**
+ * An emulation's hook on a command the session relays (commands/index.ts relayHooks):
+ * given the command's first line, what to rewrite in its answer, if anything. A promise
+ * holds the command back until it settles (APPENDUID first waits for the mailbox's lock).
+ */
+export type RelayHook = (ctx: CommandContext, firstLine: Buffer) => ResponseRewrite | undefined | Promise<ResponseRewrite | undefined>;

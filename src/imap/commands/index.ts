@@ -1,5 +1,5 @@
 /** The commands the gateway answers itself; everything else after login is relayed. */
-import type { CommandHandler } from './context.js';
+import type { CommandHandler, RelayHook } from './context.js';
 import { capability } from './capability.js';
 import { noop } from './noop.js';
 import { logout } from './logout.js';
@@ -18,6 +18,9 @@ import { fetch } from './fetch.js';
 import { store } from './store.js';
 import { search } from './search.js';
 import { status } from './status.js';
+import { catenateStart, type CatenateStart } from './catenate.js';
+import { appendUidHook } from '../../lemonade/appenduid-relay.js';
+import { expungeModseqHook } from '../../lemonade/qresync/expunge-modseq.js';
 
 /** Handled locally before authentication (there is no upstream session yet). */
 export const preAuthHandlers = new Map<string, CommandHandler>([
@@ -53,4 +56,21 @@ export const postAuthHandlers = new Map<string, CommandHandler>([
   ['SEARCH', search], // RFC 7162 §3.1.5
   ['UID SEARCH', search],
   ['STATUS', status], // RFC 7162 §3.1.9: HIGHESTMODSEQ never reaches the upstream
+]);
+
+/**
+ * Intercepted after authentication but not collected whole: the gateway reads them as
+ * they stream in (a CATENATE's parts may be large), when the line's start says so.
+ */
+export const streamedCommands = new Map<string, (firstLine: Buffer) => CatenateStart | undefined>([
+  ['APPEND', catenateStart], // RFC 4469: APPEND with CATENATE; a plain APPEND is relayed
+]);
+
+/**
+ * Relayed commands whose answer an emulation changes (context.ts RelayHook): they go
+ * upstream as the client sent them.
+ */
+export const relayHooks = new Map<string, RelayHook>([
+  ['APPEND', appendUidHook], // RFC 4315 §3 APPENDUID without UIDPLUS upstream
+  ['EXPUNGE', expungeModseqHook], // RFC 7162 §3.2.7 [HIGHESTMODSEQ] once QRESYNC is enabled
 ]);
