@@ -7,6 +7,8 @@
  *   gateway      through lemonade-gateway's plain listener
  *   gateway-tls  through lemonade-gateway with TLS terminated by the gateway
  *   gateway-workers2 / gateway-workers2-tls  the same with `workers: 2` (BENCH_WORKERS)
+ *   gateway-ref / gateway-ref-tls  another build of the gateway (BENCH_GATEWAY_REF_MAIN=its
+ *                dist/main.js), to compare a change with what it changes, in one run
  *   dovecot-proxy / dovecot-proxy-tls  through a second Dovecot in proxy mode
  * Then RSS per idle TLS session of the gateway (1,000 sessions by default).
  *
@@ -28,6 +30,8 @@ const IDLE_SESSIONS = Number(process.env.BENCH_IDLE_SESSIONS ?? 1000);
 const SLICE_SECONDS = 4;
 /** Worker processes of the second gateway target (BENCH_WORKERS, default 2; 0 or 1: no second gateway). */
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+/** Entry point of a reference build (e.g. a checkout of the commit before a refactor), run beside this tree's. */
+const REF_MAIN = process.env.BENCH_GATEWAY_REF_MAIN;
 const USERS = ['alice', 'bob', 'carol'];
 
 interface Target {
@@ -199,6 +203,7 @@ async function main(): Promise<void> {
   // The same gateway with two worker processes (issue 18: workers 1 vs 2 side by side);
   // BENCH_WORKERS=0 leaves it out.
   const gw2 = WORKERS > 1 ? await startGateway(stack, { plaintext: true, config: { log: { level: 'info' }, workers: WORKERS } }) : undefined;
+  const gwRef = REF_MAIN ? await startGateway(stack, { plaintext: true, config: { log: { level: 'info' } }, main: path.resolve(REF_MAIN) }) : undefined;
   const socat = await startSocat(stack.imapPort);
   const dataDir = path.join(gw.dir, 'data', 'tls');
   let proxy: Awaited<ReturnType<typeof startDovecotProxy>> | undefined;
@@ -220,6 +225,12 @@ async function main(): Promise<void> {
       ? [
           { name: `gateway-workers${WORKERS}`, port: gw2.imapPort, tls: false },
           { name: `gateway-workers${WORKERS}-tls`, port: gw2.imapsPort, tls: true },
+        ]
+      : []),
+    ...(gwRef
+      ? [
+          { name: 'gateway-ref', port: gwRef.imapPort, tls: false },
+          { name: 'gateway-ref-tls', port: gwRef.imapsPort, tls: true },
         ]
       : []),
     ...(proxy
@@ -248,10 +259,15 @@ async function main(): Promise<void> {
     }
     const perSession = await idleSessionCost(gw.imapsPort, () => gw.rssKiB());
     console.log(`\nRSS per idle TLS session (gateway, ${IDLE_SESSIONS} sessions): ${(perSession / 1024).toFixed(1)} KiB`);
+    if (gwRef) {
+      const refPerSession = await idleSessionCost(gwRef.imapsPort, () => gwRef.rssKiB());
+      console.log(`RSS per idle TLS session (gateway-ref, ${IDLE_SESSIONS} sessions): ${(refPerSession / 1024).toFixed(1)} KiB`);
+    }
   } finally {
     proxy?.stop();
     socat.proc.kill();
     await gw2?.stop();
+    await gwRef?.stop();
     await gw.stop();
     await stack.stop();
   }

@@ -12,6 +12,7 @@ import type { Logger } from '../log/logger.js';
 import type { LexEvent } from './protocol/lexer.js';
 import { parseResponseHead, type ResponseHead } from './protocol/parser.js';
 import { flattenLine, unguessableTagPrefix } from './protocol/echo.js';
+import { untagged } from './protocol/writer.js';
 import { parseCapabilityList } from './capabilities.js';
 import type { UpstreamConnection } from './upstream.js';
 import type { ResponseRewrite } from './commands/context.js';
@@ -260,7 +261,7 @@ export class UpstreamRelay {
     let out = first;
     if (head.kind === 'CAPABILITY') {
       this.upstream!.capabilities = parseCapabilityList(first.toString('latin1').replace(/^\* CAPABILITY /i, ''));
-      out = Buffer.from(`* CAPABILITY ${this.host.capabilities().join(' ')}\r\n`);
+      out = untagged(`CAPABILITY ${this.host.capabilities().join(' ')}`);
     } else if (head.kind === 'BYE') {
       // Relayed as is; the close that follows needs no second BYE.
       this.saidBye = true;

@@ -6,6 +6,7 @@ import { startListeners, type BoundListener } from '../net/listeners.js';
 import type { CapabilityCache } from './capability-cache.js';
 import type { Lemonade } from '../lemonade/services.js';
 import { ImapSession } from './session.js';
+import { untaggedStatus } from './protocol/writer.js';
 
 export interface ImapServer {
   /** Bound addresses, in listener order (port 0 in config gets a real port here). */
@@ -33,7 +34,7 @@ export async function startImapServer(
     sessionCount: () => sessions.size,
     maxSessions: config.imap.limits.maxSessions,
     // RFC 3501 §7.1.5: BYE as the greeting refuses the connection.
-    refusal: '* BYE Too many connections, try again later\r\n',
+    refusal: untaggedStatus('BYE', 'Too many connections, try again later').toString('latin1'),
     onConnection(socket, listener) {
       const session = new ImapSession(socket, {
         config,

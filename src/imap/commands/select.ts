@@ -13,7 +13,7 @@ import type { CommandContext, CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
 import { reconcileSelected } from './condstore-sync.js';
 import { answerAsUpstream } from './upstream-answer.js';
-import { isQuotable, quoted } from '../protocol/writer.js';
+import { isQuotable, quoted, untagged } from '../protocol/writer.js';
 import { SequenceSet, qresyncVanished } from '../protocol/sequence-set.js';
 import { parseSelectParams, type QresyncParam } from '../../lemonade/qresync/params.js';
 import { highestModseqCode, noModseqResponse, vanishedResponses } from '../../lemonade/qresync/responses.js';
@@ -163,7 +163,7 @@ async function reportChanges(ctx: CommandContext, view: MailboxView, q: QresyncP
       if (known !== undefined && !known.has(row.uid)) continue;
       const seq = view.seqOf(row.uid);
       if (seq === undefined) continue; // recorded by another session after this one's rescan
-      await write(Buffer.from(`* ${seq} FETCH (UID ${row.uid} FLAGS (${row.flags.join(' ')}) MODSEQ (${row.modseq}))\r\n`, 'latin1'));
+      await write(untagged(Buffer.from(`${seq} FETCH (UID ${row.uid} FLAGS (${row.flags.join(' ')}) MODSEQ (${row.modseq}))`, 'latin1')));
     }
     if (rows.length < PAGE) break;
     after = rows[rows.length - 1]!.uid;
