@@ -2,7 +2,8 @@
  * The release scheduler with a manual clock (days pass in milliseconds) against the real
  * legacy Postfix and Dovecot: a recipient the MTA refuses at release gets its sender a
  * DSN (RFC 3464); an MTA that stays down is retried with backoff until giveUpSeconds, and
- * then the sender is told; crash recovery of "sending" and "committing" rows (both
+ * then the sender is told; a store that goes away between the MTA's 250 and recording
+ * it (the release recorded when it is back, not sent again); crash recovery of "sending" and "committing" rows (both
  * released again: nothing acknowledged is lost).
  *
  * Rows are put in the spool index directly here, as a submission would have left them:
@@ -21,6 +22,7 @@ import { ReleaseScheduler, newSpoolId } from '../src/lemonade/futurerelease/sche
 import { ManualClock } from '../src/lemonade/futurerelease/clock.js';
 import { RelayPool } from '../src/smtp/relay-pool.js';
 import { configureLogger } from '../src/log/logger.js';
+import { StoreUnavailableError } from '../src/store/availability.js';
 
 let stack: LegacyStack;
 t.before(async () => {
@@ -168,5 +170,37 @@ t.test('after a crash: a release cut short is done again, and so is one whose co
   await bob.logout();
   t.equal(await r.store.spoolGet(handedId), undefined, 'and it left the spool');
   await t.rejects(r.files.read(handedId).toArray(), /ENOENT/, 'with its file');
+  await r.close();
+});
+
+t.test('the store away between the MTA taking a release and its record: recorded once it is back, not sent again', async (t) => {
+  const r = await rig();
+  const subject = `unrecorded-${Date.now()}`;
+  const bobBefore = await stack.messageCount('bob');
+  const id = await r.hold(subject, ['bob@example.org'], r.clock.now());
+  // The store goes away for spoolDelete, the write after the MTA's 250 (availability.ts's error).
+  let down = true;
+  const deletes: boolean[] = [];
+  const spoolDelete = r.store.spoolDelete.bind(r.store);
+  r.store.spoolDelete = async (...args) => {
+    deletes.push(down);
+    if (down) throw new StoreUnavailableError('spoolDelete', 'connection', new Error('connection refused'));
+    return spoolDelete(...args);
+  };
+  await r.scheduler.start();
+  await r.step(0);
+  t.equal(await stack.waitForMessageCount('bob', 'INBOX', bobBefore + 1), bobBefore + 1, 'delivered');
+  t.equal((await r.store.spoolGet(id))?.state, 'committing', 'the store still shows it being handed over');
+  // Passes while the store is away back off (up to 15 s apart) and record nothing.
+  for (let i = 0; i < 5; i++) await r.step(16_000);
+  t.ok(deletes.length >= 3 && deletes.every((d) => d), `the record was retried while the store was away (${deletes.length} tries)`);
+  t.ok(await r.store.spoolGet(id), 'and the message is still in the index');
+  down = false;
+  await r.step(16_000);
+  t.equal(await r.store.spoolGet(id), undefined, 'recorded once the store is back: out of the index');
+  await t.rejects(r.files.read(id).toArray(), /ENOENT/, 'its content removed');
+  for (let i = 0; i < 3; i++) await r.step(60_000);
+  await new Promise((resolve) => setTimeout(resolve, 2000)); // a second copy would have arrived by now
+  t.equal(await stack.messageCount('bob'), bobBefore + 1, 'sent once');
   await r.close();
 });

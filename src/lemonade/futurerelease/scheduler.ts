@@ -103,6 +103,12 @@ export class ReleaseScheduler {
   /** The wait before the next pass while the store is unavailable (0: it is not). */
   private storeRetryMs = 0;
   private orphansAt = -Infinity;
+  /**
+   * Releases the MTA took whose end the store could not record (it went away in between):
+   * recorded first thing in every later pass, before a lease can run out and the message
+   * be taken for one cut short and sent a second time.
+   */
+  private readonly unrecorded = new Map<string, () => Promise<void>>();
 
   constructor(
     private readonly store: Store,
@@ -124,6 +130,15 @@ export class ReleaseScheduler {
   private async removeOrphans(): Promise<void> {
     this.orphansAt = this.clock.now();
     await removeOrphanContent(this.store, this.content, this.log);
+  }
+
+  /** Records the releases done while the store was away; throws (the pass backs off) while it still is. */
+  private async recordPending(): Promise<void> {
+    for (const [id, record] of this.unrecorded) {
+      await record();
+      this.unrecorded.delete(id);
+      this.log.info({ id }, 'held message release recorded now that the store is back');
+    }
   }
 
   /** Takes back the releases whose claimant's lease ran out (another instance died): a store with leases only. */
@@ -180,6 +195,7 @@ export class ReleaseScheduler {
     }
     this.running = (async () => {
       try {
+        await this.recordPending();
         await this.takeOverExpired();
         await this.releaseDue();
         if (this.again) {
@@ -281,10 +297,21 @@ export class ReleaseScheduler {
     const delivered = recipients.length - failed.length;
     if (delivered > 0) futureReleaseEvents.inc({ event: 'released' });
     if (failed.length > 0) futureReleaseEvents.inc({ event: 'failed' }, failed.length);
+    this.log.info({ id: message.id, delivered, failed: failed.length }, 'held message released');
     const reported = failed.filter(wantsFailureDsn);
+    const record = () => this.recordFinished(message, reported);
+    try {
+      await record();
+    } catch (err) {
+      if (isStoreUnavailable(err)) this.unrecorded.set(message.id, record);
+      throw err;
+    }
+  }
+
+  /** A finished release into the store: its DSN queued, the message out of the index and its content removed. */
+  private async recordFinished(message: HeldMessage, reported: HeldRecipient[]): Promise<void> {
     // RFC 3461 §4.1 / RFC 5321 §4.5.5: never a DSN about a message with a null sender.
     const dsn = reported.length > 0 && message.sender !== '' ? await this.writeDsn(message, reported) : undefined;
-    this.log.info({ id: message.id, delivered, failed: failed.length }, 'held message released');
     // The message leaves the index as its DSN enters it, in one transaction: a crash
     // before releases the message again (its DSN file is an orphan, removed at start), one
     // after never sends the DSN twice.
