@@ -30,13 +30,31 @@
  * the same quantiles from the gateway's "held message released" log lines (pino's ms
  * timestamps, logged just after the spool row is deleted, so a little later than the 250).
  *
+ * Release lag by store (issue 18), BENCH_LAG_STORES (comma-separated, default
+ * "sqlite,postgres,postgres-2"; empty: none): the same measurement per variant, then one
+ * table of them all:
+ *   sqlite      one gateway on its embedded SQLite store: the release-lag run above, reused
+ *   postgres    one gateway with `store: {kind: postgres}` on a fresh database
+ *   postgres-2  two gateways (a dataDir each) on one fresh database, BENCH_CONNECTIONS split
+ *               between them and the messages half through each; both release (their
+ *               schedulers claim due messages from the shared table)
+ * PostgreSQL is a private server of this run (test/helpers/postgres.ts, scripts/postgres.sh;
+ * left out with a message when it is not installed). Its accept rate is not measured, so
+ * the due second is set further out than for SQLite (a longer wait costs time, not
+ * accuracy: lags count from the due second). With two gateways the histograms are summed
+ * bucket by bucket (same buckets) and the log lines of both are taken. "Spool empty" is the
+ * gauge for SQLite and, for PostgreSQL, a count of held_messages polled every 100 ms (each
+ * instance's gauge re-reads the shared table only once a second).
+ *
  * Not a test: run on demand with `bash bench/run.sh futurerelease`; results go in bench/RESULTS.md.
  */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { startLegacyStack, type LegacyStack } from '../test/helpers/stack.js';
 import { benchMessage, drainQueue } from './relay.js';
+import { postgresInstalled } from './postgres.js';
 import { metricValue, removeGatewayDir, startGateway, type RunningGateway } from '../test/helpers/gateway.js';
+import { query, startPostgres, type PostgresServer } from '../test/helpers/postgres.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
 import { RawSmtp, type Reply } from '../test/helpers/smtp-raw.js';
 
@@ -49,6 +67,20 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 100);
 const LAG_COUNT = Number(process.env.BENCH_LAG_COUNT ?? 1000);
 /** submission.futureRelease.concurrency of the release-lag gateway; unset: the gateway's default (8). */
 const RELEASE_CONCURRENCY = process.env.BENCH_RELEASE_CONCURRENCY ? Number(process.env.BENCH_RELEASE_CONCURRENCY) : undefined;
+
+/** A store and instance layout the release lag is measured with (issue 18). */
+interface LagVariant {
+  name: 'sqlite' | 'postgres' | 'postgres-2';
+  postgres: boolean;
+  gateways: number;
+}
+const LAG_VARIANTS: LagVariant[] = [
+  { name: 'sqlite', postgres: false, gateways: 1 },
+  { name: 'postgres', postgres: true, gateways: 1 },
+  { name: 'postgres-2', postgres: true, gateways: 2 },
+];
+const LAG_STORES = (process.env.BENCH_LAG_STORES ?? 'sqlite,postgres,postgres-2').split(',').map((v) => v.trim()).filter(Boolean);
+for (const v of LAG_STORES) if (!LAG_VARIANTS.some((l) => l.name === v)) throw new Error(`BENCH_LAG_STORES: no variant ${v} (${LAG_VARIANTS.map((l) => l.name).join(', ')})`);
 const MESSAGE_BYTES = 10 * 1024;
 const AUTH = `AUTH PLAIN ${Buffer.from('\0alice\0password').toString('base64')}`;
 const OWN_SENDER = { senderPolicy: { mode: 'own', domains: ['example.org'] } };
@@ -204,8 +236,8 @@ async function emptyInbox(stack: LegacyStack, user = 'bob'): Promise<void> {
  * own/example.org), logging at info, the deployed default (the harness's default, debug,
  * logs every command).
  */
-function gateway(stack: LegacyStack, futureRelease: Record<string, unknown> = {}): Promise<RunningGateway> {
-  return startGateway(stack, { plaintext: true, config: { log: { level: 'info' }, submission: { ...OWN_SENDER, futureRelease } } });
+function gateway(stack: LegacyStack, futureRelease: Record<string, unknown> = {}, store?: Record<string, unknown>): Promise<RunningGateway> {
+  return startGateway(stack, { plaintext: true, config: { log: { level: 'info' }, submission: { ...OWN_SENDER, futureRelease }, ...(store ? { store } : {}) } });
 }
 
 async function stopGateway(gw: RunningGateway): Promise<void> {
@@ -232,6 +264,15 @@ function readHistogram(text: string, name: string): Histogram {
   }
   buckets.sort((a, b) => a.le - b.le);
   return { buckets, count: metricValue(text, `${name}_count`), sum: metricValue(text, `${name}_sum`) };
+}
+
+/** Two processes' histograms of one metric as one (the same buckets, counts added). */
+function addHistograms(a: Histogram, b: Histogram): Histogram {
+  return {
+    buckets: a.buckets.map((x) => ({ le: x.le, count: x.count + (b.buckets.find((y) => y.le === x.le)?.count ?? NaN) })),
+    count: a.count + b.count,
+    sum: a.sum + b.sum,
+  };
 }
 
 /** The q-quantile by linear interpolation within the bucket it falls in (PromQL's histogram_quantile). */
@@ -312,6 +353,10 @@ async function acceptTurn(stack: LegacyStack, name: Target['name'], connections:
 }
 
 interface LagResult {
+  variant: LagVariant['name'];
+  gateways: number;
+  /** Held messages accepted (250) of the LAG_COUNT submitted. */
+  accepted: number;
   dueAt: Date;
   submitSeconds: number;
   submittedBeforeDue: boolean;
@@ -330,43 +375,68 @@ interface LagResult {
   released: number;
   failed: number;
   warnings: string[];
-  /** Gateway CPU per message and machine busy % from the due second until the INBOX held them all. */
+  /** Gateway CPU (all gateways of the variant) per message and machine busy % from the due second until the INBOX held them all. */
   cpuPerMsg: number;
   busy: number;
 }
 
-async function releaseLag(stack: LegacyStack, heldRate: number, message: Buffer): Promise<LagResult> {
+/**
+ * One release-lag run: fresh gateways of the variant (a fresh database for PostgreSQL),
+ * LAG_COUNT held messages (split evenly between the gateways) due at one second, then
+ * the measures from that second on, taken over every gateway of the variant.
+ */
+async function releaseLag(stack: LegacyStack, heldRate: number, message: Buffer, variant: LagVariant, pg?: PostgresServer): Promise<LagResult> {
   await emptyInbox(stack);
   const bobBefore = await stack.messageCount('bob');
-  const gw = await gateway(stack, RELEASE_CONCURRENCY === undefined ? {} : { concurrency: RELEASE_CONCURRENCY });
+  const url = variant.postgres ? await pg!.createDatabase() : undefined;
+  const store = url ? { kind: 'postgres', url } : undefined;
+  const gws: RunningGateway[] = [];
   try {
-    const probe: Target = { name: 'held', port: gw.submissionPort, auth: true, pid: gw.pid };
-    const conns = await Promise.all(Array.from({ length: CONNECTIONS }, () => openConnection(probe)));
-    // Due a whole second (HOLDUNTIL here carries seconds) after the expected end plus margin.
+    for (let i = 0; i < variant.gateways; i++) gws.push(await gateway(stack, RELEASE_CONCURRENCY === undefined ? {} : { concurrency: RELEASE_CONCURRENCY }, store));
+    // What is held: the spool gauge of the one SQLite gateway; the shared table with PostgreSQL.
+    const heldNow = async (): Promise<number> =>
+      url
+        ? Number((await query<{ n: string }>(url, 'SELECT COUNT(*) AS n FROM held_messages'))[0]!.n)
+        : metricValue(await gws[0]!.metrics(), 'lemonade_futurerelease_held_messages');
+    const perGateway = Math.max(1, Math.round(CONNECTIONS / gws.length));
+    const probes: Target[] = gws.map((gw) => ({ name: 'held', port: gw.submissionPort, auth: true, pid: gw.pid }));
+    const conns = await Promise.all(probes.map((p) => Promise.all(Array.from({ length: perGateway }, () => openConnection(p)))));
+    // Due a whole second (HOLDUNTIL here carries seconds) after the expected end plus margin;
+    // PostgreSQL's accept rate is not measured, so its margin is wider.
     const expectedMs = (LAG_COUNT / heldRate) * 1000;
-    const dueAt = new Date(Math.ceil((Date.now() + expectedMs * 1.5 + 3000) / 1000) * 1000);
-    const target: Target = { ...probe, hold: `HOLDUNTIL=${dueAt.toISOString().replace(/\.\d{3}Z$/, 'Z')}` };
-    console.error(`release lag: ${LAG_COUNT} messages held until ${dueAt.toISOString()} (expected to take ${(expectedMs / 1000).toFixed(1)} s to submit)`);
-    const batch = await runBatch(conns, target, message, LAG_COUNT);
+    const dueAt = new Date(Math.ceil((Date.now() + expectedMs * (variant.postgres ? 4 : 1.5) + 3000) / 1000) * 1000);
+    const hold = `HOLDUNTIL=${dueAt.toISOString().replace(/\.\d{3}Z$/, 'Z')}`;
+    console.error(
+      `release lag${variant.name === 'sqlite' ? '' : ` (${variant.name})`}: ${LAG_COUNT} messages held until ${dueAt.toISOString()} ` +
+        `(expected to take ${(expectedMs / 1000).toFixed(1)} s to submit)`,
+    );
+    // Half (or the n-th part) through each gateway, all at once.
+    const started = performance.now();
+    const batches = await Promise.all(
+      probes.map((p, i) => runBatch(conns[i]!, { ...p, hold }, message, Math.floor(LAG_COUNT / gws.length) + (i < LAG_COUNT % gws.length ? 1 : 0))),
+    );
+    const submitSeconds = (performance.now() - started) / 1000;
     const submittedBeforeDue = Date.now() < dueAt.getTime();
-    for (const c of conns) {
+    for (const c of conns.flat()) {
       c.write('QUIT\r\n');
       c.close();
     }
-    if (batch.errors > 0) console.error(`release lag: ${batch.errors} submissions failed; first: ${batch.firstError}`);
-    const accepted = batch.latencies.length;
-    const held = metricValue(await gw.metrics(), 'lemonade_futurerelease_held_messages');
-    if (held !== accepted) console.error(`release lag: the spool gauge reads ${held} before the due time, not ${accepted}`);
+    const errors = batches.reduce((n, b) => n + b.errors, 0);
+    const firstError = batches.find((b) => b.firstError !== undefined)?.firstError;
+    if (errors > 0) console.error(`release lag: ${errors} submissions failed; first: ${firstError}`);
+    const accepted = batches.reduce((n, b) => n + b.latencies.length, 0);
+    const held = await heldNow();
+    if (held !== accepted) console.error(`release lag: ${url ? 'held_messages holds' : 'the spool gauge reads'} ${held} before the due time, not ${accepted}`);
 
-    // From the due second on: the spool gauge (polled every 100 ms) and bob's INBOX (STATUS every 100 ms).
+    // From the due second on: what is held (polled every 100 ms) and bob's INBOX (STATUS every 100 ms).
     await sleep(dueAt.getTime() - Date.now());
-    const cpuAtDue = cpuMs(gw.pid);
+    const cpuAtDue = gws.map((gw) => cpuMs(gw.pid));
     const ticksAtDue = machineTicks();
     let spoolEmptyAt = NaN;
     const spoolWatch = (async () => {
       const until = dueAt.getTime() + 300_000;
       while (Date.now() < until) {
-        if (metricValue(await gw.metrics(), 'lemonade_futurerelease_held_messages') === 0) {
+        if ((await heldNow()) === 0) {
           spoolEmptyAt = Date.now();
           return;
         }
@@ -375,32 +445,99 @@ async function releaseLag(stack: LegacyStack, heldRate: number, message: Buffer)
     })();
     const delivered = (await stack.waitForMessageCount('bob', 'INBOX', bobBefore + accepted, dueAt.getTime() + 300_000 - Date.now())) - bobBefore;
     const inboxAt = Date.now();
-    const cpuPerMsg = (cpuMs(gw.pid) - cpuAtDue) / accepted;
+    const cpuPerMsg = gws.reduce((n, gw, i) => n + cpuMs(gw.pid) - cpuAtDue[i]!, 0) / accepted;
     const busy = busyPercent(ticksAtDue, machineTicks());
     await spoolWatch;
-    const metrics = await gw.metrics();
-    const histogram = readHistogram(metrics, 'lemonade_futurerelease_release_lag_seconds');
+    const metrics = await Promise.all(gws.map((gw) => gw.metrics()));
+    const histogram = metrics.map((m) => readHistogram(m, 'lemonade_futurerelease_release_lag_seconds')).reduce(addHistograms);
 
     // The same lags from the log lines, as a check on the bucket interpolation.
     const releasedAt: number[] = [];
-    for (const l of gw.logs) {
+    for (const l of gws.flatMap((gw) => gw.logs)) {
       if (!l.includes('"msg":"held message released"')) continue;
       const rec = JSON.parse(l) as { time: number };
       releasedAt.push((rec.time - dueAt.getTime()) / 1000);
     }
     releasedAt.sort((a, b) => a - b);
+    const total = (event: string) => metrics.reduce((n, m) => n + metricValue(m, 'lemonade_futurerelease_messages_total', { event }), 0);
     return {
-      dueAt, submitSeconds: batch.seconds, submittedBeforeDue, errors: batch.errors, histogram,
+      variant: variant.name, gateways: gws.length, accepted,
+      dueAt, submitSeconds, submittedBeforeDue, errors, histogram,
       p50: histogramQuantile(histogram, 0.5), p99: histogramQuantile(histogram, 0.99),
       logP50: quantile(releasedAt, 0.5), logP99: quantile(releasedAt, 0.99),
       logFirst: releasedAt[0] ?? NaN, logLast: releasedAt.at(-1) ?? NaN, logCount: releasedAt.length,
       spoolEmptyS: (spoolEmptyAt - dueAt.getTime()) / 1000, inboxS: (inboxAt - dueAt.getTime()) / 1000, delivered,
-      released: metricValue(metrics, 'lemonade_futurerelease_messages_total', { event: 'released' }),
-      failed: metricValue(metrics, 'lemonade_futurerelease_messages_total', { event: 'failed' }),
-      warnings: complaints(gw), cpuPerMsg, busy,
+      released: total('released'), failed: total('failed'),
+      warnings: gws.flatMap(complaints), cpuPerMsg, busy,
     };
   } finally {
-    await stopGateway(gw);
+    for (const gw of gws) await stopGateway(gw);
+  }
+}
+
+/**
+ * The release lag of every BENCH_LAG_STORES variant: "sqlite" is the run main() already
+ * made; the PostgreSQL ones share one private server, a fresh database each. A variant
+ * that fails is reported and the others still run.
+ */
+async function lagByStore(stack: LegacyStack, heldRate: number, message: Buffer, sqlite: LagResult): Promise<Array<LagResult | { variant: string; error: string }>> {
+  const out: Array<LagResult | { variant: string; error: string }> = [];
+  let pg: PostgresServer | undefined;
+  let pgError: string | undefined;
+  try {
+    for (const name of LAG_STORES) {
+      const variant = LAG_VARIANTS.find((v) => v.name === name)!;
+      if (!variant.postgres) {
+        out.push(sqlite);
+        continue;
+      }
+      if (!pg && pgError === undefined) {
+        if (!postgresInstalled()) pgError = 'PostgreSQL is not installed (bash scripts/postgres.sh install)';
+        else pg = await startPostgres().catch((err: unknown) => ((pgError = (err as Error).message), undefined));
+      }
+      if (!pg) {
+        console.error(`release lag (${name}): left out: ${pgError}`);
+        out.push({ variant: name, error: pgError! });
+        continue;
+      }
+      try {
+        out.push(await releaseLag(stack, heldRate, message, variant, pg));
+      } catch (err) {
+        console.error(`release lag (${name}) failed: ${(err as Error).message}`);
+        out.push({ variant: name, error: (err as Error).message.split('\n')[0]! });
+      }
+    }
+  } finally {
+    await pg?.stop();
+  }
+  return out;
+}
+
+function printLagByStore(results: Array<LagResult | { variant: string; error: string }>): void {
+  console.log(
+    `\nRelease lag by store (issue 18), ${LAG_COUNT} held ${MESSAGE_BYTES}-byte messages due at once over ${CONNECTIONS} connections ` +
+      `(split between the gateways); lag p50/p99 from the histograms (buckets interpolated, summed over the gateways) and from the log lines; ` +
+      `spool empty: gauge (sqlite) or held_messages count (postgres), polled every 100 ms; drain: all in bob's INBOX:\n`,
+  );
+  console.log(
+    '| store | gateways | held | submit s | all before due | lag p50 s | lag p99 s | log p50 s | log p99 s | release rate msg/s | spool empty s | drain s | delivered | released / failed | gateway CPU ms/msg | machine busy | warnings |',
+  );
+  console.log('|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|');
+  for (const r of results) {
+    if ('error' in r) {
+      console.log(`| ${r.variant} | | | | | | | | | | | | | | | | not run: ${r.error.slice(0, 200)} |`);
+      continue;
+    }
+    const rate = (r.logCount - 1) / (r.logLast - r.logFirst);
+    console.log(
+      `| ${r.variant} | ${r.gateways} | ${r.accepted} | ${r.submitSeconds.toFixed(1)} | ${r.submittedBeforeDue ? 'yes' : 'NO'} | ` +
+        `${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.logP50.toFixed(2)} | ${r.logP99.toFixed(2)} | ${rate.toFixed(1)} | ` +
+        `${r.spoolEmptyS.toFixed(2)} | ${r.inboxS.toFixed(2)} | ${r.delivered} | ${r.released} / ${r.failed} | ${r.cpuPerMsg.toFixed(2)} | ${r.busy.toFixed(0)}% | ${r.warnings.length} |`,
+    );
+  }
+  for (const r of results) {
+    if ('error' in r || r.variant === 'sqlite') continue;
+    for (const l of r.warnings.slice(0, 3)) console.log(`  ${r.variant}: ${l.slice(0, 300)}`);
   }
 }
 
@@ -426,7 +563,8 @@ async function main(): Promise<void> {
       }
     }
     const heldRate = rows.find((r) => r.connections === CONNECTIONS && r.target === 'held')!.perSec;
-    const lag = await releaseLag(stack, heldRate, message);
+    const lag = await releaseLag(stack, heldRate, message, LAG_VARIANTS[0]!);
+    const byStore = await lagByStore(stack, heldRate, message, lag);
 
     console.log(`\nAccept rate, ${MESSAGE_BYTES}-byte messages, ${COUNT} per row (pipelined MAIL/RCPT/DATA; latency: MAIL written to the final reply):\n`);
     console.log('| connections | target | messages/s | p50 ms | p99 ms | messages | errors | vs direct | gateway CPU ms/msg | machine busy |');
@@ -468,6 +606,7 @@ async function main(): Promise<void> {
     );
     console.log(`Gateway log lines at warn or above in the release-lag gateway: ${lag.warnings.length}`);
     for (const l of lag.warnings.slice(0, 5)) console.log(`  ${l.slice(0, 300)}`);
+    if (byStore.length > 0) printLagByStore(byStore);
     console.log(`\nWhole run: ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     await stack.stop();

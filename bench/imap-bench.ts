@@ -10,7 +10,16 @@
  *   gateway-ref / gateway-ref-tls  another build of the gateway (BENCH_GATEWAY_REF_MAIN=its
  *                dist/main.js), to compare a change with what it changes, in one run
  *   dovecot-proxy / dovecot-proxy-tls  through a second Dovecot in proxy mode
- * Then RSS per idle TLS session of the gateway (1,000 sessions by default).
+ * Then RSS per idle TLS session of the gateway (BENCH_IDLE_SESSIONS, 1,000 by default).
+ *
+ * Then, by store (issue 18; BENCH_PG_IDLE=1/0, default on when PostgreSQL is installed):
+ * gateways that ran no workload, on the embedded SQLite store and with
+ * `store: {kind: postgres}` on a fresh database of a private PostgreSQL
+ * (test/helpers/postgres.ts), each measured two ways: BENCH_IDLE_SESSIONS idle TLS
+ * sessions with the greeting received (as above), and as many logged in (LOGIN over
+ * implicit TLS, answered OK; each holds its upstream connection to Dovecot), printed as
+ * one table. Every measure gets a fresh gateway (the workload gateway's heap, or one a
+ * previous measure grew, has room that would hide part of the cost).
  *
  * Not a test: run on demand with `npm run bench`; results go in bench/RESULTS.md.
  */
@@ -20,8 +29,10 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { startLegacyStack } from '../test/helpers/stack.js';
-import { startGateway } from '../test/helpers/gateway.js';
+import { removeGatewayDir, startGateway } from '../test/helpers/gateway.js';
 import { RawImap } from '../test/helpers/imap-raw.js';
+import { startPostgres } from '../test/helpers/postgres.js';
+import { postgresInstalled } from './postgres.js';
 import { freePort, startSocat, waitForPort } from './relay.js';
 
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 10);
@@ -32,6 +43,8 @@ const SLICE_SECONDS = 4;
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 /** Entry point of a reference build (e.g. a checkout of the commit before a refactor), run beside this tree's. */
 const REF_MAIN = process.env.BENCH_GATEWAY_REF_MAIN;
+/** Idle sessions by store, SQLite beside PostgreSQL (BENCH_PG_IDLE=0 leaves it out; default: when PostgreSQL is installed). */
+const PG_IDLE = process.env.BENCH_PG_IDLE === undefined ? undefined : !['0', '', 'false', 'no'].includes(process.env.BENCH_PG_IDLE);
 const USERS = ['alice', 'bob', 'carol'];
 
 interface Target {
@@ -178,6 +191,51 @@ async function idleSessionCost(port: number, rss: () => number): Promise<number>
   return ((after - before) * 1024) / IDLE_SESSIONS;
 }
 
+/** As idleSessionCost, with every session logged in (LOGIN over implicit TLS) and then left idle. */
+async function loggedInSessionCost(port: number, rss: () => number): Promise<number> {
+  const clients: RawImap[] = [];
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = rss();
+  try {
+    for (let i = 0; i < IDLE_SESSIONS; i++) clients.push(await RawImap.loggedIn(port, USERS[i % USERS.length]!));
+    await new Promise((r) => setTimeout(r, 2000));
+    return ((rss() - before) * 1024) / IDLE_SESSIONS;
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
+
+/**
+ * Idle-session RSS by store (issue 18): SQLite beside PostgreSQL (a private server), each
+ * measure on a gateway of its own, fresh (and with PostgreSQL a fresh database): a second
+ * measure on the same process would find heap the first one grew and count too little.
+ */
+async function idleByStore(stack: Awaited<ReturnType<typeof startLegacyStack>>): Promise<void> {
+  const pg = await startPostgres();
+  try {
+    const rows: Array<{ store: string; greeting: number; loggedIn: number }> = [];
+    for (const name of ['sqlite', 'postgres'] as const) {
+      const measure = async (cost: typeof idleSessionCost): Promise<number> => {
+        const store = name === 'postgres' ? { kind: 'postgres', url: await pg.createDatabase() } : {};
+        const g = await startGateway(stack, { config: { log: { level: 'info' }, store } });
+        try {
+          return await cost(g.imapsPort, () => g.rssKiB());
+        } finally {
+          await g.stop();
+          removeGatewayDir(g);
+        }
+      };
+      rows.push({ store: name, greeting: await measure(idleSessionCost), loggedIn: await measure(loggedInSessionCost) });
+    }
+    console.log(`\nRSS per idle TLS session by store (${IDLE_SESSIONS} sessions, greeting only or logged in, each on a fresh gateway):\n`);
+    console.log('| store | greeting only KiB | logged in KiB |');
+    console.log('|---|---:|---:|');
+    for (const r of rows) console.log(`| ${r.store} | ${(r.greeting / 1024).toFixed(1)} | ${(r.loggedIn / 1024).toFixed(1)} |`);
+  } finally {
+    await pg.stop();
+  }
+}
+
 async function main(): Promise<void> {
   console.log(`# IMAP benchmark: ${SESSIONS} sessions x ${SECONDS} s per target, ${os.cpus().length} cores, node ${process.version}`);
   const stack = await startLegacyStack({ postfix: false });
@@ -262,6 +320,11 @@ async function main(): Promise<void> {
     if (gwRef) {
       const refPerSession = await idleSessionCost(gwRef.imapsPort, () => gwRef.rssKiB());
       console.log(`RSS per idle TLS session (gateway-ref, ${IDLE_SESSIONS} sessions): ${(refPerSession / 1024).toFixed(1)} KiB`);
+    }
+    if (PG_IDLE ?? postgresInstalled()) {
+      await idleByStore(stack).catch((err: unknown) => console.error(`idle sessions by store failed: ${(err as Error).message}`));
+    } else if (PG_IDLE === undefined) {
+      console.error('idle sessions by store left out: PostgreSQL is not installed (bash scripts/postgres.sh install)');
     }
   } finally {
     proxy?.stop();

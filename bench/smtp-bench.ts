@@ -9,13 +9,16 @@
  *   socat                   through a plain TCP relay (socat) in front of Postfix, the floor for any proxy
  *   gateway                 lemonade-gateway's plain submission listener (AUTH PLAIN allowed on loopback)
  *   gateway-tls             lemonade-gateway's implicit-TLS submission listener
+ *   gateway-workers2 / gateway-workers2-tls  the same with `workers: 2` (issue 18; BENCH_WORKERS=N
+ *                           for N workers, 0 or 1 leaves them out); its CPU counts the workers too
+ *   gateway-ref             another build of the gateway (BENCH_GATEWAY_REF_MAIN), plain listener
  *   dovecot-submission      Dovecot's submission service relaying to the same Postfix, plain
  *   dovecot-submission-tls  the same with implicit TLS
  * Targets and sizes take turns in short slices, so drift on the machine falls on all alike;
  * after each slice the bench waits for Postfix's queue to drain and empties the INBOXes,
  * so no target pays for another's deliveries. Also reported: each relay's CPU time per
  * message (gateway, socat, Dovecot: the process and its descendants, from /proc), the
- * gateway's RSS before and after, and the EHLO keywords of every target.
+ * `workers: 1` gateway's RSS before and after, and the EHLO keywords of every target.
  *
  * Not a test: run on demand with `bash bench/run.sh smtp`; results go in bench/RESULTS.md.
  */
@@ -42,6 +45,8 @@ const GATEWAY_NODE_ARGS = process.env.BENCH_GATEWAY_NODE_ARGS?.split(/\s+/).filt
  * target "gateway-ref" in the same run: compares code variants under the same noise.
  */
 const REF_MAIN = process.env.BENCH_GATEWAY_REF_MAIN;
+/** Worker processes of the second gateway (BENCH_WORKERS, default 2; 0 or 1: no second gateway). */
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 /** Only these targets (comma-separated names), e.g. for profiling one of them. */
 const ONLY = process.env.BENCH_TARGETS?.split(',').filter(Boolean);
 /** Which clients to run: nodemailer, smtplib (comma-separated). */
@@ -448,6 +453,18 @@ async function main(): Promise<void> {
         removeGatewayDir(ref);
       });
     }
+    // The same gateway with N worker processes (issue 18: workers 1 vs N side by side).
+    // Its relay CPU is the primary's process tree, so the workers' CPU is in it.
+    const gwN =
+      WORKERS > 1
+        ? await startGateway(stack, { config: { ...gatewayConfig, workers: WORKERS }, startTimeoutMs: 60_000, ...(GATEWAY_NODE_ARGS ? { nodeArgs: GATEWAY_NODE_ARGS } : {}) })
+        : undefined;
+    if (gwN) {
+      stops.push(async () => {
+        await gwN.stop();
+        removeGatewayDir(gwN);
+      });
+    }
     const socat = await startSocat(stack.smtpPort);
     stops.push(() => socat.proc.kill());
     const tlsDir = path.join(gw.dir, 'data', 'tls');
@@ -469,6 +486,12 @@ async function main(): Promise<void> {
       { name: 'gateway', port: gw.submissionPort, tls: false, auth: true, relayPid: () => gw.pid },
       ...(ref ? [{ name: 'gateway-ref', port: ref.submissionPort, tls: false, auth: true, relayPid: () => ref.pid }] : []),
       { name: 'gateway-tls', port: gw.submissionsPort, tls: true, auth: true, relayPid: () => gw.pid },
+      ...(gwN
+        ? [
+            { name: `gateway-workers${WORKERS}`, port: gwN.submissionPort, tls: false, auth: true, relayPid: () => gwN.pid },
+            { name: `gateway-workers${WORKERS}-tls`, port: gwN.submissionsPort, tls: true, auth: true, relayPid: () => gwN.pid },
+          ]
+        : []),
       ...(dsub
         ? [
             { name: 'dovecot-submission', port: dsub.plain, tls: false, auth: true, relayPid: dsub.masterPid },
@@ -565,6 +588,8 @@ async function main(): Promise<void> {
     );
     const warnings = gw.logs.filter((l) => /"level":(40|50|60)/.test(l));
     if (warnings.length > 0) console.log(`Gateway warnings/errors: ${warnings.length}; first: ${warnings[0]!.slice(0, 300)}`);
+    const warningsN = gwN?.logs.filter((l) => /"level":(40|50|60)/.test(l)) ?? [];
+    if (warningsN.length > 0) console.log(`Gateway (workers: ${WORKERS}) warnings/errors: ${warningsN.length}; first: ${warningsN[0]!.slice(0, 300)}`);
   } finally {
     await stopAll();
   }
