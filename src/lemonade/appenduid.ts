@@ -9,6 +9,7 @@
 import { examine } from './fetch-part.js';
 import { astringParts, type UpstreamConnection } from '../imap/upstream.js';
 import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
+import { parseStatusLine } from '../imap/protocol/status-line.js';
 
 export interface MailboxUids {
   uidValidity: number;
@@ -73,10 +74,13 @@ export function plainAppend(first: Buffer): { mailbox: string; size: number } | 
  * gave without advertising UIDPLUS (such codes are not to be trusted, nor shown).
  */
 export function withAppendUid(line: Buffer, uidValidity: number, uid: number | undefined): Buffer {
-  const m = /^(\S+) OK (?:\[(?:APPENDUID|COPYUID) [^\]]*\] )?(.*)$/is.exec(line.toString('latin1'));
-  if (m === null) return line;
-  const code = uid === undefined ? '' : `[APPENDUID ${uidValidity} ${uid}] `;
-  return Buffer.from(`${m[1]} OK ${code}${m[2]}`, 'latin1');
+  const status = parseStatusLine(line);
+  if (status?.status !== 'OK') return line;
+  const ours = uid === undefined ? '' : `[APPENDUID ${uidValidity} ${uid}] `;
+  // Any other code the upstream gave is passed on after ours, as part of the text.
+  const theirs = status.code === undefined || /^(?:APPENDUID|COPYUID) /i.test(status.code) ? '' : `[${status.code}] `;
+  const lineEnd = line.at(-1) !== 0x0a ? '' : line.at(-2) === 0x0d ? '\r\n' : '\n';
+  return Buffer.from(`${status.tag} OK ${ours}${theirs}${status.text}${lineEnd}`, 'latin1');
 }
 
 /** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
