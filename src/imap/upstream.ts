@@ -15,7 +15,7 @@ import { parseStatusLine, STATUS_KINDS } from './protocol/status-line.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
 import { detachForTls } from '../net/client-socket.js';
 import { hasCapability, parseCapabilityList } from './capabilities.js';
-import { isQuotable, quoted, type TaggedStatus } from './protocol/writer.js';
+import { astringParts, type CommandPart, type TaggedStatus } from './protocol/writer.js';
 import type { Credentials } from './credentials.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { bytesTotal, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
@@ -41,9 +41,6 @@ export interface TaggedResult {
   /** Response codes of untagged status responses seen meanwhile ("UIDVALIDITY 42", ...). */
   codes: string[];
 }
-
-/** One piece of an internal command: text as-is, or a string sent as a literal (RFC 3501 §4.3). */
-export type CommandPart = string | { literal: Buffer };
 
 /**
  * Where the bytes of one response literal go instead of memory (a FETCH of a 10 MB part
@@ -496,9 +493,4 @@ export async function loginUpstream(upstream: UpstreamConnection, creds: Credent
     return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [], codes: [] };
   }
   return upstream.command(['LOGIN ', ...astringParts(creds.user), ' ', ...astringParts(creds.password)]);
-}
-
-/** An astring argument (RFC 3501 §9) of an internal command: quoted when it can be, else a literal. */
-export function astringParts(s: string): CommandPart[] {
-  return isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }];
 }

@@ -7,7 +7,8 @@
  * and if sizes tie too, no answer rather than a wrong one.
  */
 import { examine } from './fetch-part.js';
-import { astringParts, type UpstreamConnection } from '../imap/upstream.js';
+import type { UpstreamConnection } from '../imap/upstream.js';
+import { astringParts } from '../imap/protocol/writer.js';
 import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
 import { parseStatusLine } from '../imap/protocol/status-line.js';
 
@@ -81,13 +82,6 @@ export function withAppendUid(line: Buffer, uidValidity: number, uid: number | u
   const theirs = status.code === undefined || /^(?:APPENDUID|COPYUID) /i.test(status.code) ? '' : `[${status.code}] `;
   const lineEnd = line.at(-1) !== 0x0a ? '' : line.at(-2) === 0x0d ? '\r\n' : '\n';
   return Buffer.from(`${status.tag} OK ${ours}${theirs}${status.text}${lineEnd}`, 'latin1');
-}
-
-/** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
-export function searchResult(line: string): number[] | undefined {
-  const m = /^\* SEARCH((?: \d+)*)\s*$/i.exec(line);
-  if (m === null) return undefined;
-  return m[1]!.trim() === '' ? [] : m[1]!.trim().split(' ').map(Number);
 }
 
 /** The UIDs that messages copied into a mailbox got, in order, when exactly `count` arrived from before.uidNext on. */

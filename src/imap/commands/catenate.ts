@@ -30,7 +30,7 @@ import { Assembly, AssemblyTooBig } from '../../lemonade/assembly.js';
 import { authorizeForUser, describeRefusal, isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { fetchPart, type PartRef } from '../../lemonade/fetch-part.js';
 import { SideLoginRefused } from '../side-pool.js';
-import { astringParts } from '../upstream.js';
+import { astringParts } from '../protocol/writer.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { catenateAppends, catenateUrlBytes } from '../../metrics/metrics.js';
 import { commandFinished } from './command-log.js';

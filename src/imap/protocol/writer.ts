@@ -66,6 +66,14 @@ function literalPrefix(n: number, options: QuoteOptions): string {
   return `{${n}${options.nonSync ? '+' : ''}}\r\n`;
 }
 
+/** One piece of a command the gateway sends: text as-is, or a string sent as a literal (RFC 3501 §4.3). */
+export type CommandPart = string | { literal: Buffer };
+
+/** An astring argument (RFC 3501 §9) of a command the gateway sends: quoted when it can be, else a literal. */
+export function astringParts(s: string): CommandPart[] {
+  return isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }];
+}
+
 /**
  * An astring (RFC 3501 §9): s itself when it is a valid atom (and not "NIL", which would
  * read as nil, nor over 1000 characters), else quoteString(s). For mailbox names, user
