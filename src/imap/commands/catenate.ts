@@ -30,7 +30,7 @@ import { Assembly, AssemblyTooBig } from '../../lemonade/assembly.js';
 import { authorizeForUser, describeRefusal, isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { fetchPart, type PartRef } from '../../lemonade/fetch-part.js';
 import { SideLoginRefused } from '../side-pool.js';
-import { astringParts } from '../protocol/writer.js';
+import { astringParts, badUrlCode } from '../protocol/writer.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { catenateAppends, catenateUrlBytes } from '../../metrics/metrics.js';
 import { commandFinished } from './command-log.js';
@@ -391,10 +391,4 @@ function catenateResult(failure: Failure): string {
   if (code === 'UNAVAILABLE') return 'unavailable';
   if (code === 'BADURL') return 'badurl';
   return 'mailbox';
-}
-
-/** RFC 4469 §6: BADURL with the URL (url-resp-text: no "]" and no line breaks). */
-function badUrlCode(text: string): string {
-  const clean = text.replace(/[\]\r\n\0]/g, '').slice(0, 1000);
-  return clean === '' ? 'BADURL' : `BADURL ${clean}`;
 }

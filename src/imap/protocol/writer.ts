@@ -88,6 +88,21 @@ export function sanitizeText(text: string): string {
   return text.replace(LINE_BREAKERS, ' ');
 }
 
+/** RFC 4469 §6 url-resp-text = 1*(%x01-09 / %x0B-0C / %x0E-5B / %x5D-FE): no NUL, LF, CR or "]". */
+const NOT_URL_RESP_CHAR = /[\x00\x0a\x0d\x5d]/g;
+/** Longest URL echoed in a BADURL code: RFC 4469 sets no bound, a response line needs one. */
+const MAX_BADURL_TEXT = 1000;
+
+/**
+ * The BADURL response code (RFC 4469 §6) naming a URL the command could not use: the URL
+ * as the client sent it, less the characters url-resp-text excludes. Codes go out as UTF-8,
+ * whose bytes are never 0xFF, so NUL, LF, CR and "]" are all there is to drop.
+ */
+export function badUrlCode(url: string): string {
+  const text = url.replace(NOT_URL_RESP_CHAR, '').slice(0, MAX_BADURL_TEXT);
+  return text === '' ? 'BADURL' : `BADURL ${text}`;
+}
+
 export type TaggedStatus = 'OK' | 'NO' | 'BAD';
 export type UntaggedStatus = 'OK' | 'NO' | 'BAD' | 'BYE' | 'PREAUTH';
 
