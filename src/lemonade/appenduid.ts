@@ -11,6 +11,7 @@ import type { UpstreamConnection } from '../imap/upstream.js';
 import { astringParts } from '../imap/protocol/writer.js';
 import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
 import { parseStatusLine } from '../imap/protocol/status-line.js';
+import { readAppendHead, readAppendMessage, recognizedMailbox } from '../imap/protocol/append-line.js';
 
 export interface MailboxUids {
   uidValidity: number;
@@ -61,13 +62,13 @@ export async function appendedUid(conn: UpstreamConnection, mailbox: string, bef
 
 /** "tag APPEND mailbox [flags] [date] {n}" (RFC 3501 §6.3.11): the mailbox (wire form) and the literal's size. */
 export function plainAppend(first: Buffer): { mailbox: string; size: number } | undefined {
-  const m = /^\S+ APPEND ("(?:[^"\\\r\n]|\\.)*"|[^\s(){"\\\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? ~?\{(\d{1,12})\+?\}\r?\n$/i.exec(
-    first.toString('latin1'),
-  );
-  if (m === null) return undefined;
-  const raw = m[1]!;
-  const mailbox = raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
-  return { mailbox, size: Number(m[2]) };
+  const text = first.toString('latin1');
+  const head = readAppendHead(text);
+  if (head === undefined || !recognizedMailbox(head.mailbox)) return undefined;
+  const data = readAppendMessage(text, head.end)?.data;
+  // Twelve digits: a size any message can have, and a number that stays exact.
+  if (data?.form !== 'literal' || data.digits.length > 12) return undefined;
+  return { mailbox: head.mailbox.name, size: Number(data.digits) };
 }
 
 /**
