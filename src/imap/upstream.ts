@@ -11,10 +11,11 @@ import type net from 'node:net';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
 import { EchoWatch, literalEcho, unguessableTagPrefix, type LiteralEcho } from './protocol/echo.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, type ResponseHead } from './protocol/parser.js';
+import { parseStatusLine, STATUS_KINDS } from './protocol/status-line.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
 import { detachForTls } from '../net/client-socket.js';
 import { hasCapability, parseCapabilityList } from './capabilities.js';
-import { isQuotable, quoted } from './protocol/writer.js';
+import { astringParts, type CommandPart, type TaggedStatus } from './protocol/writer.js';
 import type { Credentials } from './credentials.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { bytesTotal, upstreamConnectFailures, upstreamConnectionsOpen } from '../metrics/metrics.js';
@@ -29,10 +30,6 @@ const MAX_INTERNAL_RESPONSE = 1024 * 1024;
 /** Upstream responses to gateway-internal commands must come within this time. */
 const INTERNAL_COMMAND_TIMEOUT_MS = 30_000;
 
-const STATUS_KINDS = new Set(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH']);
-
-export type TaggedStatus = 'OK' | 'NO' | 'BAD';
-
 export interface TaggedResult {
   status: TaggedStatus;
   /** The bracketed response code without brackets, e.g. "CAPABILITY IMAP4rev1 ...". */
@@ -44,9 +41,6 @@ export interface TaggedResult {
   /** Response codes of untagged status responses seen meanwhile ("UIDVALIDITY 42", ...). */
   codes: string[];
 }
-
-/** One piece of an internal command: text as-is, or a string sent as a literal (RFC 3501 §4.3). */
-export type CommandPart = string | { literal: Buffer };
 
 /**
  * Where the bytes of one response literal go instead of memory (a FETCH of a 10 MB part
@@ -95,13 +89,6 @@ interface PendingInternal {
   onUntagged?: CommandOptions['onUntagged'];
   /** Restarts the no-progress timer. */
   touch(): void;
-}
-
-/** Split "STATUS [CODE stuff] text" (the text after the tag) into its parts. */
-export function splitStatusText(rest: string): { status: string; code?: string; text: string } {
-  const m = /^(\S+)(?: \[([^\]]*)\])? ?(.*)$/s.exec(rest);
-  if (!m) return { status: rest, text: '' };
-  return { status: m[1]!.toUpperCase(), code: m[2], text: m[3] ?? '' };
 }
 
 export class UpstreamConnection {
@@ -463,10 +450,12 @@ export class UpstreamConnection {
     if (!pending || pending.tag !== head.tag) return;
     this.pending = undefined;
     pending.continuation?.(false);
-    const rest = first.subarray(head.tag.length + 1).toString('utf8').replace(/\r?\n$/, '');
-    const parts = splitStatusText(rest);
-    const status: TaggedStatus = parts.status === 'OK' || parts.status === 'NO' ? parts.status : 'BAD';
-    pending.resolve({ status, code: head.code?.raw ?? parts.code, text: parts.text, untagged: pending.untagged, codes: pending.codes });
+    const parsed = parseStatusLine(first);
+    // Anything but OK or NO (a tagged BYE, a line that is no status) failed as BAD would.
+    const status: TaggedStatus = parsed?.status === 'OK' || parsed?.status === 'NO' ? parsed.status : 'BAD';
+    // Read as UTF-8 (non-ASCII text comes as UTF-8 from today's servers); parseStatusLine hands back bytes.
+    const text = parsed !== undefined ? Buffer.from(parsed.text, 'latin1').toString('utf8') : first.toString('utf8', head.tag.length + 1).replace(/\r?\n$/, '');
+    pending.resolve({ status, code: parsed?.code, text, untagged: pending.untagged, codes: pending.codes });
   }
 
   /** A [CAPABILITY ...] response code on any status response updates what we know. */
@@ -504,9 +493,4 @@ export async function loginUpstream(upstream: UpstreamConnection, creds: Credent
     return { status: 'NO', code: 'CANNOT', text: 'Upstream cannot log in this way', untagged: [], codes: [] };
   }
   return upstream.command(['LOGIN ', ...astringParts(creds.user), ' ', ...astringParts(creds.password)]);
-}
-
-/** An astring argument (RFC 3501 §9) of an internal command: quoted when it can be, else a literal. */
-export function astringParts(s: string): CommandPart[] {
-  return isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }];
 }

@@ -7,8 +7,11 @@
  * and if sizes tie too, no answer rather than a wrong one.
  */
 import { examine } from './fetch-part.js';
-import { astringParts, type UpstreamConnection } from '../imap/upstream.js';
+import type { UpstreamConnection } from '../imap/upstream.js';
+import { astringParts } from '../imap/protocol/writer.js';
 import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
+import { parseStatusLine } from '../imap/protocol/status-line.js';
+import { readAppendHead, readAppendMessage, recognizedMailbox } from '../imap/protocol/append-line.js';
 
 export interface MailboxUids {
   uidValidity: number;
@@ -59,13 +62,13 @@ export async function appendedUid(conn: UpstreamConnection, mailbox: string, bef
 
 /** "tag APPEND mailbox [flags] [date] {n}" (RFC 3501 §6.3.11): the mailbox (wire form) and the literal's size. */
 export function plainAppend(first: Buffer): { mailbox: string; size: number } | undefined {
-  const m = /^\S+ APPEND ("(?:[^"\\\r\n]|\\.)*"|[^\s(){"\\\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? ~?\{(\d{1,12})\+?\}\r?\n$/i.exec(
-    first.toString('latin1'),
-  );
-  if (m === null) return undefined;
-  const raw = m[1]!;
-  const mailbox = raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
-  return { mailbox, size: Number(m[2]) };
+  const text = first.toString('latin1');
+  const head = readAppendHead(text);
+  if (head === undefined || !recognizedMailbox(head.mailbox)) return undefined;
+  const data = readAppendMessage(text, head.end)?.data;
+  // Twelve digits: a size any message can have, and a number that stays exact.
+  if (data?.form !== 'literal' || data.digits.length > 12) return undefined;
+  return { mailbox: head.mailbox.name, size: Number(data.digits) };
 }
 
 /**
@@ -73,17 +76,13 @@ export function plainAppend(first: Buffer): { mailbox: string; size: number } | 
  * gave without advertising UIDPLUS (such codes are not to be trusted, nor shown).
  */
 export function withAppendUid(line: Buffer, uidValidity: number, uid: number | undefined): Buffer {
-  const m = /^(\S+) OK (?:\[(?:APPENDUID|COPYUID) [^\]]*\] )?(.*)$/is.exec(line.toString('latin1'));
-  if (m === null) return line;
-  const code = uid === undefined ? '' : `[APPENDUID ${uidValidity} ${uid}] `;
-  return Buffer.from(`${m[1]} OK ${code}${m[2]}`, 'latin1');
-}
-
-/** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
-export function searchResult(line: string): number[] | undefined {
-  const m = /^\* SEARCH((?: \d+)*)\s*$/i.exec(line);
-  if (m === null) return undefined;
-  return m[1]!.trim() === '' ? [] : m[1]!.trim().split(' ').map(Number);
+  const status = parseStatusLine(line);
+  if (status?.status !== 'OK') return line;
+  const ours = uid === undefined ? '' : `[APPENDUID ${uidValidity} ${uid}] `;
+  // Any other code the upstream gave is passed on after ours, as part of the text.
+  const theirs = status.code === undefined || /^(?:APPENDUID|COPYUID) /i.test(status.code) ? '' : `[${status.code}] `;
+  const lineEnd = line.at(-1) !== 0x0a ? '' : line.at(-2) === 0x0d ? '\r\n' : '\n';
+  return Buffer.from(`${status.tag} OK ${ours}${theirs}${status.text}${lineEnd}`, 'latin1');
 }
 
 /** The UIDs that messages copied into a mailbox got, in order, when exactly `count` arrived from before.uidNext on. */

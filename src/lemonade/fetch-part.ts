@@ -4,7 +4,8 @@
  * BURL (RFC 4468 §3) all need. The mailbox is opened with EXAMINE (RFC 3501 §6.3.2), so
  * nothing is marked \Seen and no \Recent flag is taken from the user's own session.
  */
-import { astringParts, type LiteralSink, type UpstreamConnection } from '../imap/upstream.js';
+import type { LiteralSink, UpstreamConnection } from '../imap/upstream.js';
+import { astringParts } from '../imap/protocol/writer.js';
 import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
 
 export interface PartRef {

@@ -7,7 +7,8 @@
  * the gateway's own URLs, and a pool would keep credentials logged in for no one.
  */
 import type { BurlHostConfig, UpstreamConfig } from '../config/schema.js';
-import { astringParts, loginUpstream, UpstreamConnection } from '../imap/upstream.js';
+import { loginUpstream, UpstreamConnection } from '../imap/upstream.js';
+import { astringParts } from '../imap/protocol/writer.js';
 import type { SinkFactory } from '../lemonade/fetch-part.js';
 import { ImapUrlError, parseImapUrl, type ImapUrl } from '../imap/protocol/url.js';
 import { UpstreamUnavailable } from '../upstream/connect.js';

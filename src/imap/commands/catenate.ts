@@ -30,7 +30,8 @@ import { Assembly, AssemblyTooBig } from '../../lemonade/assembly.js';
 import { authorizeForUser, describeRefusal, isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { fetchPart, type PartRef } from '../../lemonade/fetch-part.js';
 import { SideLoginRefused } from '../side-pool.js';
-import { astringParts } from '../upstream.js';
+import { astringParts, badUrlCode } from '../protocol/writer.js';
+import { readAppendHead, readAppendMessage, recognizedMailbox } from '../protocol/append-line.js';
 import { UpstreamUnavailable } from '../../upstream/connect.js';
 import { catenateAppends, catenateUrlBytes } from '../../metrics/metrics.js';
 import { commandFinished } from './command-log.js';
@@ -80,15 +81,18 @@ export function catenateStart(first: Buffer): CatenateStart | undefined {
   // mailbox = astring: an atom of ASTRING-CHARs ("[" and "]" included, RFC 3501 §9) and,
   // leniently as Dovecot, "%" and "*"; or a quoted string. Anything not recognized here is
   // relayed as a plain APPEND, so what Dovecot accepts as a mailbox must be recognized.
-  const m = /^([^\s(){%*"\\+\]\x00-\x1f\x7f]+)( APPEND ("(?:[^"\\\r\n]|\\.)*"|[^\s(){"\\\x00-\x1f\x7f]+)(?: \([^()\r\n]*\))?(?: "[^"\r\n]*")? )CATENATE \(/i.exec(
-    text,
-  );
-  if (m === null) return undefined;
-  const raw = m[3]!;
+  // Flags and date are the upstream's to judge.
+  const head = readAppendHead(text);
+  if (head === undefined || !TAG.test(head.tag) || !recognizedMailbox(head.mailbox)) return undefined;
+  const message = readAppendMessage(text, head.end);
+  if (message?.data.form !== 'catenate') return undefined;
   // The line was read as latin1: back to its bytes, as UTF-8 (RFC 6855 quoted names).
-  const mailbox = Buffer.from(raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw, 'latin1').toString('utf8');
-  return { tag: m[1]!, prefix: m[2]!, mailbox, rest: text.slice(m[0].length) };
+  const mailbox = Buffer.from(head.mailbox.name, 'latin1').toString('utf8');
+  return { tag: head.tag, prefix: text.slice(head.tag.length, message.data.at), mailbox, rest: message.data.rest };
 }
+
+/** RFC 3501 §9 tag: any ASTRING-CHAR but "+"; here also no "]" nor NBSP, as catenateStart always read it. */
+const TAG = /^[^\s(){%*"\\+\]\x00-\x1f\x7f]+$/;
 
 type Expect =
   /** A cat-part or ")". */
@@ -391,10 +395,4 @@ function catenateResult(failure: Failure): string {
   if (code === 'UNAVAILABLE') return 'unavailable';
   if (code === 'BADURL') return 'badurl';
   return 'mailbox';
-}
-
-/** RFC 4469 §6: BADURL with the URL (url-resp-text: no "]" and no line breaks). */
-function badUrlCode(text: string): string {
-  const clean = text.replace(/[\]\r\n\0]/g, '').slice(0, 1000);
-  return clean === '' ? 'BADURL' : `BADURL ${clean}`;
 }

@@ -13,7 +13,7 @@ import { highestModseqCode } from '../../lemonade/qresync/responses.js';
 import { SequenceSet } from '../protocol/sequence-set.js';
 import { fetchAttributes, numberValue } from '../protocol/responses.js';
 import type { ParsedLine } from '../protocol/parser.js';
-import { astringParts } from '../upstream.js';
+import { astringParts } from '../protocol/writer.js';
 import { qresyncChanges, qresyncReconcileDuration, qresyncReconciliations } from '../../metrics/metrics.js';
 
 /** The message number, UID and flags of a `* n FETCH (...)` line the gateway asked for (no literals in it). */

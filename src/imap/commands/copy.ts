@@ -8,7 +8,8 @@
 import type { CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
 import { isQuotable, quoted } from '../protocol/writer.js';
-import { copiedUids, mailboxUids, searchResult, type MailboxUids } from '../../lemonade/appenduid.js';
+import { copiedUids, mailboxUids, type MailboxUids } from '../../lemonade/appenduid.js';
+import { searchResult } from '../protocol/responses.js';
 import { normalizeMailbox } from '../../store/store.js';
 import { formatSequenceSet as uidSet, isSequenceSet } from '../protocol/sequence-set.js';
 import { answerAsUpstream } from './upstream-answer.js';

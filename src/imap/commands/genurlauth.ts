@@ -17,7 +17,7 @@
 import type { CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
 import { ImapUrlError, appendAuthorization, parseImapUrl, rumpUrl, type ImapUrl } from '../protocol/url.js';
-import { quoteString } from '../protocol/writer.js';
+import { badUrlCode, quoteString } from '../protocol/writer.js';
 import { MECHANISM } from '../../lemonade/urlauth.js';
 import { isOurHost, partRefOf } from '../../lemonade/authorize-url.js';
 import { messageExists } from '../../lemonade/fetch-part.js';
@@ -44,20 +44,20 @@ export const genurlauth: CommandHandler = async (ctx, line) => {
       parsed = parseImapUrl(text);
     } catch (err) {
       if (!(err instanceof ImapUrlError)) throw err;
-      return ctx.tagged(line.tag, 'NO', `Bad URL: ${err.message.slice(0, 120)}`, badUrl(text));
+      return ctx.tagged(line.tag, 'NO', `Bad URL: ${err.message.slice(0, 120)}`, badUrlCode(text));
     }
     const url = parsed.url;
     if (parsed.rumpText !== text || url.urlauth === undefined || url.urlauth.token !== undefined) {
-      return ctx.tagged(line.tag, 'NO', 'Not a rump URL: it must end with ;URLAUTH=access', badUrl(text));
+      return ctx.tagged(line.tag, 'NO', 'Not a rump URL: it must end with ;URLAUTH=access', badUrlCode(text));
     }
     if (url.uid === undefined || url.mailbox === undefined || url.server === undefined) {
-      return ctx.tagged(line.tag, 'NO', 'Only a message URL (with ;UID=) can be authorized', badUrl(text));
+      return ctx.tagged(line.tag, 'NO', 'Only a message URL (with ;UID=) can be authorized', badUrlCode(text));
     }
     if (!isOurHost(url.server.host, ctx.config.hostname)) {
-      return ctx.tagged(line.tag, 'NO', `URL must name this server (${ctx.config.hostname})`, badUrl(text));
+      return ctx.tagged(line.tag, 'NO', `URL must name this server (${ctx.config.hostname})`, badUrlCode(text));
     }
     if (url.server.user !== user) {
-      return ctx.tagged(line.tag, 'NO', 'URL must name the logged-in user as owner', badUrl(text));
+      return ctx.tagged(line.tag, 'NO', 'URL must name the logged-in user as owner', badUrlCode(text));
     }
     wanted.push({ text, url: url as ImapUrl & { mailbox: string; uid: number }, kind: url.urlauth.access.kind });
   }
@@ -77,12 +77,6 @@ export const genurlauth: CommandHandler = async (ctx, line) => {
   ctx.tagged(line.tag, 'OK', 'GENURLAUTH completed');
 };
 
-/** RFC 4469 §6 BADURL response code naming the URL (an atom or quoted string of it). */
-function badUrl(text: string): string | undefined {
-  // A URL that cannot go in a response code as is is not echoed.
-  return /^[\x21-\x7e]+$/.test(text) && !/[\]"\\]/.test(text) && text.length <= 1000 ? `BADURL ${text}` : undefined;
-}
-
 const MISSING: Record<'no-mailbox' | 'uidvalidity' | 'no-message', string> = {
   'no-mailbox': 'No such mailbox',
   uidvalidity: 'The mailbox has another UIDVALIDITY',
@@ -100,7 +94,7 @@ async function firstMissing(
       for (const { text, url } of wanted) {
         // The wire name (modified UTF-7, RFC 3501 §5.1.3): a CR or LF in the name cannot reach the upstream as a line end.
         const found = await messageExists(conn, partRefOf(url));
-        if (found !== 'ok') return { text: `${MISSING[found]}: URL not authorized`, ...withCode(badUrl(text)) };
+        if (found !== 'ok') return { text: `${MISSING[found]}: URL not authorized`, code: badUrlCode(text) };
       }
       return undefined;
     });
@@ -109,8 +103,4 @@ async function firstMissing(
     if (err instanceof UpstreamUnavailable) return { text: 'Upstream server unavailable, try again later', code: 'UNAVAILABLE' };
     throw err;
   }
-}
-
-function withCode(code: string | undefined): { code?: string } {
-  return code === undefined ? {} : { code };
 }

@@ -12,7 +12,7 @@ import { answerAsUpstream } from './upstream-answer.js';
 import { uidForm } from './uid-form.js';
 import { formatValues, parseSearchModseq } from '../../lemonade/qresync/params.js';
 import { searchResponse } from '../../lemonade/qresync/responses.js';
-import { searchResult } from '../../lemonade/appenduid.js';
+import { searchResult } from '../protocol/responses.js';
 
 export const search: CommandHandler = async (ctx, line) => {
   const { byUid, name, args } = uidForm(line, 'SEARCH');

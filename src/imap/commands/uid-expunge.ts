@@ -6,7 +6,7 @@
  * expunged too (RFC 4315 §2.1 makes the same remark about clients emulating it).
  */
 import type { CommandHandler } from './context.js';
-import { searchResult } from '../../lemonade/appenduid.js';
+import { searchResult } from '../protocol/responses.js';
 import { formatSequenceSet as uidSet } from '../protocol/sequence-set.js';
 import { isSequenceSet } from '../protocol/sequence-set.js';
 import { highestModseqCode } from '../../lemonade/qresync/responses.js';

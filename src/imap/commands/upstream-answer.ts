@@ -3,11 +3,15 @@
  * the client as the upstream answered it: same status, code and text, under the client's tag.
  */
 import type { CommandContext } from './context.js';
+import { parseStatusLine } from '../protocol/status-line.js';
 
 /** The upstream's tagged completion as the client's: status, code (or ours instead; dropCode hides the upstream's) and text. */
 export function answerAsUpstream(ctx: CommandContext, tag: string, r: { status: string; line: string }, code?: string, dropCode?: RegExp): void {
-  const m = /^\S+ (OK|NO|BAD) (?:\[([^\]]*)\] ?)?(.*?)\r?\n?$/is.exec(r.line);
-  if (m === null) return ctx.tagged(tag, 'NO', 'Upstream server unavailable', 'UNAVAILABLE');
-  const upstreamCode = m[2] !== undefined && !(dropCode?.test(m[2]) ?? false) ? m[2] : undefined;
-  ctx.tagged(tag, m[1]!.toUpperCase() as 'OK' | 'NO' | 'BAD', m[3] || 'done', code ?? upstreamCode);
+  const status = parseStatusLine(r.line);
+  // No line (the upstream went away) or a status that cannot complete a command (RFC 3501 §7.1).
+  if (status === undefined || status.status === 'BYE' || status.status === 'PREAUTH') {
+    return ctx.tagged(tag, 'NO', 'Upstream server unavailable', 'UNAVAILABLE');
+  }
+  const upstreamCode = status.code !== undefined && !(dropCode?.test(status.code) ?? false) ? status.code : undefined;
+  ctx.tagged(tag, status.status, status.text || 'done', code ?? upstreamCode);
 }

@@ -18,27 +18,28 @@
  * and one it could not read as such is refused here.
  */
 
+import { readAppendHead, readAppendMessage } from './append-line.js';
+
 /**
  * RFC 3501 §9 ATOM-CHAR: any CHAR except atom-specials ( ) { SP CTL % * " \ ]; 8-bit bytes
  * are let through (some clients send UTF-8 names unquoted; the upstream judges those).
  */
 const ATOM = String.raw`[^\x00-\x20\x7f(){%*"\\\]]+`;
-/** astring = 1*ASTRING-CHAR / string, ASTRING-CHAR = ATOM-CHAR / "]" */
-const ASTRING_ATOM = String.raw`[^\x00-\x20\x7f(){%*"\\]+`;
-const QUOTED = String.raw`"(?:[^"\\\r\n]|\\["\\])*"`;
+/** The wildcards the reader lets into a mailbox atom and astring does not (list-wildcards). */
+const WILDCARD = /[%*]/;
+/** RFC 3501 §9 quoted: only \" and \\ are escapes (quoted-specials). */
+const QUOTED = /^"(?:[^"\\\r\n]|\\["\\])*"$/;
 /** flag = "\" atom (system flags and flag-extension) / atom (flag-keyword). */
 const FLAG = String.raw`\\?${ATOM}`;
-const FLAG_LIST = String.raw`\((?:${FLAG}(?: ${FLAG})*)?\)`;
+const FLAG_LIST = new RegExp(String.raw`^\((?:${FLAG}(?: ${FLAG})*)?\)$`);
 /**
  * date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP time SP zone DQUOTE;
  * a one-digit day without its space is let through (clients formatting with %e or %-d).
  */
-const DATE_TIME = String.raw`"(?: \d|\d{1,2})-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{4} \d\d:\d\d:\d\d [+-]\d{4}"`;
-const LITERAL = String.raw`(~?)\{\d+\+?\}\r?\n`;
+const DATE_TIME = /^"(?: \d|\d{1,2})-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{4} \d\d:\d\d:\d\d [+-]\d{4}"$/i;
 
-const FIRST = new RegExp(String.raw`^\S+ APPEND (?:(${ASTRING_ATOM}|${QUOTED})|\{\d+\+?\}\r?\n$)`, 'i');
-const MESSAGE = new RegExp(String.raw`^(?: ${FLAG_LIST})?(?: ${DATE_TIME})? ${LITERAL}$`, 'i');
-const CATENATE = new RegExp(String.raw`^(?: ${FLAG_LIST})?(?: ${DATE_TIME})? CATENATE \(`, 'i');
+const NO_MAILBOX = 'APPEND expects a mailbox';
+const NO_MESSAGE = 'APPEND expects [flags] [date-time] and a literal';
 
 /** What the upstream advertises that changes the grammar. */
 export interface AppendUpstream {
@@ -57,29 +58,34 @@ export class AppendGrammar {
   check(segment: Buffer): string | undefined {
     if (this.expect === 'unchecked') return undefined;
     const text = segment.toString('latin1');
-    switch (this.expect) {
-      case 'first': {
-        const m = FIRST.exec(text);
-        if (m === null) return 'APPEND expects a mailbox';
-        if (m[1] === undefined) {
-          this.expect = 'after-mailbox'; // the mailbox is a literal
-          return undefined;
-        }
-        return this.message(text.slice(m[0].length));
-      }
-      case 'after-mailbox':
-        return this.message(text);
-    }
-  }
-
-  private message(rest: string): string | undefined {
-    if (CATENATE.test(rest) && this.upstream.catenate) {
-      this.expect = 'unchecked';
+    if (this.expect === 'after-mailbox') return this.message(text, 0);
+    const head = readAppendHead(text);
+    if (head === undefined) return NO_MAILBOX;
+    const { mailbox } = head;
+    if (mailbox.form === 'literal') {
+      this.expect = 'after-mailbox';
       return undefined;
     }
-    const m = MESSAGE.exec(rest);
-    if (m === null) return 'APPEND expects [flags] [date-time] and a literal';
-    if (m[1] === '~' && !this.upstream.binary) return 'literal8 needs BINARY';
+    if (mailbox.form === 'quoted' && !QUOTED.test(mailbox.raw)) return NO_MAILBOX;
+    if (mailbox.form === 'atom') {
+      // astring stops at a wildcard: none at all is no mailbox, one later leaves text that is no message.
+      const wildcard = mailbox.raw.search(WILDCARD);
+      if (wildcard === 0) return NO_MAILBOX;
+      if (wildcard > 0) return NO_MESSAGE;
+    }
+    return this.message(text, head.end);
+  }
+
+  private message(text: string, from: number): string | undefined {
+    const m = readAppendMessage(text, from);
+    if (m === undefined) return NO_MESSAGE;
+    if (m.flags !== undefined && !FLAG_LIST.test(m.flags)) return NO_MESSAGE;
+    if (m.date !== undefined && !DATE_TIME.test(m.date)) return NO_MESSAGE;
+    if (m.data.form === 'catenate') {
+      if (!this.upstream.catenate) return NO_MESSAGE;
+    } else if (m.data.binary && !this.upstream.binary) {
+      return 'literal8 needs BINARY';
+    }
     this.expect = 'unchecked';
     return undefined;
   }

@@ -32,7 +32,8 @@
  */
 
 import type { LexEvent, LexErrorCode, ImapLexer } from './lexer.js';
-import { parseAnnouncement, quotedStringEnd } from './lexer.js';
+import { parseAnnouncement } from './lexer.js';
+import { readResponseCode, STATUS_KINDS, type ResponseCode } from './status-line.js';
 
 export type ImapValue =
   /** Atoms, numbers, sequence sets, flags like \Seen, and section-bearing atoms (raw text). */
@@ -286,10 +287,9 @@ export interface ResponseHead {
    * name upper-cased, raw = the text between the brackets, start/end = byte offsets of
    * "[" and just after "]" within the segment, for rewriting it in place.
    */
-  code?: { name: string; raw: string; start: number; end: number };
+  code?: ResponseCode;
 }
 
-const STATUS_KINDS = new Set(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH']);
 /** How far into a line the head (tag, kind, number, code) is looked for. */
 const HEAD_LIMIT = 16384;
 
@@ -325,34 +325,15 @@ export function parseResponseHead(first: Buffer): ResponseHead {
   const head: ResponseHead = number === undefined ? { tag, kind } : { tag, kind, number };
   // resp-cond-state / resp-cond-bye / resp-cond-auth: status SP resp-text, and
   // resp-text = ["[" resp-text-code "]" SP] text (RFC 3501 §9).
-  if (number === undefined && STATUS_KINDS.has(kind) && first[i] === SP && first[i + 1] === LBRACKET && i + 1 < end) {
-    const start = i + 1;
-    const close = findCodeEnd(first, start + 1, end);
-    if (close >= 0) {
-      const raw = first.toString('latin1', start + 1, close);
-      const nameEnd = raw.indexOf(' ');
-      head.code = { name: (nameEnd < 0 ? raw : raw.slice(0, nameEnd)).toUpperCase(), raw, start, end: close + 1 };
-    }
+  if (number === undefined && STATUS_KINDS.has(kind) && first[i] === SP && i + 1 < end) {
+    const code = readResponseCode(first, i + 1, end);
+    if (code !== undefined) head.code = code;
   }
   return head;
 }
 
 function isKeywordByte(b: number): boolean {
   return (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x2e || b === 0x5f;
-}
-
-/** The index of the "]" closing a response code, skipping quoted strings; -1 if none. */
-function findCodeEnd(line: Buffer, start: number, end: number): number {
-  for (let i = start; i < end; i++) {
-    const b = line[i]!;
-    if (b === QUOTE) {
-      i = quotedStringEnd(line, i, end);
-      if (i < 0) return -1;
-    } else if (b === RBRACKET) {
-      return i;
-    }
-  }
-  return -1;
 }
 
 // ---- collecting whole commands --------------------------------------------------------

@@ -1,6 +1,7 @@
 /**
  * Reading the data of parsed upstream responses the gateway asks for itself: the
- * attribute lists of FETCH (RFC 3501 §7.4.2) and STATUS (§7.2.4), "name value" pairs.
+ * attribute lists of FETCH (RFC 3501 §7.4.2) and STATUS (§7.2.4), "name value" pairs;
+ * and the numbers of a SEARCH response line (§7.2.5).
  */
 import type { ImapValue, ParsedLine } from './parser.js';
 
@@ -37,4 +38,11 @@ export function urlfetchString(line: ParsedLine): Buffer | undefined {
   const [name, , data] = line.items;
   if (name?.type !== 'atom' || name.value.toUpperCase() !== 'URLFETCH') return undefined;
   return data?.type === 'string' ? data.value : undefined;
+}
+
+/** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
+export function searchResult(line: string): number[] | undefined {
+  const m = /^\* SEARCH((?: \d+)*)\s*$/i.exec(line);
+  if (m === null) return undefined;
+  return m[1]!.trim() === '' ? [] : m[1]!.trim().split(' ').map(Number);
 }

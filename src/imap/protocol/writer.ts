@@ -66,6 +66,14 @@ function literalPrefix(n: number, options: QuoteOptions): string {
   return `{${n}${options.nonSync ? '+' : ''}}\r\n`;
 }
 
+/** One piece of a command the gateway sends: text as-is, or a string sent as a literal (RFC 3501 §4.3). */
+export type CommandPart = string | { literal: Buffer };
+
+/** An astring argument (RFC 3501 §9) of a command the gateway sends: quoted when it can be, else a literal. */
+export function astringParts(s: string): CommandPart[] {
+  return isQuotable(s) ? [quoted(s)] : [{ literal: Buffer.from(s, 'utf8') }];
+}
+
 /**
  * An astring (RFC 3501 §9): s itself when it is a valid atom (and not "NIL", which would
  * read as nil, nor over 1000 characters), else quoteString(s). For mailbox names, user
@@ -78,6 +86,21 @@ export function astring(s: string, options: QuoteOptions = {}): string {
 /** Free text made safe for one response line: CR, LF and NUL become spaces. */
 export function sanitizeText(text: string): string {
   return text.replace(LINE_BREAKERS, ' ');
+}
+
+/** RFC 4469 §6 url-resp-text = 1*(%x01-09 / %x0B-0C / %x0E-5B / %x5D-FE): no NUL, LF, CR or "]". */
+const NOT_URL_RESP_CHAR = /[\x00\x0a\x0d\x5d]/g;
+/** Longest URL echoed in a BADURL code: RFC 4469 sets no bound, a response line needs one. */
+const MAX_BADURL_TEXT = 1000;
+
+/**
+ * The BADURL response code (RFC 4469 §6) naming a URL the command could not use: the URL
+ * as the client sent it, less the characters url-resp-text excludes. Codes go out as UTF-8,
+ * whose bytes are never 0xFF, so NUL, LF, CR and "]" are all there is to drop.
+ */
+export function badUrlCode(url: string): string {
+  const text = url.replace(NOT_URL_RESP_CHAR, '').slice(0, MAX_BADURL_TEXT);
+  return text === '' ? 'BADURL' : `BADURL ${text}`;
 }
 
 export type TaggedStatus = 'OK' | 'NO' | 'BAD';
