@@ -10,7 +10,8 @@
  * half as many SMTP ones). Prints progress, the checks of helpers/fuzz.ts (afterChecks)
  * and the throughput; exits 1 if any check failed. BENCH_FUZZ_LOG=debug runs the gateway
  * at that log level and keeps its log (path printed); FUZZ_TRACE_FILE=path records every
- * IMAP input sent (helpers/fuzz.ts), to find what a failing session was sent.
+ * IMAP input sent (helpers/fuzz.ts), to find what a failing session was sent;
+ * FUZZ_IMAP_TIMEOUT_MS (default 10,000) is how long an IMAP command may go unanswered.
  */
 import { randomInt } from 'node:crypto';
 import { copyFileSync } from 'node:fs';

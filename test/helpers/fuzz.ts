@@ -121,8 +121,11 @@ export interface FuzzRun {
 
 const MAX_KEPT = 50;
 const CRLF = Buffer.from('\r\n');
-/** Dovecot answers in milliseconds here; 10 s of silence under load means the answer is not coming. */
-const IMAP_TIMEOUT_MS = 10_000;
+/**
+ * Dovecot answers in milliseconds here; 10 s of silence under load means the answer is not
+ * coming. FUZZ_IMAP_TIMEOUT_MS raises it for long runs on a machine shared with other work.
+ */
+const IMAP_TIMEOUT_MS = Number(process.env.FUZZ_IMAP_TIMEOUT_MS ?? 10_000);
 const SMTP_TIMEOUT_MS = 30_000;
 
 // ---- shared ------------------------------------------------------------------------
