@@ -30,7 +30,8 @@ import { commandFinished } from './commands/command-log.js';
 import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../store/availability.js';
 import { continuation, splitAtLiterals, tagged, untagged, untaggedStatus, type TaggedStatus } from './protocol/writer.js';
 import { AppendGrammar } from './protocol/append-grammar.js';
-import { LiteralEchoTracker, literalEcho } from './protocol/echo.js';
+import { LiteralEchoTracker } from './protocol/echo.js';
+import { sendGated } from './protocol/gated-literals.js';
 import { commandHead, guessTag, rewriteLiteralAnnouncement } from './protocol/command-line.js';
 import { CondstoreSession } from '../lemonade/qresync/session-state.js';
 import { parkUpstream } from './warm-upstreams.js';
@@ -585,28 +586,13 @@ export class ImapSession implements CommandContext {
     }
   }
 
-  /**
-   * Writes an internal command; each literal in it (a client's string the handler passes
-   * on) is announced synchronizing and sent only after the upstream's "+", so a command
-   * the upstream refuses never has its literal read as commands (see UpstreamRelay.goAhead).
-   */
-  private async sendInternal(upTag: string, command: Buffer): Promise<void> {
-    let line: Buffer[] = [Buffer.from(`${upTag} `)];
-    for (const piece of splitAtLiterals(command)) {
-      if ('text' in piece) {
-        line.push(piece.text);
-        continue;
-      }
-      line.push(Buffer.from(`${piece.binary ? '~' : ''}{${piece.literal.length}}\r\n`));
-      this.writeUpstream(Buffer.concat(line));
-      line = [];
-      if (!(await this.relay.goAhead(upTag))) return;
-      const echo = literalEcho(piece.literal);
-      if (echo !== undefined) this.upstream?.expectEcho(upTag, echo);
-      this.writeUpstream(piece.literal);
-    }
-    line.push(Buffer.from('\r\n'));
-    this.writeUpstream(Buffer.concat(line));
+  /** Writes an internal command, each literal in it (a client's string the handler passes on) after the upstream's "+". */
+  private sendInternal(upTag: string, command: Buffer): Promise<void> {
+    return sendGated(upTag, splitAtLiterals(command), {
+      write: (data) => this.writeUpstream(data),
+      goAhead: () => this.relay.goAhead(upTag),
+      expectEcho: (echo) => this.upstream?.expectEcho(upTag, echo),
+    });
   }
 
   /** Answered already: drop the rest of the command, including a literal the client will not send. */

@@ -9,7 +9,8 @@
  */
 import type net from 'node:net';
 import { ImapLexer, type LexEvent } from './protocol/lexer.js';
-import { EchoWatch, literalEcho, unguessableTagPrefix, type LiteralEcho } from './protocol/echo.js';
+import { EchoWatch, unguessableTagPrefix, type LiteralEcho } from './protocol/echo.js';
+import { sendGated } from './protocol/gated-literals.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, type ResponseHead } from './protocol/parser.js';
 import { parseStatusLine, STATUS_KINDS } from './protocol/status-line.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
@@ -252,30 +253,21 @@ export class UpstreamConnection {
     });
   }
 
-  /**
-   * Literals are always synchronizing (RFC 3501 §7.5), even where LITERAL+ is offered: a
-   * server that refuses the line before a literal may read the literal's bytes as commands
-   * (Dovecot 2.3 does, even for {n+}); after "+" they are certainly data.
-   */
-  private async sendParts(tag: string, parts: CommandPart[]): Promise<void> {
-    let line = `${tag} `;
-    for (const part of parts) {
-      if (typeof part === 'string') {
-        line += part;
-        continue;
-      }
-      const pending = this.pending;
-      if (pending?.tag !== tag) return;
-      const go = new Promise<boolean>((resolve) => (pending.continuation = resolve));
-      this.write(Buffer.from(`${line}{${part.literal.length}}\r\n`));
-      // Answered (or failed) instead of "+": the rest of the command is not sent.
-      if (!(await go)) return;
-      const echo = literalEcho(part.literal);
-      if (echo !== undefined) this.expectEcho(tag, echo);
-      this.write(part.literal);
-      line = '';
-    }
-    this.write(Buffer.from(`${line}\r\n`));
+  /** The command's pieces, each literal after the upstream's "+" (protocol/gated-literals.ts). */
+  private sendParts(tag: string, parts: CommandPart[]): Promise<void> {
+    const pieces = parts.map((part) => (typeof part === 'string' ? { text: Buffer.from(part) } : { literal: part.literal, binary: false }));
+    return sendGated(tag, pieces, {
+      // Once the command is answered (or failed), nothing more of it is sent.
+      write: (data) => {
+        if (this.pending?.tag === tag) this.write(data);
+      },
+      goAhead: () => {
+        const pending = this.pending;
+        if (pending?.tag !== tag) return Promise.resolve(false);
+        return new Promise<boolean>((resolve) => (pending.continuation = resolve));
+      },
+      expectEcho: (echo) => this.expectEcho(tag, echo),
+    });
   }
 
   /** The answer to command `tag` may quote this literal back, line breaks and all. */

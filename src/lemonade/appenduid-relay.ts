@@ -7,6 +7,7 @@
  */
 import type { CommandContext, RelayHook, ResponseRewrite } from '../imap/commands/context.js';
 import { normalizeMailbox } from '../store/store.js';
+import { parseStatusLine } from '../imap/protocol/status-line.js';
 import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from './appenduid.js';
 
 export const appendUidHook: RelayHook = (ctx, firstLine) => {
@@ -33,7 +34,7 @@ async function appendUidRewrite(ctx: CommandContext, mailbox: string, size: numb
     abandon: () => lease.release(),
     rewriteTagged: async (line) => {
       try {
-        if (!/^\S+ OK/i.test(line.subarray(0, 80).toString('latin1'))) return line;
+        if (parseStatusLine(line)?.status !== 'OK') return line;
         let uid: number | undefined;
         if (before !== undefined && !lease.expired) {
           const known = before;

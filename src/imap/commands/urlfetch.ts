@@ -10,7 +10,7 @@
  */
 import type { CommandContext, CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
-import { quoteString } from '../protocol/writer.js';
+import { quoteString, responseEnd, untaggedLiteralStart } from '../protocol/writer.js';
 import { authorizeForUser } from '../../lemonade/authorize-url.js';
 import { fetchPart } from '../../lemonade/fetch-part.js';
 import type { LiteralSink } from '../upstream.js';
@@ -49,7 +49,7 @@ async function fetchOne(ctx: CommandContext, text: string): Promise<'served' | '
       fetchPart(conn, auth.ref, (size): LiteralSink => {
         started = true;
         // The literal's size is known before its first byte: the header can go first.
-        ctx.writeData(Buffer.from(`* URLFETCH ${quoteString(text)} {${size}}\r\n`));
+        ctx.writeData(untaggedLiteralStart(`URLFETCH ${quoteString(text)}`, size));
         return {
           write(chunk) {
             streamed += chunk.length;
@@ -59,7 +59,7 @@ async function fetchOne(ctx: CommandContext, text: string): Promise<'served' | '
             void ctx.clientDrained().then(fn);
           },
           end() {
-            ctx.writeData(Buffer.from('\r\n'));
+            ctx.writeData(responseEnd());
           },
         };
       }),

@@ -94,3 +94,11 @@ export function parseStatusLine(line: Buffer | string): StatusLine | undefined {
 function isStatus(word: string): word is UntaggedStatus {
   return STATUS_KINDS.has(word);
 }
+
+/** A tagged OK without a response code, given one (RFC 3501 §7.1); a line with a code, or not OK, is kept. */
+export function withResponseCode(line: Buffer, code: string): Buffer {
+  const status = parseStatusLine(line);
+  if (status === undefined || status.tag === '*' || status.status !== 'OK' || status.code !== undefined) return line;
+  const afterStatus = status.tag.length + ' OK'.length;
+  return Buffer.concat([line.subarray(0, afterStatus), Buffer.from(` [${code}]`), line.subarray(afterStatus)]);
+}

@@ -133,6 +133,20 @@ export function untagged(text: string | Buffer): Buffer {
   return Buffer.concat([Buffer.from('* ', 'latin1'), body, Buffer.from('\r\n', 'latin1')]);
 }
 
+/**
+ * The start of an untagged response whose last item is a literal streamed after it:
+ * `* text {size}\r\n` (RFC 3501 §4.3); the literal's bytes and then responseEnd() follow.
+ * text is written as given, like untagged().
+ */
+export function untaggedLiteralStart(text: string, size: number): Buffer {
+  return Buffer.from(`* ${text} {${size}}\r\n`, 'utf8');
+}
+
+/** The CRLF that ends a response after a streamed literal. */
+export function responseEnd(): Buffer {
+  return Buffer.from('\r\n', 'latin1');
+}
+
 /** An untagged status response, `* OK [code] text\r\n`, with free text sanitized like tagged(). */
 export function untaggedStatus(status: UntaggedStatus, text: string, code?: string): Buffer {
   return Buffer.from(`* ${status} ${respText(status, text, code)}\r\n`, 'utf8');

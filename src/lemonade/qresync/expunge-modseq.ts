@@ -4,7 +4,7 @@
  * responses pass. The relay hook on EXPUNGE (commands/index.ts relayHooks).
  */
 import type { RelayHook } from '../../imap/commands/context.js';
-import { withResponseCode } from '../../imap/protocol/response-code.js';
+import { withResponseCode } from '../../imap/protocol/status-line.js';
 import { highestModseqCode } from './responses.js';
 
 export const expungeModseqHook: RelayHook = (ctx) => {
