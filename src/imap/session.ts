@@ -17,9 +17,9 @@ import type { Logger } from '../log/logger.js';
 import type { TlsContextHolder } from '../tls/certificates.js';
 import { ImapLexer, framingFault, parseAnnouncement, type LexEvent } from './protocol/lexer.js';
 import { CommandCollector, parseSegments, type ParsedLine } from './protocol/parser.js';
-import { advertisedCapabilities, hasCapability } from './capabilities.js';
+import { advertisedCapabilities } from './capabilities.js';
 import { commandSpec, upstreamSupports, validInState, type SessionState } from './commands/registry.js';
-import { preAuthHandlers, postAuthHandlers, relayHooks, streamedCommands } from './commands/index.js';
+import { preAuthHandlers, postAuthHandlers, relayChecks, relayHooks, streamedCommands, type RelayCheck } from './commands/index.js';
 import type { CommandContext, CommandHandler, ResponseRewrite } from './commands/context.js';
 import type { Credentials } from './credentials.js';
 import { UpstreamConnection, loginUpstream, type TaggedResult } from './upstream.js';
@@ -29,7 +29,6 @@ import { CatenateCommand, catenateStart, type CatenateHost, type CatenateStart }
 import { commandFinished } from './commands/command-log.js';
 import { isStoreUnavailable, STORE_UNAVAILABLE_TEXT } from '../store/availability.js';
 import { continuation, splitAtLiterals, tagged, untagged, untaggedStatus, type TaggedStatus } from './protocol/writer.js';
-import { AppendGrammar } from './protocol/append-grammar.js';
 import { LiteralEchoTracker } from './protocol/echo.js';
 import { sendGated } from './protocol/gated-literals.js';
 import { commandHead, guessTag, rewriteLiteralAnnouncement } from './protocol/command-line.js';
@@ -88,7 +87,7 @@ export interface SessionDeps {
 
 type Mode =
   /** Streaming the command to the upstream. */
-  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean; echo?: LiteralEchoTracker; append?: AppendGrammar }
+  | { kind: 'relay'; clientTag: string; upTag: string; pendingText?: Buffer; sentAny: boolean; echo?: LiteralEchoTracker; check?: RelayCheck }
   /** Collecting the whole command for a local handler. */
   | { kind: 'collect'; tag: string; name: string }
   /** Dropping the rest of a command that was already answered. */
@@ -462,9 +461,8 @@ export class ImapSession implements CommandContext {
     const upTag = this.relay.newTag('C');
     this.relay.register(upTag, { clientTag: head.tag, command: head.name, started: process.hrtime.bigint(), ...rewrite });
     if (head.name === 'LOGOUT') this.state = 'logout';
-    const caps = this.upstream?.capabilities ?? [];
-    const append = head.name === 'APPEND' ? new AppendGrammar({ binary: hasCapability(caps, 'BINARY'), catenate: hasCapability(caps, 'CATENATE') }) : undefined;
-    this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false, append };
+    const check = relayChecks.get(head.name)?.(this.upstream?.capabilities ?? []);
+    this.mode = { kind: 'relay', clientTag: head.tag, upTag, sentAny: false, check };
     this.relayClientEvent(this.mode, { type: 'text', data: Buffer.concat([Buffer.from(upTag), ev.data.subarray(head.rest)]) });
   }
 
@@ -647,7 +645,7 @@ export class ImapSession implements CommandContext {
             return this.refuseRelayed(mode, 'Syntax error: unterminated quoted string');
         }
         {
-          const fault = mode.append?.check(ev.data);
+          const fault = mode.check?.check(ev.data);
           if (fault !== undefined) return this.refuseRelayed(mode, `Syntax error: ${fault}`);
         }
         this.flushPendingText(mode);

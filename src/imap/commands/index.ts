@@ -19,6 +19,8 @@ import { store } from './store.js';
 import { search } from './search.js';
 import { status } from './status.js';
 import { catenateStart, type CatenateStart } from './catenate.js';
+import { AppendGrammar } from '../protocol/append-grammar.js';
+import { hasCapability } from '../capabilities.js';
 import { appendUidHook } from '../../lemonade/appenduid-relay.js';
 import { expungeModseqHook } from '../../lemonade/qresync/expunge-modseq.js';
 
@@ -73,4 +75,18 @@ export const streamedCommands = new Map<string, (firstLine: Buffer) => CatenateS
 export const relayHooks = new Map<string, RelayHook>([
   ['APPEND', appendUidHook], // RFC 4315 §3 APPENDUID without UIDPLUS upstream
   ['EXPUNGE', expungeModseqHook], // RFC 7162 §3.2.7 [HIGHESTMODSEQ] once QRESYNC is enabled
+]);
+
+/** Reads a relayed command's segments as they stream through: why one is refused, if it is. */
+export interface RelayCheck {
+  check(segment: Buffer): string | undefined;
+}
+
+/**
+ * Relayed commands checked before any of their literals goes upstream: one the upstream
+ * would frame differently from its client must get BAD from the gateway instead (issue 15).
+ */
+export const relayChecks = new Map<string, (upstreamCapabilities: readonly string[]) => RelayCheck>([
+  // RFC 3501 §9 append, up to the message literal (protocol/append-grammar.ts).
+  ['APPEND', (caps) => new AppendGrammar({ binary: hasCapability(caps, 'BINARY'), catenate: hasCapability(caps, 'CATENATE') })],
 ]);
