@@ -6,9 +6,11 @@
  * front of a real Dovecot and Postfix: issue 18's scenarios 1 and 3 with connections spread
  * over both workers, /metrics and /healthz of the cluster, SIGHUP passed on, a worker
  * killed with SIGKILL restarted while the service keeps answering, held messages released
- * once while a worker is killed mid-release (scenario 4), and SIGTERM draining every worker.
+ * once while a worker is killed mid-release (scenario 4), and SIGTERM draining every worker;
+ * last, `workers: 2` over a real PostgreSQL: scenarios 1, 3 and 4 again (a killed worker's
+ * claims taken over when their lease runs out).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -21,8 +23,11 @@ import { metricValue, repoRoot, startGateway, type RunningGateway } from './help
 import { RawSmtp } from './helpers/smtp-raw.js';
 import { masterClient, startLegacyStack, withoutTrace } from './helpers/stack.js';
 import { held } from './helpers/store-contract.js';
+import { startPostgres } from './helpers/postgres.js';
 import { appendSession, burl, genurlauth, imapLogin, urlfetch, wrongAppendUids } from './helpers/lemonade-clients.js';
 
+/** store.releaseLeaseSeconds of the PostgreSQL run. */
+const LEASE_SECONDS = 4;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dir = mkdtempSync(path.join(os.tmpdir(), 'lemonade-workers-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -237,6 +242,96 @@ function loginPids(gw: RunningGateway, from: number, user?: string): Set<number>
   );
 }
 
+// ---- issue 18's scenarios 1, 3 and 4, run with either store ----------------------------
+
+async function scenario1(t: Test, gw: RunningGateway): Promise<void> {
+  const from = gw.logs.length;
+  const raw = Buffer.from('From: alice@example.org\r\nTo: bob@example.org\r\nSubject: workers\r\n\r\nTwo workers, one store.\r\n');
+  const src = await stack.append('alice', 'INBOX', raw);
+  const base = `imap://alice@localhost/INBOX;UIDVALIDITY=${src.uidValidity}/;UID=${src.uid}`;
+  // Four sessions: the primary deals connections to the workers in turn, so both get some.
+  const issuers = [await imapLogin(gw, 'alice'), await imapLogin(gw, 'alice')];
+  const forBob = await genurlauth(issuers[0]!, `${base};URLAUTH=user+bob`);
+  const forSubmit = await genurlauth(issuers[1]!, `${base};URLAUTH=submit+alice`);
+  const fetchers = [await imapLogin(gw, 'bob'), await imapLogin(gw, 'bob')];
+  t.equal(loginPids(gw, from).size, 2, `the sessions were served by both workers (${[...loginPids(gw, from)].join(', ')})`);
+  for (const c of fetchers) t.equal(await urlfetch(c, forBob), raw.toString('latin1'), 'URLFETCH of a URL the other connection issued: the exact message');
+  const bobBefore = await stack.messageCount('bob');
+  const replies = [await burl(gw, forSubmit), await burl(gw, forSubmit)];
+  for (const r of replies) t.match(r, /^250 /, 'BURL through either worker');
+  const delivered = await stack.newestMessage('bob', bobBefore + 2);
+  t.ok(withoutTrace(delivered).equals(raw), 'bob got the message byte for byte');
+  t.match((await issuers[0]!.command('r', 'RESETKEY')).at(-1), /^r OK/, 'RESETKEY on one worker');
+  for (const c of fetchers) t.equal(await urlfetch(c, forBob), undefined, 'the URL is void on every worker at once');
+  t.match(await burl(gw, forSubmit), /^554 5\.7\.0 /, 'BURL of the voided URL is refused');
+  for (const c of [...issuers, ...fetchers]) c.close();
+}
+
+async function scenario3(t: Test, gw: RunningGateway): Promise<void> {
+  await stack.append('alice', 'Busy', Buffer.from('Subject: first\r\n\r\nx\r\n'));
+  // Busy keeps what an earlier run of this scenario (the other store) appended.
+  const before = (await wrongAppendUids(stack, [])).stored;
+  const from = gw.logs.length;
+  // 20 sessions of 5 APPENDs each, as in store-postgres.test.ts: 20 at a time.
+  const results = (await Promise.all(Array.from({ length: 20 }, (_, i) => appendSession(gw, 5 * i)))).flat();
+  t.equal(loginPids(gw, from).size, 2, 'the sessions were spread over both workers');
+  t.equal(new Set(results.map((r) => r.uid)).size, 100, 'one hundred different UIDs');
+  const { stored, wrong } = await wrongAppendUids(stack, results);
+  t.equal(stored, before + 100, 'each APPEND stored once');
+  t.same(wrong, [], 'each APPENDUID is the UID of the message that client appended');
+}
+
+/** Issue 18 scenario 4 with workers: n messages held through every worker, one worker killed while they are released. */
+async function scenario4(t: Test, gw: RunningGateway, n: number): Promise<void> {
+  const tag = `w4-${Date.now()}`;
+  const carolBefore = await stack.messageCount('carol');
+  // Held through both workers (submission sessions are dealt in turn too).
+  const sessions = await Promise.all([0, 1, 2, 3, 4].map(() => RawSmtp.authenticated(gw.submissionsPort, { tls: true })));
+  await Promise.all(
+    sessions.map(async (s, k) => {
+      for (let i = k; i < n; i += sessions.length) {
+        t.equal((await s.command('MAIL FROM:<alice@example.org> HOLDFOR=3')).code, 250);
+        t.equal((await s.command('RCPT TO:<carol@example.org>')).code, 250);
+        t.equal((await s.command('DATA')).code, 354);
+        const r = await s.command(`From: alice@example.org\r\nTo: carol@example.org\r\nSubject: ${tag} ${i}\r\n\r\nheld ${i}\r\n.`, 20_000);
+        if (!/^250 .*held as/.test(r.text)) t.fail(`message ${i}: ${r.text}`);
+      }
+    }),
+  );
+  for (const s of sessions) s.close();
+  const from = gw.logs.length;
+  // Kill a worker as soon as releases have begun: the one that released first, busy releasing.
+  await until('releases started', () => records(gw).slice(from).some((r) => r.msg === 'held message released'), 30_000);
+  const victim = records(gw).slice(from).find((r) => r.msg === 'held message released')!.pid as number;
+  process.kill(victim, 'SIGKILL');
+  const count = await stack.waitForMessageCount('carol', 'INBOX', carolBefore + n, 120_000);
+  await sleep(3000); // any second copy would have arrived by now
+  const c = await masterClient(stack, 'carol');
+  const seen = new Map<string, number>();
+  const lock = await c.getMailboxLock('INBOX');
+  try {
+    for await (const m of c.fetch('1:*', { envelope: true })) {
+      const s = m.envelope?.subject ?? '';
+      if (s.startsWith(tag)) seen.set(s, (seen.get(s) ?? 0) + 1);
+    }
+  } finally {
+    lock.release();
+    await c.logout();
+  }
+  t.ok(count >= carolBefore + n, `carol has at least ${n} new messages`);
+  t.equal(seen.size, n, 'every held message was delivered');
+  const released = records(gw).slice(from).filter((r) => r.msg === 'held message released');
+  const byVictim = released.filter((r) => r.pid === victim).length;
+  t.ok(released.length - byVictim > 0, `the other workers released the rest (${byVictim} by the killed worker, ${released.length - byVictim} by the others)`);
+  const resent = records(gw).slice(from).filter((r) => /released again/.test(String(r.msg))).length;
+  const twice = [...seen.values()].filter((k) => k > 1).length;
+  t.ok(twice <= resent, `copies beyond one only for releases cut after the content end (${twice} twice, ${resent} resent after the crash)`);
+  t.ok([...seen.values()].every((k) => k <= 2), 'none more than twice');
+  t.comment(`delivered twice: ${twice}; resent_after_crash: ${resent}`);
+  await until('spool empty', async () => metricValue(await gw.metrics(), 'lemonade_futurerelease_held_messages') === 0, 30_000);
+  await until('both workers up again', async () => (await health(gw)).body.workersUp === 2);
+}
+
 t.test('workers: 2 with the SQLite store', async (t) => {
   const gw = await startGateway(stack, {
     startTimeoutMs: 60_000,
@@ -255,40 +350,9 @@ t.test('workers: 2 with the SQLite store', async (t) => {
   const certs = new Set(records(gw).filter((r) => r.msg === 'TLS certificate').map((r) => (r.certificate as { sha256: string }).sha256));
   t.equal(certs.size, 1, 'one self-signed certificate, made by the primary, served by both');
 
-  t.test('scenario 1: GENURLAUTH on one connection, URLFETCH and BURL on others, across both workers', async (t) => {
-    const from = gw.logs.length;
-    const raw = Buffer.from('From: alice@example.org\r\nTo: bob@example.org\r\nSubject: workers\r\n\r\nTwo workers, one store.\r\n');
-    const src = await stack.append('alice', 'INBOX', raw);
-    const base = `imap://alice@localhost/INBOX;UIDVALIDITY=${src.uidValidity}/;UID=${src.uid}`;
-    // Four sessions: the primary deals connections to the workers in turn, so both get some.
-    const issuers = [await imapLogin(gw, 'alice'), await imapLogin(gw, 'alice')];
-    const forBob = await genurlauth(issuers[0]!, `${base};URLAUTH=user+bob`);
-    const forSubmit = await genurlauth(issuers[1]!, `${base};URLAUTH=submit+alice`);
-    const fetchers = [await imapLogin(gw, 'bob'), await imapLogin(gw, 'bob')];
-    t.equal(loginPids(gw, from).size, 2, `the sessions were served by both workers (${[...loginPids(gw, from)].join(', ')})`);
-    for (const c of fetchers) t.equal(await urlfetch(c, forBob), raw.toString('latin1'), 'URLFETCH of a URL the other connection issued: the exact message');
-    const bobBefore = await stack.messageCount('bob');
-    const replies = [await burl(gw, forSubmit), await burl(gw, forSubmit)];
-    for (const r of replies) t.match(r, /^250 /, 'BURL through either worker');
-    const delivered = await stack.newestMessage('bob', bobBefore + 2);
-    t.ok(withoutTrace(delivered).equals(raw), 'bob got the message byte for byte');
-    t.match((await issuers[0]!.command('r', 'RESETKEY')).at(-1), /^r OK/, 'RESETKEY on one worker');
-    for (const c of fetchers) t.equal(await urlfetch(c, forBob), undefined, 'the URL is void on every worker at once');
-    t.match(await burl(gw, forSubmit), /^554 5\.7\.0 /, 'BURL of the voided URL is refused');
-    for (const c of [...issuers, ...fetchers]) c.close();
-  });
+  t.test('scenario 1: GENURLAUTH on one connection, URLFETCH and BURL on others, across both workers', (t) => scenario1(t, gw));
 
-  t.test('scenario 3: 100 concurrent APPENDs through both workers: every APPENDUID names its message', async (t) => {
-    await stack.append('alice', 'Busy', Buffer.from('Subject: first\r\n\r\nx\r\n'));
-    const from = gw.logs.length;
-    // 20 sessions of 5 APPENDs each, as in store-postgres.test.ts: 20 at a time.
-    const results = (await Promise.all(Array.from({ length: 20 }, (_, i) => appendSession(gw, 5 * i)))).flat();
-    t.equal(loginPids(gw, from).size, 2, 'the sessions were spread over both workers');
-    t.equal(new Set(results.map((r) => r.uid)).size, 100, 'one hundred different UIDs');
-    const { stored, wrong } = await wrongAppendUids(stack, results);
-    t.equal(stored, 101);
-    t.same(wrong, [], 'each APPENDUID is the UID of the message that client appended');
-  });
+  t.test('scenario 3: 100 concurrent APPENDs through both workers: every APPENDUID names its message', (t) => scenario3(t, gw));
 
   t.test('/metrics: one exposition for all workers, summed, no per-worker series', async (t) => {
     const from = gw.logs.length;
@@ -342,57 +406,7 @@ t.test('workers: 2 with the SQLite store', async (t) => {
     for (const c of again) c.close();
   });
 
-  t.test('scenario 4: held messages, a worker killed during their release: each delivered once', async (t) => {
-    // Issue 18 scenario 4's count, as scenario 6 asks of it with workers.
-    const n = 200;
-    const tag = `w4-${Date.now()}`;
-    const carolBefore = await stack.messageCount('carol');
-    // Held through both workers (submission sessions are dealt in turn too).
-    const sessions = await Promise.all([0, 1, 2, 3, 4].map(() => RawSmtp.authenticated(gw.submissionsPort, { tls: true })));
-    await Promise.all(
-      sessions.map(async (s, k) => {
-        for (let i = k; i < n; i += sessions.length) {
-          t.equal((await s.command('MAIL FROM:<alice@example.org> HOLDFOR=3')).code, 250);
-          t.equal((await s.command('RCPT TO:<carol@example.org>')).code, 250);
-          t.equal((await s.command('DATA')).code, 354);
-          const r = await s.command(`From: alice@example.org\r\nTo: carol@example.org\r\nSubject: ${tag} ${i}\r\n\r\nheld ${i}\r\n.`, 20_000);
-          if (!/^250 .*held as/.test(r.text)) t.fail(`message ${i}: ${r.text}`);
-        }
-      }),
-    );
-    for (const s of sessions) s.close();
-    const from = gw.logs.length;
-    // Kill a worker as soon as releases have begun: the one that released first, busy releasing.
-    await until('releases started', () => records(gw).slice(from).some((r) => r.msg === 'held message released'), 30_000);
-    const victim = records(gw).slice(from).find((r) => r.msg === 'held message released')!.pid as number;
-    process.kill(victim, 'SIGKILL');
-    const count = await stack.waitForMessageCount('carol', 'INBOX', carolBefore + n, 120_000);
-    await sleep(3000); // any second copy would have arrived by now
-    const c = await masterClient(stack, 'carol');
-    const seen = new Map<string, number>();
-    const lock = await c.getMailboxLock('INBOX');
-    try {
-      for await (const m of c.fetch('1:*', { envelope: true })) {
-        const s = m.envelope?.subject ?? '';
-        if (s.startsWith(tag)) seen.set(s, (seen.get(s) ?? 0) + 1);
-      }
-    } finally {
-      lock.release();
-      await c.logout();
-    }
-    t.ok(count >= carolBefore + n, `carol has at least ${n} new messages`);
-    t.equal(seen.size, n, 'every held message was delivered');
-    const released = records(gw).slice(from).filter((r) => r.msg === 'held message released');
-    const byVictim = released.filter((r) => r.pid === victim).length;
-    t.ok(released.length - byVictim > 0, `the other workers released the rest (${byVictim} by the killed worker, ${released.length - byVictim} by the others)`);
-    const resent = records(gw).slice(from).filter((r) => /released again/.test(String(r.msg))).length;
-    const twice = [...seen.values()].filter((k) => k > 1).length;
-    t.ok(twice <= resent, `copies beyond one only for releases cut after the content end (${twice} twice, ${resent} resent after the crash)`);
-    t.ok([...seen.values()].every((k) => k <= 2), 'none more than twice');
-    t.comment(`delivered twice: ${twice}; resent_after_crash: ${resent}`);
-    await until('spool empty', async () => metricValue(await gw.metrics(), 'lemonade_futurerelease_held_messages') === 0, 30_000);
-    await until('both workers up again', async () => (await health(gw)).body.workersUp === 2);
-  });
+  t.test('scenario 4: held messages, a worker killed during their release: each delivered once', (t) => scenario4(t, gw, 200));
 
   t.test('SIGTERM drains every worker and the primary exits 0', async (t) => {
     const pids = (await health(gw)).body.workerPids;
@@ -413,4 +427,25 @@ t.test('workers: 2 with the SQLite store', async (t) => {
     t.equal(records(gw).filter((r) => r.msg === 'worker stopped' && r.code === 0).length, 2, 'both workers stopped with status 0');
     c.close();
   });
+});
+
+t.test('workers: 2 with the PostgreSQL store: scenarios 1, 3 and 4', async (t) => {
+  const pg = await startPostgres();
+  t.teardown(() => pg.stop());
+  const url = await pg.createDatabase();
+  const gw = await startGateway(stack, {
+    startTimeoutMs: 60_000,
+    config: {
+      workers: 2,
+      // A killed worker's claims are taken over when their lease runs out (no process check
+      // across hosts): a short lease keeps scenario 4 short.
+      store: { kind: 'postgres', url, poolSize: 4, releaseLeaseSeconds: LEASE_SECONDS },
+      submission: { senderPolicy: { mode: 'own', domains: ['example.org'] }, futureRelease: { retryInitialSeconds: 1, retryMaxSeconds: 2 } },
+    },
+  });
+  t.teardown(() => gw.stop());
+  t.equal((await health(gw)).body.workersUp, 2, 'both workers up');
+  t.test('scenario 1 across both workers', (t) => scenario1(t, gw));
+  t.test('scenario 3 across both workers', (t) => scenario3(t, gw));
+  t.test('scenario 4 with a worker killed', (t) => scenario4(t, gw, 100));
 });
