@@ -10,6 +10,8 @@
  *     UIDPLUS, RFC 4315 §2.1): its internal commands and their data never reach the client,
  *     untagged responses the upstream sends meanwhile do, before the handler's tagged OK,
  *     and a pipelined relayed command waits for the handler to finish;
+ *   - a response the client must not see (an unknown tag's) that carries a literal: none
+ *     of it, literal and text after it included, reaches the client;
  *   - back-pressure: a client that does not read while the upstream streams a large FETCH
  *     literal: the gateway stops reading the upstream (its socket stalls), its memory stays
  *     bounded, and everything arrives intact once the client reads again.
@@ -179,6 +181,16 @@ t.test('a tagged line held for its rewrite: what the upstream sent behind it fol
   t.equal(lines[4], '* OK [ALERT] behind the held line');
   t.equal(lines[5], 'N OK NOOP completed');
   t.same(up.unread, [], 'nothing else went upstream');
+  await hangUp(c, up);
+});
+
+t.test('an unknown tag’s response with a literal: skipped whole, the next responses relayed', async (t) => {
+  const { c, up } = await session(t, 'carol');
+  c.send('N NOOP\r\n');
+  const noop = await up.expect(/^NOOP$/);
+  await up.write(Buffer.from(`ZZ9 OK [ALERT] quoted {11}\r\nhello world and after it\r\n* 2 EXISTS\r\n${noop.tag} OK NOOP completed\r\n`, 'latin1'));
+  const lines = await c.until('N');
+  t.same(lines, ['* 2 EXISTS', 'N OK NOOP completed'], 'only the responses meant for the client');
   await hangUp(c, up);
 });
 
