@@ -28,7 +28,7 @@
  * (requested release time to the MTA's 250) read from /metrics, whose p50/p99 are
  * interpolated linearly within its buckets like PromQL's histogram_quantile; as a check,
  * the same quantiles from the gateway's "held message released" log lines (pino's ms
- * timestamps, logged just after the spool row is deleted, so a little later than the 250).
+ * timestamps, logged once the MTA has answered, before the spool row is deleted, so a little later than the 250).
  *
  * Release lag by store (issue 18), BENCH_LAG_STORES (comma-separated, default
  * "sqlite,postgres,postgres-2"; empty: none): the same measurement per variant, then one
