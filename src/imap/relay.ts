@@ -334,21 +334,12 @@ export class UpstreamRelay {
 
   /** Writes a kept-back tagged completion once rewritten; the upstream is not read meanwhile. */
   private finishHeld(held: Extract<RelayState, { kind: 'holding' }>): void {
-    const backlog = this.startBacklog();
     const line = Buffer.concat(held.parts);
-    held
-      .rewrite(line)
-      .catch((err: unknown) => {
-        // A store outage is logged once, by store/availability.ts, not per response.
-        if (!isStoreUnavailable(err)) this.host.log().warn({ err: (err as Error).message }, 'tagged response rewrite failed');
-        return line;
-      })
-      .then((out) => {
-        this.state = { kind: 'between' };
-        this.send(out);
-        this.complete(held.upTag, held.status);
-        this.replay(backlog);
-      });
+    this.afterRewrite(held.rewrite(line), line, 'tagged', (out) => {
+      this.state = { kind: 'between' };
+      this.send(out);
+      this.complete(held.upTag, held.status);
+    });
   }
 
   /**
@@ -357,25 +348,31 @@ export class UpstreamRelay {
    * response follows the rewritten segment in order.
    */
   private awaitUntagged(rewrite: Promise<Buffer>, first: Buffer): void {
-    const backlog = this.startBacklog();
-    rewrite
-      .catch((err: unknown) => {
-        if (!isStoreUnavailable(err)) this.host.log().warn({ err: (err as Error).message }, 'untagged response rewrite failed');
-        return first;
-      })
-      .then((out) => {
-        // Still mid-response: the rest of it (and its end) is in the backlog.
-        this.state = { kind: 'streaming' };
-        this.send(out);
-        this.replay(backlog);
-      });
+    this.afterRewrite(rewrite, first, 'untagged', (out) => {
+      // Still mid-response: the rest of it (and its end) is in the backlog.
+      this.state = { kind: 'streaming' };
+      this.send(out);
+    });
   }
 
-  private startBacklog(): LexEvent[] {
+  /**
+   * Pauses the upstream while a rewrite is awaited, its events kept in order; then writes
+   * the result (the line as it was if the rewrite failed) and replays them.
+   */
+  private afterRewrite(rewrite: Promise<Buffer>, original: Buffer, kind: 'tagged' | 'untagged', write: (out: Buffer) => void): void {
     const state: RelayState = { kind: 'backlogged', events: [] };
     this.state = state;
     this.pause('rewrite');
-    return state.events;
+    rewrite
+      .catch((err: unknown) => {
+        // A store outage is logged once, by store/availability.ts, not per response.
+        if (!isStoreUnavailable(err)) this.host.log().warn({ err: (err as Error).message }, `${kind} response rewrite failed`);
+        return original;
+      })
+      .then((out) => {
+        write(out);
+        this.replay(state.events);
+      });
   }
 
   /** Feeds the upstream events kept back during a rewrite, in order (behind a further rewrite, if one starts), then reads on. */
