@@ -37,10 +37,7 @@ import { parkUpstream } from './warm-upstreams.js';
 import { UpstreamRelay, type InFlight, type RelayHost } from './relay.js';
 import {
   bytesTotal,
-  commandDuration,
-  commandLabel,
   imapAuthTotal,
-  imapCommandsTotal,
   malformedCommands,
   sessionsOpen,
   sessionsTotal,
@@ -52,10 +49,6 @@ const CONDSTORE_ON_DEMAND = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE',
 
 /** The BYE text of a shutdown (drain and the end of the grace time). */
 export const SHUTDOWN_TEXT = 'Server shutting down';
-
-function elapsedMs(started: bigint): number {
-  return Math.round(Number(process.hrtime.bigint() - started) / 1e6);
-}
 
 /** The continuation request before a client's literal (RFC 3501 §7.5). */
 const READY_FOR_LITERAL = 'Ready for literal data';
@@ -794,7 +787,6 @@ export class ImapSession implements CommandContext {
     const started = process.hrtime.bigint();
     this.hold('handler');
     this.lastLocalStatus = undefined;
-    const label = commandLabel(mode.name);
     const authenticated = this.state !== 'not-authenticated';
     Promise.resolve()
       .then(async () => {
@@ -815,11 +807,7 @@ export class ImapSession implements CommandContext {
       })
       .finally(() => {
         if (authenticated) this.relay.holdForHandler(false);
-        commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - started) / 1e9);
-        const status = this.lastLocalStatus;
-        const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : status === 'BAD' ? 'bad' : 'error';
-        imapCommandsTotal.inc({ command: label, result });
-        this.log.debug({ command: label, result, ms: elapsedMs(started) }, 'command');
+        commandFinished(this.log, mode.name, this.lastLocalStatus, started);
         this.release('handler');
         this.afterCommand();
       });
@@ -845,11 +833,7 @@ export class ImapSession implements CommandContext {
   private completed(entry: InFlight, status: string): void {
     // An IDLE refused (or ended) before its "+": the client's input goes on.
     if (entry.command === 'IDLE') this.release('idle-start');
-    const label = commandLabel(entry.command);
-    const result = status === 'OK' ? 'ok' : status === 'NO' ? 'no' : 'bad';
-    imapCommandsTotal.inc({ command: label, result });
-    commandDuration.observe({ command: label }, Number(process.hrtime.bigint() - entry.started) / 1e9);
-    this.log.debug({ command: label, result, ms: elapsedMs(entry.started) }, 'command');
+    commandFinished(this.log, entry.command, status, entry.started);
     this.afterCommand();
     if (entry.command === 'SELECT' || entry.command === 'EXAMINE') {
       this.setSelected(status === 'OK');

@@ -6,9 +6,8 @@
  * other APPEND of the gateway's can land in between.
  */
 import type { CommandContext, RelayHook, ResponseRewrite } from '../imap/commands/context.js';
-import { normalizeMailbox } from '../store/store.js';
 import { parseStatusLine } from '../imap/protocol/status-line.js';
-import { appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from './appenduid.js';
+import { appendLockKey, appendedUid, mailboxUids, plainAppend, withAppendUid, type MailboxUids } from './appenduid.js';
 
 export const appendUidHook: RelayHook = (ctx, firstLine) => {
   const upstream = ctx.upstream;
@@ -22,7 +21,7 @@ async function appendUidRewrite(ctx: CommandContext, mailbox: string, size: numb
   if (user === undefined) return undefined;
   const lemonade = ctx.lemonade;
   // A session that ends while waiting never gets the lock (mailbox-locks.ts).
-  const lease = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`, ctx.ended);
+  const lease = await lemonade.appendLocks.acquire(appendLockKey(user, mailbox), ctx.ended);
   if (lease === undefined) return undefined;
   let before: MailboxUids | undefined;
   try {

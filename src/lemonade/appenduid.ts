@@ -12,6 +12,16 @@ import { astringParts } from '../imap/protocol/writer.js';
 import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
 import { parseStatusLine } from '../imap/protocol/status-line.js';
 import { readAppendHead, readAppendMessage, recognizedMailbox } from '../imap/protocol/append-line.js';
+import { normalizeMailbox } from '../store/store.js';
+
+/**
+ * The key of a mailbox's lock in lemonade.appendLocks: one per user and mailbox (INBOX in
+ * any case), taken by every APPEND and COPY whose UIDs the gateway works out, so none
+ * lands between another's UIDNEXT and its lookup.
+ */
+export function appendLockKey(user: string, mailbox: string): string {
+  return `${user}\0${normalizeMailbox(mailbox)}`;
+}
 
 export interface MailboxUids {
   uidValidity: number;

@@ -8,9 +8,8 @@
 import type { CommandHandler } from './context.js';
 import { stringArgument } from './arguments.js';
 import { isQuotable, quoted } from '../protocol/writer.js';
-import { copiedUids, mailboxUids, type MailboxUids } from '../../lemonade/appenduid.js';
+import { appendLockKey, copiedUids, mailboxUids, type MailboxUids } from '../../lemonade/appenduid.js';
 import { searchResult } from '../protocol/responses.js';
-import { normalizeMailbox } from '../../store/store.js';
 import { formatSequenceSet as uidSet, isSequenceSet } from '../protocol/sequence-set.js';
 import { answerAsUpstream } from './upstream-answer.js';
 import { uidForm } from './uid-form.js';
@@ -42,7 +41,7 @@ export const copy: CommandHandler = async (ctx, line) => {
   }
   const user = ctx.authenticatedUser!;
   const lemonade = ctx.lemonade;
-  const lease = await lemonade.appendLocks.acquire(`${user}\0${normalizeMailbox(mailbox)}`, ctx.ended);
+  const lease = await lemonade.appendLocks.acquire(appendLockKey(user, mailbox), ctx.ended);
   // The session ended while waiting: nothing was copied, and no one is there to answer.
   if (lease === undefined) return;
   try {
