@@ -82,6 +82,13 @@ export interface FuzzOptions {
   maxInputsPerConnection?: number;
   /** Progress lines (and the seed) go here. */
   log?: (line: string) => void;
+  /**
+   * SMTP inputs keep pace with the IMAP ones (an SMTP worker waits while its side is
+   * further along, as a fraction of its inputs). Long runs need it: SMTP inputs are cheap
+   * for the gateway but each accepted message costs Postfix and Dovecot's LMTP a delivery,
+   * and unpaced they leave a backlog that starves the IMAP side of CPU for hours.
+   */
+  paceSmtp?: boolean;
 }
 
 export interface FuzzFailure {
@@ -868,7 +875,17 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
   const progress = () => {
     if (Date.now() - lastProgress.at < 10_000) return;
     lastProgress.at = Date.now();
-    log(`fuzz progress: imap ${run.imap.inputs}/${opts.imapInputs} smtp ${run.smtp.inputs}/${opts.smtpInputs} failures ${run.failureCount} rss ${run.rssMaxKiB} KiB`);
+    const line = `fuzz progress: imap ${run.imap.inputs}/${opts.imapInputs} smtp ${run.smtp.inputs}/${opts.smtpInputs} failures ${run.failureCount} rss max ${run.rssMaxKiB} KiB`;
+    // The JS heap beside the RSS: a heap that keeps growing is a leak, an RSS that does may be the allocator.
+    gw.metrics().then(
+      (text) => log(`${line} heap used ${Math.round(metricValue(text, 'lemonade_nodejs_heap_size_used_bytes', {}) / 1024)} KiB`),
+      () => log(line),
+    );
+  };
+  /** Resolves once the SMTP side is no further along than the IMAP side (opts.paceSmtp). */
+  const smtpTurn = async () => {
+    const ahead = () => opts.paceSmtp && opts.imapInputs > 0 && run.imap.inputs < opts.imapInputs && run.smtp.inputs / opts.smtpInputs > run.imap.inputs / opts.imapInputs;
+    while (ahead()) await new Promise((r) => setTimeout(r, 50));
   };
 
   const imapWorker = async (w: number, count: number) => {
@@ -961,6 +978,7 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
         }
         const n = Math.min(count - done, int(rng, 1, perConn));
         for (let i = 0; i < n; i++) {
+          await smtpTurn();
           ctx.seq = i;
           done++;
           run.smtp.inputs++;
