@@ -14,6 +14,7 @@ import {
 } from '../src/imap/protocol/parser.js';
 import {
   astring,
+  badUrlCode,
   continuation,
   encodeString,
   isQuotable,
@@ -664,4 +665,14 @@ t.test('writer: responses', async (t) => {
   for (const b of [tagged('a', 'OK', 'x'), untagged('x'), untaggedStatus('NO', 'x'), continuation('x')]) t.ok(Buffer.isBuffer(b));
   const head = parseResponseHead(tagged('C9', 'OK', 'done', 'CAPABILITY IMAP4rev1 X'));
   t.same(head, { tag: 'C9', kind: 'OK', code: { name: 'CAPABILITY', raw: 'CAPABILITY IMAP4rev1 X', start: 6, end: 30 } });
+});
+
+t.test('writer: BADURL names the URL within RFC 4469 §6 url-resp-text', async (t) => {
+  t.equal(badUrlCode('imap://alice@localhost/INBOX/;uid=1'), 'BADURL imap://alice@localhost/INBOX/;uid=1');
+  t.equal(badUrlCode('/a]b\r\nc\0d'), 'BADURL /a%5Db%0D%0Ac%00d', 'the excluded characters percent-encoded, not dropped');
+  t.equal(badUrlCode(''), 'BADURL ""', 'never a bare BADURL: an empty URL as it was on the wire');
+  t.equal(badUrlCode('x'.repeat(5000)).length, 'BADURL '.length + 1000, 'bounded');
+  const line = tagged('c', 'NO', 'no', badUrlCode('/x]\r\n* OK [ALERT] y'));
+  t.equal(line.toString(), 'c NO [BADURL /x%5D%0D%0A* OK [ALERT%5D y] no\r\n', 'one line, one code');
+  t.equal(parseResponseHead(line).code?.name, 'BADURL');
 });

@@ -99,7 +99,8 @@ async function firstMissing(
       return undefined;
     });
   } catch (err) {
-    if (err instanceof SideLoginRefused) return { text: 'URL not authorized', code: 'BADURL' };
+    // The side login failing means no URL could be checked: the first is the one named.
+    if (err instanceof SideLoginRefused) return { text: 'URL not authorized', code: badUrlCode(wanted[0]?.text ?? '') };
     if (err instanceof UpstreamUnavailable) return { text: 'Upstream server unavailable, try again later', code: 'UNAVAILABLE' };
     throw err;
   }

@@ -95,12 +95,14 @@ const MAX_BADURL_TEXT = 1000;
 
 /**
  * The BADURL response code (RFC 4469 §6) naming a URL the command could not use: the URL
- * as the client sent it, less the characters url-resp-text excludes. Codes go out as UTF-8,
- * whose bytes are never 0xFF, so NUL, LF, CR and "]" are all there is to drop.
+ * as the client sent it, with the characters url-resp-text excludes percent-encoded (RFC
+ * 3986 §2.1), so the client can still match it to the URL it sent. Codes go out as UTF-8,
+ * whose bytes are never 0xFF, so NUL, LF, CR and "]" are all there is to encode.
+ * url-resp-text has at least one character: an empty URL is named as it was on the wire, "".
  */
 export function badUrlCode(url: string): string {
-  const text = url.replace(NOT_URL_RESP_CHAR, '').slice(0, MAX_BADURL_TEXT);
-  return text === '' ? 'BADURL' : `BADURL ${text}`;
+  const text = url.replace(NOT_URL_RESP_CHAR, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`).slice(0, MAX_BADURL_TEXT);
+  return `BADURL ${text === '' ? '""' : text}`;
 }
 
 export type TaggedStatus = 'OK' | 'NO' | 'BAD';
