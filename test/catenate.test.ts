@@ -164,6 +164,11 @@ t.test('errors: BADURL, TOOBIG, missing literal, bad syntax; the session goes on
   t.match((await c.until('e8')).at(-1), /^e8 BAD /, 'TEXT without its literal: BAD');
   const missingBox = await catenate(c, 'e9', 'NoSuchBox', [{ text: 'Subject: x\r\n\r\nx\r\n' }]);
   t.match(missingBox.at(-1), /^e9 NO \[TRYCREATE\]/, 'a missing target mailbox: TRYCREATE');
+  // An ATOM-CHAR is 7-bit (RFC 3501 §9): "Senté" is no mailbox name, so CATENATE is not emulated for it and the APPEND is bad syntax.
+  c.write(Buffer.from('e12 APPEND Sent\u00e9 CATENATE (TEXT {1+}\r\nz)\r\n', 'utf8'));
+  const eightBit = await c.until('e12');
+  t.match(eightBit.at(-1), /^e12 BAD /, `an 8-bit atom as mailbox: BAD (${eightBit.at(-1)})`);
+  t.match((await c.command('n2', 'NOOP')).at(-1), ok, 'and the session goes on');
   c.write(`e10 APPEND Sent CATENATE (URL "/INBOX;UIDVALIDITY=${uidValidity}/;UID=${uid}" TEXT {1+}\r\nz)\r\ne11 NOOP\r\n`);
   t.match((await c.until('e10')).at(-1), /^e10 OK/, 'pipelined: CATENATE then NOOP');
   t.match((await c.until('e11')).at(-1), /^e11 OK/);

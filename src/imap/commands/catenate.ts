@@ -91,8 +91,8 @@ export function catenateStart(first: Buffer): CatenateStart | undefined {
   return { tag: head.tag, prefix: text.slice(head.tag.length, message.data.at), mailbox, rest: message.data.rest };
 }
 
-/** RFC 3501 §9 tag: any ASTRING-CHAR but "+"; here also no "]" nor NBSP, as catenateStart always read it. */
-const TAG = /^[^\s(){%*"\\+\]\x00-\x1f\x7f]+$/;
+/** RFC 3501 §9 tag: any ASTRING-CHAR (7-bit) but "+"; here also no "]", as catenateStart always read it. */
+const TAG = /^[^\s(){%*"\\+\]\x00-\x1f\x7f-\xff]+$/;
 
 type Expect =
   /** A cat-part or ")". */

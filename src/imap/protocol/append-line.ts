@@ -97,12 +97,13 @@ export function readAppendMessage(text: string, from = 0): AppendMessage | undef
 }
 
 /**
- * A mailbox named inline that catenateStart and plainAppend take as a name: no NBSP (0xA0)
- * in an atom. Their patterns always stopped an atom at any \s, which in JavaScript takes in
- * U+00A0, and so a latin1 0xA0 byte, e.g. the second byte of UTF-8 "à"; kept as it was.
+ * A mailbox named inline that catenateStart and plainAppend take as a name: a quoted
+ * string, or an atom of 7-bit bytes. An ATOM-CHAR is a CHAR (RFC 3501 §9, %x01-7F), and
+ * RFC 6855 lets UTF-8 into quoted strings only, so an atom with 8-bit bytes is no mailbox
+ * name: the command goes upstream as it is, and the upstream answers it.
  */
 export function recognizedMailbox(mailbox: AppendMailbox): mailbox is Extract<AppendMailbox, { name: string }> {
-  return mailbox.form === 'quoted' || (mailbox.form === 'atom' && !mailbox.raw.includes('\xa0'));
+  return mailbox.form === 'quoted' || (mailbox.form === 'atom' && !/[\x80-\xff]/.test(mailbox.raw));
 }
 
 /** What a sticky pattern matches at `at`, if anything. */
