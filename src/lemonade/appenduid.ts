@@ -9,7 +9,7 @@
 import { examine } from './fetch-part.js';
 import type { UpstreamConnection } from '../imap/upstream.js';
 import { astringParts } from '../imap/protocol/writer.js';
-import { fetchAttributes, numberValue } from '../imap/protocol/responses.js';
+import { fetchAttributes, numberValue, searchNumbers } from '../imap/protocol/responses.js';
 import { parseStatusLine } from '../imap/protocol/status-line.js';
 import { readAppendHead, readAppendMessage, recognizedMailbox } from '../imap/protocol/append-line.js';
 import { normalizeMailbox } from '../store/store.js';
@@ -100,8 +100,9 @@ export async function copiedUids(conn: UpstreamConnection, mailbox: string, befo
   if ((await examine(conn, mailbox, before.uidValidity)) !== 'ok') return undefined;
   const r = await conn.command([`UID SEARCH UID ${before.uidNext}:*`]);
   if (r.status !== 'OK') return undefined;
-  const line = r.untagged.find((l) => l.items[0]?.type === 'atom' && l.items[0].value.toUpperCase() === 'SEARCH');
-  const uids = (line?.items.slice(1) ?? []).flatMap((v) => (v.type === 'atom' ? [Number(v.value)] : [])).filter((u) => u >= before.uidNext);
+  const found = r.untagged.map(searchNumbers).find((n) => n !== undefined);
+  // "n:*" always takes in the highest UID (RFC 3501 §9 seq-range), even below n: not a copy.
+  const uids = (found ?? []).filter((u) => u >= before.uidNext);
   uids.sort((a, b) => a - b);
   // Anything else arriving meanwhile makes the mapping uncertain: no COPYUID then.
   return uids.length === count ? uids : undefined;

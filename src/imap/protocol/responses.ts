@@ -40,7 +40,15 @@ export function urlfetchString(line: ParsedLine): Buffer | undefined {
   return data?.type === 'string' ? data.value : undefined;
 }
 
-/** `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
+/** A parsed `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other response or a non-number in it. */
+export function searchNumbers(line: ParsedLine): number[] | undefined {
+  const [name, ...numbers] = line.items;
+  if (name?.type !== 'atom' || name.value.toUpperCase() !== 'SEARCH') return undefined;
+  const out = numbers.map(numberValue);
+  return out.every((n) => n !== undefined) ? (out as number[]) : undefined;
+}
+
+/** The wire line `* SEARCH 1 2 3` → [1, 2, 3] (RFC 3501 §7.2.5); undefined for any other line. */
 export function searchResult(line: string): number[] | undefined {
   const m = /^\* SEARCH((?: \d+)*)\s*$/i.exec(line);
   if (m === null) return undefined;
