@@ -13,5 +13,14 @@ export function answerAsUpstream(ctx: CommandContext, tag: string, r: { status: 
     return ctx.tagged(tag, 'NO', 'Upstream server unavailable', 'UNAVAILABLE');
   }
   const upstreamCode = status.code !== undefined && !(dropCode?.test(status.code) ?? false) ? status.code : undefined;
-  ctx.tagged(tag, status.status, status.text || 'done', code ?? upstreamCode);
+  ctx.tagged(tag, status.status, asSent(status.text) || 'done', code ?? (upstreamCode && asSent(upstreamCode)));
+}
+
+/**
+ * internalCommand reads the upstream's line byte for byte (latin1) and ctx.tagged writes
+ * UTF-8: decoded back, the upstream's UTF-8 text (RFC 6855 §3 lets servers send it) goes
+ * out as the upstream sent it, not encoded twice.
+ */
+function asSent(text: string): string {
+  return Buffer.from(text, 'latin1').toString('utf8');
 }
