@@ -13,7 +13,8 @@
  * IMAP input sent (helpers/fuzz.ts), to find what a failing session was sent;
  * FUZZ_IMAP_TIMEOUT_MS (default 10,000) is how long an IMAP command may go unanswered;
  * BENCH_FUZZ_IMAP_SHARE (default 0.6) is the IMAP share of the inputs. SMTP inputs keep
- * pace with the IMAP ones (runFuzz's paceSmtp) unless BENCH_FUZZ_PACE=0.
+ * pace with the IMAP ones (runFuzz's paceSmtp) unless BENCH_FUZZ_PACE=0, and Dovecot's
+ * mailboxes are kept small (runFuzz's housekeeping) unless BENCH_FUZZ_HOUSEKEEPING=0.
  */
 import { randomInt } from 'node:crypto';
 import { copyFileSync } from 'node:fs';
@@ -49,6 +50,8 @@ async function main(): Promise<number> {
       log,
       // Off only to see the unpaced mix (BENCH_FUZZ_PACE=0): on 2 cores its Postfix backlog starves IMAP for hours.
       paceSmtp: process.env.BENCH_FUZZ_PACE !== '0',
+      // Off only to see the run slow down as the fuzzer's own mailboxes grow (BENCH_FUZZ_HOUSEKEEPING=0).
+      housekeeping: process.env.BENCH_FUZZ_HOUSEKEEPING !== '0',
     });
     const after = await afterChecks(stack, gw, run, log);
     const failures = [...run.failures, ...after.failures];

@@ -325,7 +325,7 @@ export class ImapSession implements CommandContext {
       this.queue.push(ev);
       this.queuedBytes += eventBytes(ev);
     }
-    if (this.holds.size > 0 && this.queuedBytes >= CLIENT_READ_AHEAD) this.client.pause();
+    // pump() also pauses the client once the read-ahead is full and a hold keeps it queued.
     this.pump();
   }
 

@@ -89,6 +89,11 @@ export interface FuzzOptions {
    * and unpaced they leave a backlog that starves the IMAP side of CPU for hours.
    */
   paceSmtp?: boolean;
+  /**
+   * Keeps Dovecot's mailboxes small (mailboxHousekeeping()): long runs need it, or the
+   * cost of each input grows with the mailboxes the fuzzer itself fills.
+   */
+  housekeeping?: boolean;
 }
 
 export interface FuzzFailure {
@@ -119,6 +124,8 @@ export interface FuzzRun {
     mustDeliver: Map<string, string[]>;
     smuggleAttempts: number;
   };
+  /** Marked messages housekeeping took out of the mailboxes ("user:marker" → copies): delivered, and counted by afterChecks. */
+  delivered: Map<string, number>;
   /** Work the well-behaved sessions got done meanwhile (canaries()). */
   wellBehaved: { imapRounds: number; messages: number };
   rssStartKiB: number;
@@ -827,6 +834,96 @@ function canaries(gw: RunningGateway, run: FuzzRun, record: (f: FuzzFailure) => 
   };
 }
 
+// ---- housekeeping for long runs -----------------------------------------------------
+
+/** Messages of alice's INBOX housekeeping leaves: the first ones (the corpus FETCHes 1 and 2) and the newest. */
+const ALICE_KEEP_FIRST = 3;
+const ALICE_KEEP_NEWEST = 500;
+const HOUSEKEEPING_EVERY_MS = 20_000;
+
+/**
+ * Every 20 s, directly at Dovecot (master login, not through the gateway): alice's INBOX,
+ * which the fuzzed APPENDs and COPYs fill, is cut back to its first and newest messages,
+ * and bob's and carol's INBOXes, which the fuzzed submissions fill, are emptied, with the
+ * marked messages taken out counted in run.delivered for afterChecks.
+ *
+ * Why: Dovecot's cost grows with a mailbox (a maildir sync reads all of new/ on each LMTP
+ * delivery, and the corpus has FETCH 1:*, SEARCH ALL and UID STORE 1:*), so without it a
+ * 10^6-input run slows to a crawl on a mailbox of tens of thousands of messages the fuzzer
+ * made. To the gateway these are another client's expunges, which its sessions must take
+ * as they come (EXPUNGE / VANISHED, the CONDSTORE emulation): real work, not a shortcut.
+ */
+function mailboxHousekeeping(stack: LegacyStack, run: FuzzRun, log: (l: string) => void): { stop(): Promise<void> } {
+  let stopped = false;
+  let wake = () => undefined as void;
+  const loop = (async () => {
+    while (!stopped) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, HOUSEKEEPING_EVERY_MS);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (stopped) break;
+      const taken: string[] = [];
+      for (const user of ['alice', 'bob', 'carol']) {
+        try {
+          taken.push(`${user} ${await takeOut(stack, run, user, user === 'alice' ? ALICE_KEEP_FIRST : 0, user === 'alice' ? ALICE_KEEP_NEWEST : 0)}`);
+        } catch (err) {
+          // Not the gateway's doing (this is a direct connection): the next round tries again.
+          taken.push(`${user} failed (${(err as Error).message})`);
+        }
+      }
+      log(`housekeeping: messages taken out of INBOX: ${taken.join(', ')}`);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      wake();
+      await loop;
+    },
+  };
+}
+
+/** Expunges user's INBOX but its first keepFirst and newest keepNewest messages, counting the marked ones in run.delivered. */
+async function takeOut(stack: LegacyStack, run: FuzzRun, user: string, keepFirst: number, keepNewest: number): Promise<number> {
+  const c = await masterClient(stack, user);
+  try {
+    const box = await c.mailboxOpen('INBOX');
+    const last = box.exists - keepNewest;
+    if (last <= keepFirst) return 0;
+    const uids: number[] = [];
+    const markers: string[] = [];
+    for await (const msg of c.fetch(`${keepFirst + 1}:${last}`, { uid: true, headers: ['x-fuzz'] })) {
+      uids.push(msg.uid);
+      const m = /X-Fuzz:\s*(\S+)/i.exec(msg.headers?.toString('latin1') ?? '');
+      if (m && m[1]!.startsWith(run.runId)) markers.push(`${user}:${m[1]}`);
+    }
+    if (uids.length === 0) return 0;
+    // By UID, as ranges: a sequence number can move under us (the fuzzed sessions EXPUNGE alice's INBOX).
+    if (!(await c.messageDelete(uidRanges(uids), { uid: true }))) throw new Error('EXPUNGE refused');
+    for (const key of markers) run.delivered.set(key, (run.delivered.get(key) ?? 0) + 1);
+    return uids.length;
+  } finally {
+    await c.logout().catch(() => c.close());
+  }
+}
+
+/** [1, 2, 3, 7, 9, 10] → "1:3,7,9:10": a set of any size on a short command line. */
+function uidRanges(uids: number[]): string {
+  const sorted = [...uids].sort((a, b) => a - b);
+  const out: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    out.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
+}
+
 // ---- the run -------------------------------------------------------------------------
 
 export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: FuzzOptions): Promise<FuzzRun> {
@@ -840,6 +937,7 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
     failureCount: 0,
     imap: { inputs: 0, connections: 0, byes: 0, smuggleAttempts: 0 },
     smtp: { inputs: 0, connections: 0, acked: new Set(), mustDeliver: new Map(), smuggleAttempts: 0 },
+    delivered: new Map(),
     wellBehaved: { imapRounds: 0, messages: 0 },
     rssStartKiB: gw.rssKiB(),
     rssMaxKiB: 0,
@@ -1028,6 +1126,7 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
   };
 
   const alongside = canaries(gw, run, record);
+  const keeper = opts.housekeeping ? mailboxHousekeeping(stack, run, log) : undefined;
   try {
     await Promise.all([
       ...Array.from({ length: imapWorkers }, (_, w) => imapWorker(w, share(opts.imapInputs, imapWorkers, w))),
@@ -1035,6 +1134,7 @@ export async function runFuzz(stack: LegacyStack, gw: RunningGateway, opts: Fuzz
     ]);
   } finally {
     clearInterval(rssTimer);
+    await keeper?.stop();
     const done = await alongside.stop();
     run.wellBehaved = done;
   }
@@ -1181,7 +1281,8 @@ export async function afterChecks(stack: LegacyStack, gw: RunningGateway, run: F
   for (const [marker, users] of run.smtp.mustDeliver) for (const u of users) expected.set(`${u}:${marker}`, 0);
   const users = ['alice', 'bob', 'carol'];
   const read = async () => {
-    const seen = new Map<string, number>();
+    // What housekeeping took out during the run was delivered too.
+    const seen = new Map(run.delivered);
     for (const user of users) {
       const c = await masterClient(stack, user);
       try {
