@@ -12,7 +12,7 @@ import { ImapLexer, type LexEvent } from './protocol/lexer.js';
 import { EchoWatch, unguessableTagPrefix, type LiteralEcho } from './protocol/echo.js';
 import { sendGated } from './protocol/gated-literals.js';
 import { CommandCollector, parseSegments, parseResponseHead, type ParsedLine, type ResponseHead } from './protocol/parser.js';
-import { parseStatusLine, STATUS_KINDS } from './protocol/status-line.js';
+import { parseStatusLine, sentText, STATUS_KINDS } from './protocol/status-line.js';
 import { connectSocket, upgradeToTls, UpstreamUnavailable } from '../upstream/connect.js';
 import { detachForTls } from '../net/client-socket.js';
 import { hasCapability, parseCapabilityList } from './capabilities.js';
@@ -445,8 +445,7 @@ export class UpstreamConnection {
     const parsed = parseStatusLine(first);
     // Anything but OK or NO (a tagged BYE, a line that is no status) failed as BAD would.
     const status: TaggedStatus = parsed?.status === 'OK' || parsed?.status === 'NO' ? parsed.status : 'BAD';
-    // Read as UTF-8 (non-ASCII text comes as UTF-8 from today's servers); parseStatusLine hands back bytes.
-    const text = parsed !== undefined ? Buffer.from(parsed.text, 'latin1').toString('utf8') : first.toString('utf8', head.tag.length + 1).replace(/\r?\n$/, '');
+    const text = parsed !== undefined ? sentText(parsed.text) : first.toString('utf8', head.tag.length + 1).replace(/\r?\n$/, '');
     pending.resolve({ status, code: parsed?.code, text, untagged: pending.untagged, codes: pending.codes });
   }
 

@@ -37,6 +37,7 @@ import { RawClient, openSocket } from './raw-client.js';
 import { RawSmtp, type Reply } from './smtp-raw.js';
 import { masterClient, type LegacyStack } from './stack.js';
 import { metricValue, type RunningGateway } from './gateway.js';
+import { formatSequenceSet } from '../../src/imap/protocol/sequence-set.js';
 
 /** Literal and message size limits the fuzzing gateway runs with (fuzzGatewayConfig); every size up to them is really sent. */
 export const FUZZ_MAX_LITERAL = 1024 * 1024;
@@ -855,7 +856,7 @@ const HOUSEKEEPING_EVERY_MS = 20_000;
  */
 function mailboxHousekeeping(stack: LegacyStack, run: FuzzRun, log: (l: string) => void): { stop(): Promise<void> } {
   let stopped = false;
-  let wake = () => undefined as void;
+  let wake: () => void = () => undefined;
   const loop = (async () => {
     while (!stopped) {
       await new Promise<void>((resolve) => {
@@ -887,6 +888,12 @@ function mailboxHousekeeping(stack: LegacyStack, run: FuzzRun, log: (l: string) 
   };
 }
 
+/** The X-Fuzz marker of one of this run's messages, from its fetched header; undefined for any other message. */
+function runMarker(run: FuzzRun, headers: Buffer | undefined): string | undefined {
+  const m = /X-Fuzz:\s*(\S+)/i.exec(headers?.toString('latin1') ?? '');
+  return m && m[1]!.startsWith(run.runId) ? m[1] : undefined;
+}
+
 /** Expunges user's INBOX but its first keepFirst and newest keepNewest messages, counting the marked ones in run.delivered. */
 async function takeOut(stack: LegacyStack, run: FuzzRun, user: string, keepFirst: number, keepNewest: number): Promise<number> {
   const c = await masterClient(stack, user);
@@ -898,30 +905,17 @@ async function takeOut(stack: LegacyStack, run: FuzzRun, user: string, keepFirst
     const markers: string[] = [];
     for await (const msg of c.fetch(`${keepFirst + 1}:${last}`, { uid: true, headers: ['x-fuzz'] })) {
       uids.push(msg.uid);
-      const m = /X-Fuzz:\s*(\S+)/i.exec(msg.headers?.toString('latin1') ?? '');
-      if (m && m[1]!.startsWith(run.runId)) markers.push(`${user}:${m[1]}`);
+      const marker = runMarker(run, msg.headers);
+      if (marker !== undefined) markers.push(`${user}:${marker}`);
     }
     if (uids.length === 0) return 0;
     // By UID, as ranges: a sequence number can move under us (the fuzzed sessions EXPUNGE alice's INBOX).
-    if (!(await c.messageDelete(uidRanges(uids), { uid: true }))) throw new Error('EXPUNGE refused');
+    if (!(await c.messageDelete(formatSequenceSet(uids.sort((a, b) => a - b)), { uid: true }))) throw new Error('EXPUNGE refused');
     for (const key of markers) run.delivered.set(key, (run.delivered.get(key) ?? 0) + 1);
     return uids.length;
   } finally {
     await c.logout().catch(() => c.close());
   }
-}
-
-/** [1, 2, 3, 7, 9, 10] → "1:3,7,9:10": a set of any size on a short command line. */
-function uidRanges(uids: number[]): string {
-  const sorted = [...uids].sort((a, b) => a - b);
-  const out: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
-    out.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
-    i = j + 1;
-  }
-  return out.join(',');
 }
 
 // ---- the run -------------------------------------------------------------------------
@@ -1290,8 +1284,8 @@ export async function afterChecks(stack: LegacyStack, gw: RunningGateway, run: F
         // All of them, not a UID list: 100,000 inputs deliver more UIDs than one command line may hold.
         if (box.exists > 0) {
           for await (const msg of c.fetch('1:*', { headers: ['x-fuzz'] })) {
-            const m = /X-Fuzz:\s*(\S+)/i.exec(msg.headers?.toString('latin1') ?? '');
-            if (m && m[1]!.startsWith(run.runId)) seen.set(`${user}:${m[1]}`, (seen.get(`${user}:${m[1]}`) ?? 0) + 1);
+            const marker = runMarker(run, msg.headers);
+            if (marker !== undefined) seen.set(`${user}:${marker}`, (seen.get(`${user}:${marker}`) ?? 0) + 1);
           }
         }
       } finally {

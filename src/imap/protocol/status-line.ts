@@ -91,6 +91,15 @@ export function parseStatusLine(line: Buffer | string): StatusLine | undefined {
   return out;
 }
 
+/**
+ * A string parseStatusLine handed back (latin1, one character per byte) read as the UTF-8
+ * it carries: the text and code to pass on to a client as the upstream sent them (non-ASCII
+ * text comes as UTF-8 from today's servers, RFC 6855 §3), not encoded twice.
+ */
+export function sentText(latin1: string): string {
+  return Buffer.from(latin1, 'latin1').toString('utf8');
+}
+
 function isStatus(word: string): word is UntaggedStatus {
   return STATUS_KINDS.has(word);
 }

@@ -208,13 +208,18 @@ function describe(s: string, i: number): string {
   return printable ? `"${String.fromCodePoint(cp)}"` : `U+${cp.toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
+/** One byte as RFC 3986 §2.1 pct-encoded: "%" and two upper-case hex digits. */
+export function percentEncoded(byte: number): string {
+  return `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+}
+
 /** Percent-encode every UTF-8 byte of value that may not appear bare. */
 function pctEncode(value: string, allowed: boolean[], what: string): string {
   if (LONE_SURROGATE.test(value)) fail(`${what} is not well-formed Unicode (lone surrogate)`);
   if (value.includes('\0')) fail(`${what} contains NUL`);
   let out = '';
   for (const b of Buffer.from(value, 'utf8')) {
-    out += b < 0x80 && allowed[b] ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+    out += b < 0x80 && allowed[b] ? String.fromCharCode(b) : percentEncoded(b);
   }
   return out;
 }

@@ -2,6 +2,7 @@
  * Formatting for the wire: strings (RFC 3501 §4.3, §9 quoted / literal), and tagged,
  * untagged and continuation responses (RFC 3501 §7, §7.1, §7.5), each ending in CRLF.
  */
+import { percentEncoded } from './url.js';
 
 /** Longest string sent quoted; longer ones go as literals. */
 const MAX_QUOTED = 1000;
@@ -101,7 +102,7 @@ const MAX_BADURL_TEXT = 1000;
  * url-resp-text has at least one character: an empty URL is named as it was on the wire, "".
  */
 export function badUrlCode(url: string): string {
-  const text = url.replace(NOT_URL_RESP_CHAR, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`).slice(0, MAX_BADURL_TEXT);
+  const text = url.replace(NOT_URL_RESP_CHAR, (c) => percentEncoded(c.charCodeAt(0))).slice(0, MAX_BADURL_TEXT);
   return `BADURL ${text === '' ? '""' : text}`;
 }
 
